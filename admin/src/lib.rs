@@ -1,1 +1,19 @@
-//! placeholder
+//! Flowcase Gateway control plane.
+//!
+//! - [`store`]: the only data-access layer (SQLite or PostgreSQL through sqlx's `Any` driver,
+//!   migrations applied at connect time);
+//! - [`accounts`]: password hashing and first-start administrator provisioning;
+//! - [`secrets`]: the key file that seals tokens and stored credentials;
+//! - [`docker`]: the Docker engine client;
+//! - [`web`]: the pages and JSON API, served behind the gateway's front door;
+//! - [`error`]: the crate's error type.
+
+pub mod accounts;
+pub mod docker;
+pub mod error;
+pub mod secrets;
+pub mod store;
+pub mod web;
+
+pub use error::AdminError;
+pub use store::{Store, now_millis};

@@ -229,7 +229,7 @@ impl Source<'_> {
                     reason,
                 });
             };
-            if as_string[i] || !toml_literal(&overrides[i].value).is_some() {
+            if as_string[i] || toml_literal(&overrides[i].value).is_none() {
                 return Err(ConfigError::Invalid {
                     origin: Origin::Env {
                         var: overrides[i].var.clone(),

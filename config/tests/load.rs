@@ -1,6 +1,6 @@
 //! The config file format as users meet it: the documented example, environment overrides, and
 //! an error naming the file, line and key for every class of bad input.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,1 +1,17 @@
-fn main() {}
+//! `flowcase`: the Flowcase Gateway command line. `serve` runs the gateway; the other commands
+//! check the configuration and administer the database without starting it.
+
+mod cli;
+mod control_plane;
+mod health;
+mod logging;
+mod proxy;
+mod redirect;
+mod routing;
+mod serve;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::run()
+}

@@ -1,1 +1,289 @@
-//! placeholder
+//! The test kit: starts the real `flowcase` binary on free loopback ports in a private working
+//! directory, and gives tests clients that trust the certificate it generated. Every end-to-end
+//! test goes through this kit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod postgres;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `flowcase` binary under test: `$FLOWCASE_BIN`, or the workspace's debug build (built on
+/// first use when missing, so `cargo test -p flowcase-e2e` works on its own).
+pub fn flowcase_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("FLOWCASE_BIN") {
+            return PathBuf::from(bin);
+        }
+        let target = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .to_owned();
+        let bin = target.join("flowcase");
+        if !bin.exists() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "flowcase-gateway", "--bin", "flowcase"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "building the flowcase binary failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A working directory with a config for one gateway; start it with [`Gateway::start`].
+pub struct GatewayDir {
+    pub dir: tempfile::TempDir,
+    pub env: BTreeMap<String, String>,
+    pub https_port: u16,
+    pub http_port: u16,
+    pub metrics_port: u16,
+}
+
+impl Default for GatewayDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GatewayDir {
+    pub fn new() -> Self {
+        let (https_port, http_port, metrics_port) = (free_port(), free_port(), free_port());
+        let mut env = BTreeMap::new();
+        env.insert(
+            "FLOWCASE_SERVER__HTTPS_LISTEN".into(),
+            format!("127.0.0.1:{https_port}"),
+        );
+        env.insert(
+            "FLOWCASE_SERVER__HTTP_LISTEN".into(),
+            format!("127.0.0.1:{http_port}"),
+        );
+        env.insert(
+            "FLOWCASE_SERVER__METRICS_LISTEN".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        );
+        env.insert("FLOWCASE_LOG__LEVEL".into(), "info".into());
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            env,
+            https_port,
+            http_port,
+            metrics_port,
+        }
+    }
+
+    pub fn set(&mut self, var: &str, value: &str) -> &mut Self {
+        self.env.insert(var.into(), value.into());
+        self
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs `flowcase <args>` in this directory with this environment.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, "")
+    }
+
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(flowcase_bin());
+        cmd.current_dir(self.dir.path());
+        // The test process's own FLOWCASE_* variables must not leak into the gateway.
+        for (var, _) in std::env::vars() {
+            if var.starts_with("FLOWCASE_") {
+                cmd.env_remove(var);
+            }
+        }
+        cmd.envs(&self.env);
+        cmd
+    }
+}
+
+/// A running gateway; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Gateway {
+    child: Option<Child>,
+    pub ports: (u16, u16, u16),
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `flowcase serve` and waits until `/readyz` answers 200.
+    pub async fn start(dir: &GatewayDir) -> Gateway {
+        let gw = Self::spawn(dir);
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Starts `flowcase serve` without waiting for readiness.
+    pub fn spawn(dir: &GatewayDir) -> Gateway {
+        let n = rand::random::<u32>();
+        let stdout_path = dir.dir.path().join(format!("stdout-{n}.log"));
+        let stderr_path = dir.dir.path().join(format!("stderr-{n}.log"));
+        let child = dir
+            .command()
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        Gateway {
+            child: Some(child),
+            ports: (dir.https_port, dir.http_port, dir.metrics_port),
+            stdout_path,
+            stderr_path,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.2)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.1)
+    }
+
+    /// `https://<host>:<port><path>`; clients from [`Gateway::client`] resolve the host to
+    /// loopback.
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.ports.0)
+    }
+
+    pub fn https_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.0))
+    }
+
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(r) = client.get(self.metrics_url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "gateway not ready after {START_TIMEOUT:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A client that trusts only the gateway's self-signed certificate in `data_dir` and
+    /// resolves the given host names to the gateway's HTTPS port on loopback.
+    pub fn client(&self, data_dir: &Path, hosts: &[&str]) -> reqwest::Client {
+        self.client_builder(data_dir, hosts).build().unwrap()
+    }
+
+    /// [`Gateway::client`] before `build()`, for tests that need other settings.
+    pub fn client_builder(&self, data_dir: &Path, hosts: &[&str]) -> reqwest::ClientBuilder {
+        let pem = std::fs::read(data_dir.join("tls/self-signed.crt")).unwrap();
+        let mut builder = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true);
+        for host in hosts {
+            builder = builder.resolve(host, self.https_addr());
+        }
+        builder
+    }
+
+    /// Graceful stop (SIGTERM) and wait for the process to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("gateway already stopped");
+        terminate(&child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The standard library only sends SIGKILL; a graceful stop needs SIGTERM, and the workspace
+/// forbids unsafe code, so `kill(1)` sends it.
+fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The username and password written to `IDENTIFIANTS.txt`.
+pub fn read_credentials(data_dir: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(data_dir.join("IDENTIFIANTS.txt")).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in IDENTIFIANTS.txt:\n{text}"))
+    };
+    (field("username"), field("password"))
+}

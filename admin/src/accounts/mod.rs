@@ -1,0 +1,10 @@
+//! Account basics: password hashing and the first-start administrator.
+//!
+//! [`password`] owns how passwords are hashed, verified and generated; [`bootstrap`] owns the
+//! one-time creation of the administrator account on an empty database.
+
+pub mod bootstrap;
+pub mod password;
+
+pub use bootstrap::{BootstrapOutcome, bootstrap_admin};
+pub use password::{generate_password, hash_password, verify_password};

@@ -1,0 +1,95 @@
+//! The crate's error type.
+//!
+//! One enum for the whole control plane, so storage, accounts and (later) the HTTP layer agree on
+//! what "not found" or "conflict" means. Database errors are classified here, in one place, so
+//! that a unique violation is a [`AdminError::Conflict`] on SQLite and on PostgreSQL alike.
+
+use std::path::PathBuf;
+
+use sqlx::error::ErrorKind;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = AdminError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The row the caller named does not exist (the payload names its kind, e.g. `"user"`).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+
+    /// A unique constraint refused the write (a username, a group name, a slug is taken).
+    #[error("already exists: {0}")]
+    Conflict(String),
+
+    /// A foreign key refused the write: the referenced row does not exist, or a row that
+    /// others still depend on (e.g. a droplet with instances) cannot be deleted.
+    #[error("reference violation: {0}")]
+    Reference(String),
+
+    /// Any other database failure (connection, syntax, decoding).
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+
+    /// Applying the embedded migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+
+    /// The database URL's scheme is neither SQLite nor PostgreSQL. Holds only the scheme, so a
+    /// password in the URL never reaches a log.
+    #[error("unsupported database URL scheme {0:?} (expected sqlite: or postgres://)")]
+    UnsupportedDatabaseUrl(String),
+
+    /// A stored value could not be interpreted (unknown enum text, malformed JSON, ...).
+    #[error("invalid stored data: {0}")]
+    InvalidData(String),
+
+    /// Argon2 refused its parameters or input.
+    #[error("password hashing failed: {0}")]
+    PasswordHash(String),
+
+    /// The secret key file exists but cannot be used.
+    #[error("secret key file {}: {reason}", path.display())]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A filesystem operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AdminError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Classifies driver errors by their portable [`ErrorKind`], which sqlx derives from the
+/// SQLSTATE on PostgreSQL and from the extended result code on SQLite; matching on message
+/// text or codes here would need one branch per backend.
+impl From<sqlx::Error> for AdminError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) => match db.kind() {
+                ErrorKind::UniqueViolation => Self::Conflict(db.message().to_owned()),
+                ErrorKind::ForeignKeyViolation => Self::Reference(db.message().to_owned()),
+                _ => Self::Database(err),
+            },
+            _ => Self::Database(err),
+        }
+    }
+}

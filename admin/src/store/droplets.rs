@@ -1,0 +1,380 @@
+//! Droplets (launchable desktops and apps) and which groups may launch them.
+//!
+//! Owns the `droplets` and `droplet_groups` tables. Ports, environment and labels are JSON text
+//! so their shape can grow without a migration per field. Credentials for external hosts arrive
+//! here already sealed by the caller and leave the same way: this module never sees plaintext.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::codec::{flag, get_enum, get_flag, get_json, get_port, text_enum, to_json};
+use super::{Store, expect_one};
+use crate::error::Result;
+
+text_enum! {
+    /// How the user reaches the droplet.
+    pub enum DropletType {
+        /// A web application or web desktop, proxied over HTTP.
+        Http = "http",
+        /// A VNC desktop, shown through the in-browser viewer.
+        Vnc = "vnc",
+        /// An RDP desktop, shown through the in-browser viewer.
+        Rdp = "rdp",
+        /// An SSH terminal, shown through the in-browser viewer.
+        Ssh = "ssh",
+    }
+}
+
+text_enum! {
+    /// Where the droplet runs.
+    pub enum TargetKind {
+        /// A container started per user from `image`.
+        Container = "container",
+        /// An existing host at `external_host:external_port`.
+        External = "external",
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, tenant_id, name, description, droplet_type, target, image, registry, \
+         cpu_millicores, memory_mb, ports_json, env_json, labels_json, profile_path, network, \
+         idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, external_host, \
+         external_port, external_username, external_credentials, created_at, updated_at"
+    };
+}
+
+/// A launchable item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Droplet {
+    /// Primary key.
+    pub id: i64,
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// Display name, unique within the tenant.
+    pub name: String,
+    /// Free-form description.
+    pub description: String,
+    /// Protocol.
+    pub droplet_type: DropletType,
+    /// Container or external host.
+    pub target: TargetKind,
+    /// Container image reference.
+    pub image: Option<String>,
+    /// Registry the image is pulled from.
+    pub registry: Option<String>,
+    /// CPU limit in thousandths of a core (1500 = one and a half cores). Integer rather than
+    /// float so limits compare exactly and no float ever crosses the `Any` driver.
+    pub cpu_millicores: Option<i64>,
+    /// Memory limit in MiB.
+    pub memory_mb: Option<i64>,
+    /// Container ports exposed to the gateway.
+    pub ports: Vec<u16>,
+    /// Environment variables given to the container.
+    pub env: BTreeMap<String, String>,
+    /// Docker labels given to the container.
+    pub labels: BTreeMap<String, String>,
+    /// Persistent profile path template (`{user_id}`, `{user_name}`, `{droplet_id}`, ...).
+    pub profile_path: Option<String>,
+    /// Docker network to attach to.
+    pub network: Option<String>,
+    /// Stop an instance after this long without activity.
+    pub idle_timeout_secs: Option<i64>,
+    /// Stop an instance this long after it started, whatever its activity.
+    pub max_lifetime_secs: Option<i64>,
+    /// Number of pre-started spare instances.
+    pub pool_size: i64,
+    /// Icon URL or asset name.
+    pub icon: Option<String>,
+    /// Shown and launchable while set.
+    pub active: bool,
+    /// External host name or address.
+    pub external_host: Option<String>,
+    /// External host port.
+    pub external_port: Option<u16>,
+    /// Account on the external host.
+    pub external_username: Option<String>,
+    /// Sealed credentials for the external host; never serialized.
+    #[serde(skip)]
+    pub external_credentials: Option<Vec<u8>>,
+    /// Creation time, unix milliseconds.
+    pub created_at: i64,
+    /// Last modification time, unix milliseconds.
+    pub updated_at: i64,
+}
+
+impl Droplet {
+    fn from_row(row: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            droplet_type: get_enum(row, "droplet_type")?,
+            target: get_enum(row, "target")?,
+            image: row.try_get("image")?,
+            registry: row.try_get("registry")?,
+            cpu_millicores: row.try_get("cpu_millicores")?,
+            memory_mb: row.try_get("memory_mb")?,
+            ports: get_json(row, "ports_json")?,
+            env: get_json(row, "env_json")?,
+            labels: get_json(row, "labels_json")?,
+            profile_path: row.try_get("profile_path")?,
+            network: row.try_get("network")?,
+            idle_timeout_secs: row.try_get("idle_timeout_secs")?,
+            max_lifetime_secs: row.try_get("max_lifetime_secs")?,
+            pool_size: row.try_get("pool_size")?,
+            icon: row.try_get("icon")?,
+            active: get_flag(row, "active")?,
+            external_host: row.try_get("external_host")?,
+            external_port: get_port(row, "external_port")?,
+            external_username: row.try_get("external_username")?,
+            external_credentials: row.try_get("external_credentials")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Input for [`Store::create_droplet`]; start from [`NewDroplet::new`] and set what applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDroplet {
+    /// Owning tenant.
+    pub tenant_id: i64,
+    /// Display name, unique within the tenant.
+    pub name: String,
+    /// Free-form description.
+    pub description: String,
+    /// Protocol.
+    pub droplet_type: DropletType,
+    /// Container or external host.
+    pub target: TargetKind,
+    /// Container image reference.
+    pub image: Option<String>,
+    /// Registry the image is pulled from.
+    pub registry: Option<String>,
+    /// CPU limit in thousandths of a core.
+    pub cpu_millicores: Option<i64>,
+    /// Memory limit in MiB.
+    pub memory_mb: Option<i64>,
+    /// Container ports exposed to the gateway.
+    pub ports: Vec<u16>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Docker labels.
+    pub labels: BTreeMap<String, String>,
+    /// Persistent profile path template.
+    pub profile_path: Option<String>,
+    /// Docker network.
+    pub network: Option<String>,
+    /// Idle timeout in seconds.
+    pub idle_timeout_secs: Option<i64>,
+    /// Maximum lifetime in seconds.
+    pub max_lifetime_secs: Option<i64>,
+    /// Spare instances to keep ready.
+    pub pool_size: i64,
+    /// Icon URL or asset name.
+    pub icon: Option<String>,
+    /// Launchable right away.
+    pub active: bool,
+    /// External host.
+    pub external_host: Option<String>,
+    /// External port.
+    pub external_port: Option<u16>,
+    /// External account.
+    pub external_username: Option<String>,
+    /// Sealed external credentials.
+    pub external_credentials: Option<Vec<u8>>,
+}
+
+impl NewDroplet {
+    /// An active droplet with only the mandatory fields set.
+    pub fn new(
+        tenant_id: i64,
+        name: impl Into<String>,
+        droplet_type: DropletType,
+        target: TargetKind,
+    ) -> Self {
+        Self {
+            tenant_id,
+            name: name.into(),
+            description: String::new(),
+            droplet_type,
+            target,
+            image: None,
+            registry: None,
+            cpu_millicores: None,
+            memory_mb: None,
+            ports: Vec::new(),
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            profile_path: None,
+            network: None,
+            idle_timeout_secs: None,
+            max_lifetime_secs: None,
+            pool_size: 0,
+            icon: None,
+            active: true,
+            external_host: None,
+            external_port: None,
+            external_username: None,
+            external_credentials: None,
+        }
+    }
+}
+
+impl Store {
+    /// Creates a droplet. A name already used in the tenant is a `Conflict`.
+    pub async fn create_droplet(&self, new: &NewDroplet, now: i64) -> Result<Droplet> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO droplets (tenant_id, name, description, droplet_type, target, image, \
+             registry, cpu_millicores, memory_mb, ports_json, env_json, labels_json, profile_path, \
+             network, idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, \
+             external_host, external_port, external_username, external_credentials, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19, $20, $21, $22, $23, $24, $24) RETURNING ",
+            columns!()
+        ))
+        .bind(new.tenant_id)
+        .bind(new.name.as_str())
+        .bind(new.description.as_str())
+        .bind(new.droplet_type.as_str())
+        .bind(new.target.as_str())
+        .bind(new.image.as_deref())
+        .bind(new.registry.as_deref())
+        .bind(new.cpu_millicores)
+        .bind(new.memory_mb)
+        .bind(to_json(&new.ports)?)
+        .bind(to_json(&new.env)?)
+        .bind(to_json(&new.labels)?)
+        .bind(new.profile_path.as_deref())
+        .bind(new.network.as_deref())
+        .bind(new.idle_timeout_secs)
+        .bind(new.max_lifetime_secs)
+        .bind(new.pool_size)
+        .bind(new.icon.as_deref())
+        .bind(flag(new.active))
+        .bind(new.external_host.as_deref())
+        .bind(new.external_port.map(i64::from))
+        .bind(new.external_username.as_deref())
+        .bind(new.external_credentials.clone())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Droplet::from_row(&row)
+    }
+
+    /// The droplet with this id.
+    pub async fn get_droplet(&self, id: i64) -> Result<Option<Droplet>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM droplets WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Droplet::from_row).transpose()
+    }
+
+    /// Every droplet, active or not, by name.
+    pub async fn list_droplets(&self) -> Result<Vec<Droplet>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM droplets ORDER BY name, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Droplet::from_row).collect()
+    }
+
+    /// Active droplets, by name.
+    pub async fn list_active_droplets(&self) -> Result<Vec<Droplet>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM droplets WHERE active = 1 ORDER BY name, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Droplet::from_row).collect()
+    }
+
+    /// Active droplets that at least one of the user's groups may launch: the catalogue a user
+    /// sees, and the check a launch must pass.
+    pub async fn list_droplets_for_user(&self, user_id: i64) -> Result<Vec<Droplet>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM droplets WHERE active = 1 AND id IN (\
+               SELECT dg.droplet_id FROM droplet_groups dg \
+               JOIN memberships m ON m.group_id = dg.group_id WHERE m.user_id = $1) \
+             ORDER BY name, id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Droplet::from_row).collect()
+    }
+
+    /// Shows or hides a droplet.
+    pub async fn set_droplet_active(&self, id: i64, active: bool, now: i64) -> Result<()> {
+        let result = sqlx::query("UPDATE droplets SET active = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(flag(active))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        expect_one(result, "droplet")
+    }
+
+    /// Deletes a droplet and its group grants. Refused (`Reference`) while instances of it
+    /// exist, since they may stand for running containers.
+    pub async fn delete_droplet(&self, id: i64) -> Result<()> {
+        let result = sqlx::query("DELETE FROM droplets WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        expect_one(result, "droplet")
+    }
+
+    /// Lets a group launch a droplet; doing it twice is harmless.
+    pub async fn grant_droplet(&self, droplet_id: i64, group_id: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO droplet_groups (droplet_id, group_id) VALUES ($1, $2) \
+             ON CONFLICT (droplet_id, group_id) DO NOTHING",
+        )
+        .bind(droplet_id)
+        .bind(group_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Withdraws a group's access to a droplet; returns whether it had access.
+    pub async fn revoke_droplet(&self, droplet_id: i64, group_id: i64) -> Result<bool> {
+        let result =
+            sqlx::query("DELETE FROM droplet_groups WHERE droplet_id = $1 AND group_id = $2")
+                .bind(droplet_id)
+                .bind(group_id)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Ids of the groups allowed to launch a droplet, ascending.
+    pub async fn droplet_group_ids(&self, droplet_id: i64) -> Result<Vec<i64>> {
+        let ids = sqlx::query_scalar(
+            "SELECT group_id FROM droplet_groups WHERE droplet_id = $1 ORDER BY group_id",
+        )
+        .bind(droplet_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+}

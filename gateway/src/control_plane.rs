@@ -1,0 +1,148 @@
+//! The control plane inside the gateway process: the admin crate's web app served on a private
+//! Unix socket that the front door proxies to, and the prober that keeps the health snapshot
+//! fresh. It runs as a pingora background service so its database pool and Docker client live
+//! on a pingora runtime.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowcase_admin::Store;
+use flowcase_config::Config;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::health::{Check, HealthState};
+
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A directory only this process can enter, holding the control-plane socket; removed on exit.
+/// It lives under the system temp dir because socket paths are limited to 108 bytes.
+#[derive(Debug)]
+pub struct RuntimeDir(PathBuf);
+
+impl RuntimeDir {
+    pub fn create() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("flowcase-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Self(dir))
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.0.join("control.sock")
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct ControlPlane {
+    config: Arc<Config>,
+    runtime_dir: RuntimeDir,
+    health: Arc<HealthState>,
+}
+
+impl ControlPlane {
+    pub fn new(config: Arc<Config>, runtime_dir: RuntimeDir, health: Arc<HealthState>) -> Self {
+        Self {
+            config,
+            runtime_dir,
+            health,
+        }
+    }
+
+    async fn connect_store(&self, shutdown: &mut ShutdownWatch) -> Option<Store> {
+        loop {
+            match Store::open(&self.config).await {
+                Ok(store) => return Some(store),
+                Err(e) => {
+                    self.health
+                        .database
+                        .store(Arc::new(Check::failed(e.to_string())));
+                    tracing::error!(error = %e, "cannot open the database; retrying");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                _ = shutdown.changed() => return None,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ControlPlane {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(store) = self.connect_store(&mut shutdown).await else {
+            return;
+        };
+        let docker = flowcase_admin::docker::connect(&self.config.docker.host);
+        tokio::spawn(probe(store.clone(), docker, self.health.clone()));
+
+        let socket = self.runtime_dir.control_socket();
+        let listener = match bind(&socket) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, path = %socket.display(), "cannot listen on the control-plane socket");
+                return;
+            }
+        };
+        let app = flowcase_admin::web::router(flowcase_admin::web::AppState::new(
+            self.config.clone(),
+            store.clone(),
+        ));
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "control plane stopped");
+        }
+        store.close().await;
+    }
+}
+
+fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    tokio::net::UnixListener::bind(path)
+}
+
+/// Keeps the health snapshot fresh so `/readyz` never waits on the database or Docker.
+async fn probe(
+    store: Store,
+    docker: Result<flowcase_admin::docker::Docker, String>,
+    health: Arc<HealthState>,
+) {
+    let backend = store.backend().as_str().to_owned();
+    loop {
+        let db = match tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await {
+            Ok(Ok(())) => Check::ok(backend.clone()),
+            Ok(Err(e)) => Check::failed(e.to_string()),
+            Err(_) => Check::failed("no answer within 2 s".into()),
+        };
+        health.database.store(Arc::new(db));
+        let docker_check = match &docker {
+            Err(e) => Check::failed(e.clone()),
+            Ok(docker) => match tokio::time::timeout(PROBE_TIMEOUT, docker.version()).await {
+                Ok(Ok(v)) => Check::ok(format!(
+                    "Docker Engine {}",
+                    v.version.as_deref().unwrap_or("(unknown version)")
+                )),
+                Ok(Err(e)) => Check::failed(e.to_string()),
+                Err(_) => Check::failed("no answer within 2 s".into()),
+            },
+        };
+        health.docker.store(Arc::new(docker_check));
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}

@@ -1,0 +1,152 @@
+//! `flowcase serve`: prepares the data directory, database and certificates, then assembles
+//! the pingora server: the HTTPS front door, the plain-HTTP redirector, the metrics/health
+//! listener, and the control plane as a background service.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use flowcase_certs::{CertResolver, CertStatus};
+use flowcase_config::{Config, TlsMode};
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::ALPN;
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+
+use crate::control_plane::ControlPlane;
+use crate::health::{HealthApp, HealthState};
+use crate::proxy::FrontDoor;
+use crate::redirect::Redirector;
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    crate::logging::init(&config.log)?;
+    let config = Arc::new(config);
+    let data_dir = &config.server.data_dir;
+    flowcase_admin::secrets::create_private_dir(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    flowcase_admin::secrets::ensure_key_file(&config.secret_key_file())?;
+    let certs = CertResolver::new();
+    load_certificates(&config, &certs)?;
+    prepare_database(&config)?;
+
+    let runtime_dir = crate::control_plane::RuntimeDir::create()?;
+    let health = Arc::new(HealthState::new(certs.clone()));
+    let conf = server_conf(&config);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let server_conf = server.configuration.clone();
+
+    let mut front_door = pingora::proxy::http_proxy_service_with_name(
+        &server_conf,
+        FrontDoor::new(config.clone(), runtime_dir.control_socket()),
+        "front door",
+    );
+    let mut tls = TlsSettings::intermediate("", "")?;
+    tls.set_cert_resolver(certs.clone());
+    tls.set_alpn(ALPN::H2H1);
+    front_door.add_tls_with_settings(&config.server.https_listen.to_string(), None, tls);
+
+    let mut redirector = pingora::services::listening::Service::new(
+        "http redirect".into(),
+        Redirector::new(config.clone()),
+    );
+    redirector.add_tcp(&config.server.http_listen.to_string());
+
+    let mut metrics = pingora::services::listening::Service::new(
+        "metrics and health".into(),
+        HealthApp::new(health.clone()),
+    );
+    metrics.add_tcp(&config.server.metrics_listen.to_string());
+
+    let mut control = pingora::services::background::background_service(
+        "control plane",
+        ControlPlane::new(config.clone(), runtime_dir, health),
+    );
+    control.threads = Some(2);
+
+    server.add_service(control);
+    server.add_service(front_door);
+    server.add_service(redirector);
+    server.add_service(metrics);
+    tracing::info!(
+        https = %config.server.https_listen,
+        http = %config.server.http_listen,
+        metrics = %config.server.metrics_listen,
+        public = %config.server.public_origin(),
+        "flowcase gateway starting"
+    );
+    server.run(pingora::server::RunArgs::default());
+    Ok(())
+}
+
+fn server_conf(config: &Config) -> ServerConf {
+    let run_dir = config.server.data_dir.join("run");
+    ServerConf {
+        threads: 2,
+        // Measured: thread contention costs more than stealing gains on small machines.
+        work_stealing: false,
+        pid_file: run_dir.join("flowcase.pid").display().to_string(),
+        upgrade_sock: run_dir.join("upgrade.sock").display().to_string(),
+        // Long-lived desktop tunnels get a short grace period: clients reconnect on their own.
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    }
+}
+
+fn load_certificates(config: &Config, certs: &CertResolver) -> anyhow::Result<()> {
+    match config.tls.mode {
+        TlsMode::SelfSigned => {
+            let names = vec![
+                config.server.public_host.as_str().to_owned(),
+                format!("*.{}", config.server.apps_domain.as_str()),
+            ];
+            let cert = flowcase_certs::ensure_self_signed(
+                &config.server.data_dir,
+                &names,
+                SystemTime::now(),
+            )?;
+            certs.set_default_pem(
+                &cert.cert_pem,
+                &cert.key_pem,
+                CertStatus {
+                    source: "self-signed",
+                    names: cert.names,
+                    not_after: cert.not_after,
+                },
+            )?;
+            Ok(())
+        }
+        TlsMode::Files | TlsMode::Acme => anyhow::bail!(
+            "tls.mode = \"{}\" is not available in this version yet; use \"self-signed\"",
+            match config.tls.mode {
+                TlsMode::Files => "files",
+                _ => "acme",
+            }
+        ),
+    }
+}
+
+/// Migrations and the first administrator run before any listener opens, on a runtime of their
+/// own: the serving runtimes only exist once pingora starts.
+fn prepare_database(config: &Config) -> anyhow::Result<()> {
+    crate::cli::block_on(async {
+        let store = flowcase_admin::Store::open(config)
+            .await
+            .context("cannot open the database")?;
+        let now = flowcase_admin::now_millis();
+        if let Some(admin) =
+            flowcase_admin::accounts::bootstrap_admin(&store, &config.server.data_dir, now).await?
+        {
+            println!(
+                "\nFirst start: created the administrator account.\n  username: {}\n  password: {}\n\
+                 (saved in {}; this is shown only once)\n",
+                admin.username,
+                admin.password,
+                admin.credentials_file.display()
+            );
+        }
+        store.close().await;
+        Ok(())
+    })
+}
