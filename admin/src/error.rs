@@ -57,6 +57,38 @@ pub enum AdminError {
         reason: String,
     },
 
+    /// Login refused. Deliberately says nothing about which part was wrong.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+
+    /// Too many failed attempts; the client may retry after this many seconds.
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    Throttled {
+        /// Seconds until the next attempt is considered.
+        retry_after_secs: u64,
+    },
+
+    /// The request needs a logged-in user (or an API key) and has none.
+    #[error("authentication required")]
+    Unauthenticated,
+
+    /// The user is known but may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+
+    /// A state-changing request failed the CSRF or origin check.
+    #[error("CSRF check failed: {0}")]
+    Csrf(&'static str),
+
+    /// A request field has a value the operation refuses.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The field, as named in the request.
+        field: &'static str,
+        /// Why, in words for the user.
+        reason: String,
+    },
+
     /// A filesystem operation failed.
     #[error("{path}: {source}")]
     Io {

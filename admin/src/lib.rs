@@ -3,12 +3,14 @@
 //! - [`store`]: the only data-access layer (SQLite or PostgreSQL through sqlx's `Any` driver,
 //!   migrations applied at connect time);
 //! - [`accounts`]: password hashing and first-start administrator provisioning;
+//! - [`auth`]: sessions, logins, API keys, CSRF and origin checks;
 //! - [`secrets`]: the key file that seals tokens and stored credentials;
 //! - [`docker`]: the Docker engine client;
 //! - [`web`]: the pages and JSON API, served behind the gateway's front door;
 //! - [`error`]: the crate's error type.
 
 pub mod accounts;
+pub mod auth;
 pub mod docker;
 pub mod error;
 pub mod secrets;

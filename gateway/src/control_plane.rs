@@ -95,10 +95,14 @@ impl BackgroundService for ControlPlane {
                 return;
             }
         };
-        let app = flowcase_admin::web::router(flowcase_admin::web::AppState::new(
-            self.config.clone(),
-            store.clone(),
-        ));
+        let state = match flowcase_admin::web::AppState::new(self.config.clone(), store.clone()) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the control plane");
+                return;
+            }
+        };
+        let app = flowcase_admin::web::router(state);
         let stop = async move {
             let _ = shutdown.changed().await;
         };

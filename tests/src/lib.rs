@@ -197,6 +197,11 @@ impl Gateway {
         format!("https://{host}:{}{path}", self.ports.0)
     }
 
+    /// The public origin browsers send in `Origin` (`https://localhost:<port>`).
+    pub fn origin(&self) -> String {
+        format!("https://localhost:{}", self.ports.0)
+    }
+
     pub fn https_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports.0))
     }

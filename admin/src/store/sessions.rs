@@ -160,4 +160,23 @@ impl Store {
         .await?;
         Ok(result.rows_affected())
     }
+
+    /// Revokes every live session of a user but one (the one changing its own password).
+    pub async fn revoke_user_sessions_except(
+        &self,
+        user_id: i64,
+        keep_id_hash: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $2 \
+             WHERE user_id = $1 AND revoked_at IS NULL AND id <> $3",
+        )
+        .bind(user_id)
+        .bind(now)
+        .bind(keep_id_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
 }

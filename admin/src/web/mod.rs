@@ -2,35 +2,73 @@
 //! that the gateway's front door proxies to. Handlers stay short: extract, call the service,
 //! map the error (in `error.rs`, the one place that turns an `AdminError` into HTTP).
 
-mod pages;
+pub mod api;
+pub mod error;
+pub mod extract;
+pub mod pages;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use flowcase_config::Config;
 
 use crate::Store;
+use crate::auth::Auth;
+use crate::error::Result;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Store) -> Self {
-        Self { config, store }
+    pub fn new(config: Arc<Config>, store: Store) -> Result<Self> {
+        let keyring = crate::secrets::ensure_key_file(&config.secret_key_file())?;
+        let auth = Arc::new(Auth::new(store.clone(), keyring, &config)?);
+        Ok(Self {
+            config,
+            store,
+            auth,
+        })
     }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::login))
+        .route("/login", post(pages::login_submit))
+        .route("/logout", post(pages::logout))
+        .route("/dashboard", get(pages::dashboard))
+        .route(
+            "/api/v1/session",
+            post(api::session::create)
+                .get(api::session::show)
+                .delete(api::session::delete),
+        )
+        .route(
+            "/api/v1/account/password",
+            post(api::account::change_password),
+        )
+        .route(
+            "/api/v1/account/api-keys",
+            get(api::account::list_keys).post(api::account::create_key),
+        )
+        .route(
+            "/api/v1/account/api-keys/{id}",
+            delete(api::account::revoke_key),
+        )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::authenticate,
+        ))
+        .layer(axum::middleware::from_fn(extract::security_headers))
         .with_state(state)
 }
 
@@ -42,6 +80,6 @@ async fn not_found(uri: Uri) -> Response {
         });
         (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
     } else {
-        pages::not_found().into_response()
+        pages::not_found()
     }
 }

@@ -1,22 +1,46 @@
-//! Server-rendered pages (askama templates under `admin/templates/`).
+//! Server-rendered pages (askama templates under `admin/templates/`). Forms post to the same
+//! services as the JSON API; only the way results are shown differs.
 
 use askama::Template;
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::api::session::set_cookie;
+use super::extract::{PageUser, RequestAuth};
+use crate::auth::{return_path, session};
+use crate::error::AdminError;
+use crate::store::now_millis;
 
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage<'a> {
     version: &'a str,
+    error: Option<String>,
+    return_to: String,
+    username: String,
 }
 
 #[derive(Template)]
-#[template(path = "not_found.html")]
-struct NotFoundPage;
+#[template(path = "dashboard.html")]
+struct DashboardPage<'a> {
+    display_name: &'a str,
+    csrf_token: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+}
 
 fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
-        Ok(html) => (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response(),
+        Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "page rendering failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "page rendering failed").into_response()
@@ -24,15 +48,129 @@ fn render(status: StatusCode, page: &impl Template) -> Response {
     }
 }
 
-pub async fn login() -> Response {
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    render(status, &ErrorPage { title, message })
+}
+
+pub fn not_found() -> Response {
+    error_page(StatusCode::NOT_FOUND, "There is nothing at this address.")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    #[serde(rename = "return")]
+    return_to: Option<String>,
+}
+
+pub async fn login(auth: RequestAuth, Query(q): Query<LoginQuery>) -> Response {
+    let return_to = return_path::safe_return_path(q.return_to.as_deref());
+    if auth.principal.is_some() {
+        return Redirect::to(&return_to).into_response();
+    }
+    login_page(StatusCode::OK, None, return_to, String::new())
+}
+
+fn login_page(
+    status: StatusCode,
+    error: Option<String>,
+    return_to: String,
+    username: String,
+) -> Response {
     render(
-        StatusCode::OK,
+        status,
         &LoginPage {
             version: env!("CARGO_PKG_VERSION"),
+            error,
+            return_to,
+            username,
         },
     )
 }
 
-pub fn not_found() -> Response {
-    render(StatusCode::NOT_FOUND, &NotFoundPage)
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    #[serde(default)]
+    remember: Option<String>,
+    #[serde(rename = "return", default)]
+    return_to: Option<String>,
+}
+
+pub async fn login_submit(
+    State(state): State<AppState>,
+    auth: RequestAuth,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let now = now_millis();
+    let return_to = return_path::safe_return_path(form.return_to.as_deref());
+    let remember = form.remember.is_some();
+    match state
+        .auth
+        .login(&form.username, &form.password, remember, &auth.client, now)
+        .await
+    {
+        Ok((secret, _, session)) => {
+            let mut response = Redirect::to(&return_to).into_response();
+            set_cookie(
+                response.headers_mut(),
+                &session::set_cookie(&secret, &session, now),
+            );
+            response
+        }
+        Err(AdminError::Throttled { retry_after_secs }) => {
+            let mut response = login_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(format!(
+                    "Too many failed attempts. Try again in {retry_after_secs} seconds."
+                )),
+                return_to,
+                form.username,
+            );
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_secs),
+            );
+            response
+        }
+        Err(AdminError::InvalidCredentials) => login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong username or password.".into()),
+            return_to,
+            form.username,
+        ),
+        Err(e) => error_page(
+            super::error::classify(&e).0,
+            &super::error::public_message(&e),
+        ),
+    }
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    PageUser(principal, client): PageUser,
+) -> Response {
+    if let Err(e) = state.auth.logout(&principal, &client, now_millis()).await {
+        return error_page(
+            super::error::classify(&e).0,
+            &super::error::public_message(&e),
+        );
+    }
+    let mut response = Redirect::to("/").into_response();
+    set_cookie(response.headers_mut(), &session::clear_cookie());
+    response
+}
+
+pub async fn dashboard(
+    State(state): State<AppState>,
+    PageUser(principal, _): PageUser,
+) -> Response {
+    render(
+        StatusCode::OK,
+        &DashboardPage {
+            display_name: &principal.user.display_name,
+            csrf_token: state.auth.csrf_token(&principal).unwrap_or_default(),
+        },
+    )
 }
