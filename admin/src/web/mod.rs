@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use flowcase_config::Config;
 
 use crate::Store;
@@ -44,25 +44,12 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::login))
         .route("/login", post(pages::login_submit))
         .route("/logout", post(pages::logout))
+        .route(
+            "/register",
+            get(pages::register).post(pages::register_submit),
+        )
         .route("/dashboard", get(pages::dashboard))
-        .route(
-            "/api/v1/session",
-            post(api::session::create)
-                .get(api::session::show)
-                .delete(api::session::delete),
-        )
-        .route(
-            "/api/v1/account/password",
-            post(api::account::change_password),
-        )
-        .route(
-            "/api/v1/account/api-keys",
-            get(api::account::list_keys).post(api::account::create_key),
-        )
-        .route(
-            "/api/v1/account/api-keys/{id}",
-            delete(api::account::revoke_key),
-        )
+        .merge(api::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -11,14 +11,17 @@ use serde::Deserialize;
 use super::AppState;
 use super::api::session::set_cookie;
 use super::extract::{PageUser, RequestAuth};
+use crate::accounts::registration::{self, RegistrationForm};
 use crate::auth::{return_path, session};
 use crate::error::AdminError;
 use crate::store::now_millis;
+use flowcase_config::Registration;
 
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage<'a> {
     version: &'a str,
+    can_register: bool,
     error: Option<String>,
     return_to: String,
     username: String,
@@ -63,15 +66,20 @@ pub struct LoginQuery {
     return_to: Option<String>,
 }
 
-pub async fn login(auth: RequestAuth, Query(q): Query<LoginQuery>) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    auth: RequestAuth,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     let return_to = return_path::safe_return_path(q.return_to.as_deref());
     if auth.principal.is_some() {
         return Redirect::to(&return_to).into_response();
     }
-    login_page(StatusCode::OK, None, return_to, String::new())
+    login_page(&state, StatusCode::OK, None, return_to, String::new())
 }
 
 fn login_page(
+    state: &AppState,
     status: StatusCode,
     error: Option<String>,
     return_to: String,
@@ -81,6 +89,7 @@ fn login_page(
         status,
         &LoginPage {
             version: env!("CARGO_PKG_VERSION"),
+            can_register: state.config.auth.registration != Registration::Closed,
             error,
             return_to,
             username,
@@ -121,6 +130,7 @@ pub async fn login_submit(
         }
         Err(AdminError::Throttled { retry_after_secs }) => {
             let mut response = login_page(
+                &state,
                 StatusCode::TOO_MANY_REQUESTS,
                 Some(format!(
                     "Too many failed attempts. Try again in {retry_after_secs} seconds."
@@ -135,6 +145,7 @@ pub async fn login_submit(
             response
         }
         Err(AdminError::InvalidCredentials) => login_page(
+            &state,
             StatusCode::UNAUTHORIZED,
             Some("Wrong username or password.".into()),
             return_to,
@@ -173,4 +184,130 @@ pub async fn dashboard(
             csrf_token: state.auth.csrf_token(&principal).unwrap_or_default(),
         },
     )
+}
+
+#[derive(Template)]
+#[template(path = "register.html")]
+struct RegisterPage {
+    with_invite: bool,
+    error: Option<String>,
+    username: String,
+    email: String,
+    invite_code: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct RegisterQuery {
+    invite: Option<String>,
+}
+
+pub async fn register(State(state): State<AppState>, Query(q): Query<RegisterQuery>) -> Response {
+    let mode = state.config.auth.registration;
+    if mode == Registration::Closed {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "Registration is closed on this gateway.",
+        );
+    }
+    render(
+        StatusCode::OK,
+        &RegisterPage {
+            with_invite: mode == Registration::Invite,
+            error: None,
+            username: String::new(),
+            email: String::new(),
+            invite_code: q.invite.unwrap_or_default(),
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RegisterForm {
+    username: String,
+    #[serde(default)]
+    email: String,
+    password: String,
+    password_confirm: String,
+    #[serde(default)]
+    invite_code: String,
+}
+
+pub async fn register_submit(
+    State(state): State<AppState>,
+    auth: RequestAuth,
+    Form(form): Form<RegisterForm>,
+) -> Response {
+    let mode = state.config.auth.registration;
+    if mode == Registration::Closed {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "Registration is closed on this gateway.",
+        );
+    }
+    let now = now_millis();
+    let again = |status: StatusCode, message: String| {
+        render(
+            status,
+            &RegisterPage {
+                with_invite: mode == Registration::Invite,
+                error: Some(message),
+                username: form.username.clone(),
+                email: form.email.clone(),
+                invite_code: form.invite_code.clone(),
+            },
+        )
+    };
+    if form.password != form.password_confirm {
+        return again(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The two passwords differ.".into(),
+        );
+    }
+    let input = RegistrationForm {
+        username: form.username.clone(),
+        email: Some(form.email.clone()),
+        password: form.password.clone(),
+        invite_code: Some(form.invite_code.clone()),
+    };
+    let user = match registration::register(&state.store, mode, &input, now).await {
+        Ok(user) => user,
+        Err(e @ AdminError::InvalidInput { .. }) => {
+            return again(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                super::error::public_message(&e),
+            );
+        }
+        Err(e) => {
+            return error_page(
+                super::error::classify(&e).0,
+                &super::error::public_message(&e),
+            );
+        }
+    };
+    state
+        .auth
+        .audit(
+            Some(&user),
+            "user.register",
+            &auth.client,
+            serde_json::json!({"mode": format!("{mode:?}").to_lowercase()}),
+            now,
+        )
+        .await;
+    // Straight in: the new user just proved the password.
+    match state
+        .auth
+        .login(&user.username, &form.password, false, &auth.client, now)
+        .await
+    {
+        Ok((secret, _, session)) => {
+            let mut response = Redirect::to(return_path::DEFAULT).into_response();
+            set_cookie(
+                response.headers_mut(),
+                &session::set_cookie(&secret, &session, now),
+            );
+            response
+        }
+        Err(_) => Redirect::to("/").into_response(),
+    }
 }

@@ -5,7 +5,8 @@ use std::io::BufRead;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use flowcase_admin::accounts;
+use flowcase_admin::accounts::{self, registration, validate};
+use flowcase_admin::auth::policy;
 use flowcase_admin::store::{NewUser, Store, User, now_millis};
 use flowcase_config::Config;
 
@@ -33,6 +34,20 @@ pub enum UserCommand {
     },
     /// List accounts.
     List,
+    /// Create an invitation code for `/register` (with `auth.registration = "invite"`).
+    Invite {
+        /// How many accounts the code may create.
+        #[arg(long, default_value_t = 1)]
+        uses: i64,
+        /// How long the code stays valid (e.g. 7d, 12h).
+        #[arg(long, default_value = "7d")]
+        expires: String,
+        /// Group the new accounts join (default: User).
+        #[arg(long, default_value = registration::DEFAULT_GROUP)]
+        group: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Refuse the user's logins and end their sessions.
     Disable { username: String },
     /// Allow the user's logins again.
@@ -60,7 +75,9 @@ async fn execute(store: &Store, command: UserCommand) -> anyhow::Result<()> {
             admin,
             password_stdin,
         } => {
-            let (password, generated) = password(password_stdin)?;
+            let username = validate::username(&username)?;
+            let email = validate::email(email.as_deref())?;
+            let (password, generated) = password(password_stdin, &username)?;
             let tenant = store
                 .default_tenant()
                 .await?
@@ -92,7 +109,7 @@ async fn execute(store: &Store, command: UserCommand) -> anyhow::Result<()> {
             password_stdin,
         } => {
             let user = find(store, &username).await?;
-            let (password, generated) = password(password_stdin)?;
+            let (password, generated) = password(password_stdin, &user.username)?;
             store
                 .set_password_hash(user.id, Some(&accounts::hash_password(&password)?), now)
                 .await?;
@@ -127,6 +144,45 @@ async fn execute(store: &Store, command: UserCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        UserCommand::Invite {
+            uses,
+            expires,
+            group,
+            note,
+        } => {
+            if uses < 1 {
+                bail!("--uses must be at least 1");
+            }
+            let lifetime =
+                flowcase_config::Duration::parse(&expires).map_err(anyhow::Error::msg)?;
+            let tenant = store
+                .default_tenant()
+                .await?
+                .context("the database has no default tenant: start `flowcase serve` once first")?;
+            let group = store
+                .find_group_by_name(tenant.id, &group)
+                .await?
+                .with_context(|| format!("no group `{group}`"))?;
+            let lifetime_ms = i64::try_from(lifetime.get().as_millis()).unwrap_or(i64::MAX);
+            let (code, invite) = registration::create_invite(
+                store,
+                flowcase_admin::store::NewInvite {
+                    tenant_id: tenant.id,
+                    group_id: Some(group.id),
+                    note,
+                    max_uses: uses,
+                    expires_at: Some(now.saturating_add(lifetime_ms)),
+                    ..Default::default()
+                },
+                now,
+            )
+            .await?;
+            println!(
+                "invitation {} for group {} ({} use(s), valid {expires})",
+                invite.id, group.name, uses
+            );
+            println!("code: {code}");
+        }
         UserCommand::Disable { username } => {
             let user = find(store, &username).await?;
             store.set_user_disabled(user.id, true, now).await?;
@@ -149,8 +205,9 @@ async fn find(store: &Store, login: &str) -> anyhow::Result<User> {
         .with_context(|| format!("no user `{login}`"))
 }
 
-/// The password to set and whether it was generated (and so must be shown).
-fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+/// The password to set and whether it was generated (and so must be shown). A given password
+/// meets the same policy as one chosen on the web.
+fn password(from_stdin: bool, username: &str) -> anyhow::Result<(String, bool)> {
     if !from_stdin {
         return Ok((accounts::generate_password(), true));
     }
@@ -159,6 +216,9 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
     if password.is_empty() {
         bail!("no password on standard input");
+    }
+    if let Some(reason) = policy::check(&password, username) {
+        bail!("{reason}");
     }
     Ok((password, false))
 }
