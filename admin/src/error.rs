@@ -89,6 +89,10 @@ pub enum AdminError {
         reason: String,
     },
 
+    /// A login through an external identity provider failed; the text is safe to show.
+    #[error("external sign-in failed: {0}")]
+    ExternalLogin(String),
+
     /// A filesystem operation failed.
     #[error("{path}: {source}")]
     Io {

@@ -4,11 +4,13 @@
 //!   migrations applied at connect time);
 //! - [`accounts`]: password hashing and first-start administrator provisioning;
 //! - [`auth`]: sessions, logins, API keys, CSRF and origin checks;
+//! - [`access`]: the one authorization layer of the admin API (permission flags, tenant scope);
 //! - [`secrets`]: the key file that seals tokens and stored credentials;
 //! - [`docker`]: the Docker engine client;
 //! - [`web`]: the pages and JSON API, served behind the gateway's front door;
 //! - [`error`]: the crate's error type.
 
+pub mod access;
 pub mod accounts;
 pub mod auth;
 pub mod docker;

@@ -18,6 +18,7 @@ use flowcase_admin::accounts::bootstrap::{
     ADMIN_GROUP_NAME, ADMIN_USERNAME, CREDENTIALS_FILE, DEFAULT_TENANT_NAME, USER_GROUP_NAME,
 };
 use flowcase_admin::accounts::{bootstrap_admin, hash_password, verify_password};
+use flowcase_admin::store::users::UserFields;
 use flowcase_admin::store::{
     Backend, DropletType, InstanceStatus, NewApiKey, NewAuditEntry, NewDroplet, NewGroup,
     NewInstance, NewSession, NewUser, NewWorkshop, Permissions, TargetKind, Tenant, User,
@@ -160,6 +161,9 @@ on_both_backends!(
     users_crud_and_unique_conflicts,
     login_lookup_is_case_insensitive,
     groups_memberships_and_permission_union,
+    users_page_by_tenant_and_update,
+    groups_page_update_and_replace_memberships,
+    tenants_get_and_page,
     every_permission_flag_round_trips,
     droplets_round_trip_with_json_blob_and_access,
     instances_round_trip_every_status,
@@ -622,6 +626,258 @@ async fn groups_memberships_and_permission_union(db: &TestDb) {
         db.store.add_member(9_999, viewers.id).await,
         AdminError::Reference(_)
     );
+}
+
+async fn users_page_by_tenant_and_update(db: &TestDb) {
+    let tenant = default_tenant(db).await;
+    let other = db.store.create_tenant("Acme", false, T0).await.unwrap();
+    let carol = new_user(db, tenant.id, "carol").await;
+    let alice = new_user(db, tenant.id, "alice").await;
+    let bob = new_user(db, other.id, "bob").await;
+    let names = |users: &[User]| users.iter().map(|u| u.username.clone()).collect::<Vec<_>>();
+
+    let (page, total) = db.store.page_users(Some(tenant.id), 50, 0).await.unwrap();
+    assert_eq!(
+        (names(&page), total),
+        (vec!["alice".into(), "carol".into()], 2)
+    );
+    let (page, total) = db.store.page_users(Some(other.id), 50, 0).await.unwrap();
+    assert_eq!((names(&page), total), (vec!["bob".into()], 1));
+    let (page, total) = db.store.page_users(None, 2, 1).await.unwrap();
+    assert_eq!(
+        (names(&page), total),
+        (vec!["bob".into(), "carol".into()], 3)
+    );
+    let (page, total) = db.store.page_users(Some(tenant.id), 1, 5).await.unwrap();
+    assert_eq!((page.len(), total), (0, 2));
+    let (page, total) = db.store.page_users(Some(9_999), 50, 0).await.unwrap();
+    assert_eq!((page.len(), total), (0, 0));
+
+    let fields = UserFields {
+        username: "Alicia".to_owned(),
+        email: Some("Alicia@Example.ORG".to_owned()),
+        display_name: "Alicia L.".to_owned(),
+    };
+    let updated = db
+        .store
+        .update_user(alice.id, &fields, T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(updated.username, "alicia");
+    assert_eq!(updated.email.as_deref(), Some("alicia@example.org"));
+    assert_eq!(updated.display_name, "Alicia L.");
+    assert_eq!((updated.created_at, updated.updated_at), (T0, T0 + 10));
+    assert_eq!((updated.id, updated.tenant_id), (alice.id, tenant.id));
+    assert_eq!(
+        db.store.get_user(alice.id).await.unwrap(),
+        Some(updated.clone())
+    );
+
+    // Taking somebody else's username or e-mail, in any letter case, is a conflict.
+    let taken = UserFields {
+        username: "BOB".to_owned(),
+        ..fields.clone()
+    };
+    assert_err!(
+        db.store.update_user(alice.id, &taken, T0).await,
+        AdminError::Conflict(_)
+    );
+    let taken = UserFields {
+        username: "carol".to_owned(),
+        email: None,
+        display_name: String::new(),
+    };
+    assert_err!(
+        db.store.update_user(bob.id, &taken, T0).await,
+        AdminError::Conflict(_)
+    );
+    let email_taken = UserFields {
+        username: "bob".to_owned(),
+        email: Some("ALICIA@example.org".to_owned()),
+        display_name: String::new(),
+    };
+    assert_err!(
+        db.store.update_user(bob.id, &email_taken, T0).await,
+        AdminError::Conflict(_)
+    );
+    // Removing the e-mail.
+    let cleared = db
+        .store
+        .update_user(
+            alice.id,
+            &UserFields {
+                email: None,
+                ..fields.clone()
+            },
+            T0 + 11,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.email, None);
+    assert_err!(
+        db.store.update_user(9_999, &fields, T0).await,
+        AdminError::NotFound("user")
+    );
+
+    let staff = db
+        .store
+        .create_group(
+            &NewGroup {
+                tenant_id: tenant.id,
+                name: "Staff".to_owned(),
+                ..NewGroup::default()
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(db.store.users_in_group(staff.id).await.unwrap().is_empty());
+    db.store.add_member(carol.id, staff.id).await.unwrap();
+    db.store.add_member(alice.id, staff.id).await.unwrap();
+    assert_eq!(
+        names(&db.store.users_in_group(staff.id).await.unwrap()),
+        ["alicia", "carol"]
+    );
+}
+
+async fn groups_page_update_and_replace_memberships(db: &TestDb) {
+    let tenant = default_tenant(db).await;
+    let other = db.store.create_tenant("Acme", false, T0).await.unwrap();
+    let group = |tenant_id: i64, name: &str, permissions: Permissions| NewGroup {
+        tenant_id,
+        name: name.to_owned(),
+        permissions,
+        ..NewGroup::default()
+    };
+    let viewers = Permissions {
+        view_users: true,
+        ..Permissions::default()
+    };
+    let editors = Permissions {
+        edit_users: true,
+        ..Permissions::default()
+    };
+    let v = db
+        .store
+        .create_group(&group(tenant.id, "Viewers", viewers), T0)
+        .await
+        .unwrap();
+    let e = db
+        .store
+        .create_group(&group(tenant.id, "Editors", editors), T0)
+        .await
+        .unwrap();
+    let x = db
+        .store
+        .create_group(&group(other.id, "Admin", Permissions::default()), T0)
+        .await
+        .unwrap();
+    let names = |groups: &[flowcase_admin::store::Group]| {
+        groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>()
+    };
+
+    let (page, total) = db.store.page_groups(Some(tenant.id), 50, 0).await.unwrap();
+    assert_eq!(
+        (names(&page), total),
+        (vec!["Editors".into(), "Viewers".into()], 2)
+    );
+    let (page, total) = db.store.page_groups(Some(other.id), 50, 0).await.unwrap();
+    assert_eq!((names(&page), total), (vec!["Admin".into()], 1));
+    // All tenants: by tenant, then name.
+    let (page, total) = db.store.page_groups(None, 50, 0).await.unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(
+        page.iter().map(|g| g.id).collect::<Vec<_>>(),
+        [e.id, v.id, x.id]
+    );
+    let (page, total) = db.store.page_groups(None, 1, 1).await.unwrap();
+    assert_eq!((names(&page), total), (vec!["Viewers".into()], 3));
+
+    let updated = db
+        .store
+        .update_group(v.id, "Readers", "read only", &viewers.union(&editors))
+        .await
+        .unwrap();
+    assert_eq!(updated.name, "Readers");
+    assert_eq!(updated.description, "read only");
+    assert_eq!(updated.permissions, viewers.union(&editors));
+    assert_eq!(
+        (updated.id, updated.tenant_id, updated.created_at),
+        (v.id, tenant.id, T0)
+    );
+    assert_eq!(
+        db.store.get_group(v.id).await.unwrap(),
+        Some(updated.clone())
+    );
+    assert_err!(
+        db.store.update_group(v.id, "Editors", "", &viewers).await,
+        AdminError::Conflict(_)
+    );
+    // The same name in another tenant is fine.
+    db.store
+        .update_group(x.id, "Readers", "", &Permissions::default())
+        .await
+        .unwrap();
+    assert_err!(
+        db.store.update_group(9_999, "Ghost", "", &viewers).await,
+        AdminError::NotFound("group")
+    );
+
+    let alice = new_user(db, tenant.id, "alice").await;
+    let ids = |groups: Vec<flowcase_admin::store::Group>| {
+        groups.into_iter().map(|g| g.id).collect::<Vec<_>>()
+    };
+    db.store
+        .set_user_groups(alice.id, &[v.id, e.id])
+        .await
+        .unwrap();
+    let mut held = ids(db.store.groups_of_user(alice.id).await.unwrap());
+    held.sort_unstable();
+    let mut expected = vec![v.id, e.id];
+    expected.sort_unstable();
+    assert_eq!(held, expected);
+    db.store.set_user_groups(alice.id, &[e.id]).await.unwrap();
+    assert_eq!(
+        ids(db.store.groups_of_user(alice.id).await.unwrap()),
+        [e.id]
+    );
+    assert_eq!(db.store.user_permissions(alice.id).await.unwrap(), editors);
+    // An unknown group refuses the whole replacement: the old memberships stay.
+    assert_err!(
+        db.store.set_user_groups(alice.id, &[v.id, 9_999]).await,
+        AdminError::Reference(_)
+    );
+    assert_eq!(
+        ids(db.store.groups_of_user(alice.id).await.unwrap()),
+        [e.id]
+    );
+    assert_err!(
+        db.store.set_user_groups(9_999, &[v.id]).await,
+        AdminError::Reference(_)
+    );
+    db.store.set_user_groups(alice.id, &[]).await.unwrap();
+    assert!(db.store.groups_of_user(alice.id).await.unwrap().is_empty());
+    assert_eq!(
+        db.store.user_permissions(alice.id).await.unwrap(),
+        Permissions::default()
+    );
+}
+
+async fn tenants_get_and_page(db: &TestDb) {
+    let default = default_tenant(db).await;
+    let beta = db.store.create_tenant("Beta", false, T0 + 1).await.unwrap();
+    let acme = db.store.create_tenant("Acme", false, T0 + 2).await.unwrap();
+    assert_eq!(
+        db.store.get_tenant(beta.id).await.unwrap(),
+        Some(beta.clone())
+    );
+    assert_eq!(db.store.get_tenant(9_999).await.unwrap(), None);
+    let (page, total) = db.store.page_tenants(2, 0).await.unwrap();
+    assert_eq!((page, total), (vec![acme.clone(), beta.clone()], 3));
+    let (page, total) = db.store.page_tenants(2, 2).await.unwrap();
+    assert_eq!((page, total), (vec![default.clone()], 3));
+    let (page, total) = db.store.page_tenants(5, 10).await.unwrap();
+    assert_eq!((page, total), (vec![], 3));
 }
 
 async fn every_permission_flag_round_trips(db: &TestDb) {

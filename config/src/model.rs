@@ -233,12 +233,45 @@ pub struct OidcProvider {
     pub display_name: String,
     pub issuer_url: String,
     pub client_id: String,
+    /// The client secret, or `client_secret_file` naming a file that holds it (one of the two).
+    #[serde(default)]
     pub client_secret: Secret,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
     #[serde(default = "default_oidc_scopes")]
     pub scopes: Vec<String>,
-    /// ID-token claim listing the user's groups, mapped onto Flowcase groups of the same name.
+    /// ID-token (or userinfo) claim listing the user's groups at the provider.
     #[serde(default)]
     pub groups_claim: Option<String>,
+    /// Provider group → Flowcase group name. Provider groups not listed map to the Flowcase
+    /// group of the same name, when one exists; unknown names are ignored.
+    #[serde(default)]
+    pub group_mapping: std::collections::BTreeMap<String, String>,
+    /// Flowcase group every user of this provider is put in (e.g. "User").
+    #[serde(default)]
+    pub default_group: Option<String>,
+    /// Create the account on a first login; when false, only users linked before may log in.
+    #[serde(default = "default_true")]
+    pub create_users: bool,
+    /// Tenant (by name) that created users join; the default tenant when unset.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+impl OidcProvider {
+    /// The client secret, read from `client_secret_file` when that is set.
+    pub fn resolve_client_secret(&self) -> Result<String, String> {
+        match &self.client_secret_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            None => Ok(self.client_secret.expose().to_owned()),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_oidc_scopes() -> Vec<String> {
@@ -513,6 +546,33 @@ impl Config {
                 return invalid(
                     &format!("auth.oidc[{i}].issuer_url"),
                     "must be an http(s):// URL".into(),
+                );
+            }
+            match (&p.client_secret_file, p.client_secret.expose().is_empty()) {
+                (Some(_), false) => {
+                    return invalid(
+                        &format!("auth.oidc[{i}].client_secret_file"),
+                        "set client_secret or client_secret_file, not both".into(),
+                    );
+                }
+                (Some(file), true) if !file.is_file() => {
+                    return invalid(
+                        &format!("auth.oidc[{i}].client_secret_file"),
+                        format!("file `{}` does not exist", file.display()),
+                    );
+                }
+                (None, true) => {
+                    return invalid(
+                        &format!("auth.oidc[{i}].client_secret"),
+                        "is required (or client_secret_file)".into(),
+                    );
+                }
+                _ => {}
+            }
+            if !p.scopes.iter().any(|s| s == "openid") {
+                return invalid(
+                    &format!("auth.oidc[{i}].scopes"),
+                    "must include \"openid\"".into(),
                 );
             }
         }

@@ -323,7 +323,7 @@ impl OidcProvider {
         let mut last_error = String::new();
         // A free port can be taken by someone else before node binds it: try a few.
         for _ in 0..3 {
-            match Self::try_start(&node, config).await {
+            match Self::try_start(&node, config, crate::free_port()).await {
                 Ok(provider) => return provider,
                 Err(e) => last_error = e,
             }
@@ -331,8 +331,21 @@ impl OidcProvider {
         panic!("the OIDC provider did not start:\n{last_error}");
     }
 
-    async fn try_start(node: &Path, config: &ProviderConfig) -> Result<OidcProvider, String> {
-        let port = crate::free_port();
+    /// Starts the provider on a given port (the issuer of a provider restarted with other
+    /// users or groups stays the same; its signing keys do not).
+    pub async fn start_on_port(config: &ProviderConfig, port: u16) -> OidcProvider {
+        let node = node_bin();
+        ensure_node_modules();
+        Self::try_start(&node, config, port)
+            .await
+            .unwrap_or_else(|e| panic!("the OIDC provider did not start:\n{e}"))
+    }
+
+    async fn try_start(
+        node: &Path,
+        config: &ProviderConfig,
+        port: u16,
+    ) -> Result<OidcProvider, String> {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("provider.json");
         std::fs::write(

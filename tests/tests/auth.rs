@@ -584,3 +584,130 @@ async fn changing_the_password_checks_policy_and_ends_other_sessions() {
     env.login_ok(&env.client(), "dave", "dave's second passphrase")
         .await;
 }
+
+#[tokio::test]
+async fn every_login_outcome_logout_password_change_and_key_creation_is_audited() {
+    let env = Env::start().await;
+    env.add_user("erin", "erin's first passphrase");
+    let client = env.client();
+    assert_eq!(
+        env.login(&client, "erin", "wrong password!").await.status(),
+        401
+    );
+    for _ in 0..6 {
+        env.login(&env.client(), "nobody-at-all", "wrong password!")
+            .await;
+    }
+    let csrf = env
+        .login_ok(&client, "erin", "erin's first passphrase")
+        .await;
+    let post = |path: &str, body: Value| {
+        client
+            .post(env.url(path))
+            .header("origin", env.gw.origin())
+            .header("x-csrf-token", &csrf)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        post(
+            "/api/v1/account/api-keys",
+            json!({"name": "k", "expires_at": 1})
+        )
+        .await
+        .unwrap()
+        .status(),
+        422,
+        "an expiry in the past is refused"
+    );
+    assert_eq!(
+        post("/api/v1/account/api-keys", json!({"name": "k"}))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let change = json!({"current_password": "erin's first passphrase", "new_password": "erin's second passphrase"});
+    assert_eq!(
+        post("/api/v1/account/password", change)
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let resp = client
+        .delete(env.url("/api/v1/session"))
+        .header("origin", env.gw.origin())
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+
+    sqlx::any::install_default_drivers();
+    let url = format!(
+        "sqlite://{}",
+        env.dir.data_dir().join("flowcase.db").display()
+    );
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT action, actor_name, client_addr FROM audit_log ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    for expected in [
+        "login.failure",
+        "login.throttled",
+        "login.success",
+        "api_key.create",
+        "password.change",
+        "logout",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    let failure = rows.iter().find(|r| r.0 == "login.failure").unwrap();
+    assert_eq!(failure.1.as_deref(), Some("erin"), "the account is named");
+    assert_eq!(
+        failure.2.as_deref(),
+        Some("127.0.0.1"),
+        "with the client address"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_api_key_stops_working() {
+    let env = Env::start().await;
+    let browser = env.client();
+    let csrf = env.login_ok(&browser, "admin", &env.admin_password()).await;
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 1500;
+    let created: Value = browser
+        .post(env.url("/api/v1/account/api-keys"))
+        .header("origin", env.gw.origin())
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "short", "expires_at": soon}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let script = env.client();
+    let call = || {
+        script
+            .get(env.url("/api/v1/session"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(call().await.unwrap().status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    assert_eq!(call().await.unwrap().status(), 401);
+}

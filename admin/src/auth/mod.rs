@@ -5,6 +5,7 @@
 //! database (token formats, the throttle, the password policy, safe return paths).
 
 pub mod csrf;
+pub mod oidc;
 pub mod policy;
 pub mod return_path;
 pub mod session;
@@ -84,6 +85,7 @@ pub struct CreatedApiKey {
 
 pub struct Auth {
     store: Store,
+    oidc: oidc::Oidc,
     keyring: Keyring,
     lifetimes: Lifetimes,
     public_origin: String,
@@ -96,6 +98,7 @@ pub struct Auth {
 impl Auth {
     pub fn new(store: Store, keyring: Keyring, config: &flowcase_config::Config) -> Result<Self> {
         Ok(Self {
+            oidc: oidc::Oidc::new(config, keyring.clone())?,
             store,
             keyring,
             lifetimes: Lifetimes::from_config(&config.auth),
@@ -111,6 +114,10 @@ impl Auth {
 
     pub fn public_origin(&self) -> &str {
         &self.public_origin
+    }
+
+    pub fn oidc(&self) -> &oidc::Oidc {
+        &self.oidc
     }
 
     /// The principal behind a request's API key or session cookie, if any is valid.
@@ -130,6 +137,18 @@ impl Auth {
         else {
             return Ok(None);
         };
+        if !self.oidc.refresh_if_due(&self.store, &session, now).await? {
+            self.store.revoke_session(&session.id, now).await?;
+            self.audit(
+                Some(&user),
+                "session.ended_by_provider",
+                &ClientInfo::default(),
+                serde_json::Value::Null,
+                now,
+            )
+            .await;
+            return Ok(None);
+        }
         let permissions = self.store.user_permissions(user.id).await?;
         Ok(Some(Principal {
             user,
@@ -246,9 +265,20 @@ impl Auth {
         Ok((secret, principal, session))
     }
 
-    /// Ends the principal's session on the server (API keys have nothing to end).
-    pub async fn logout(&self, principal: &Principal, client: &ClientInfo, now: i64) -> Result<()> {
+    /// Ends the principal's session on the server (API keys have nothing to end). For a session
+    /// opened through an identity provider, returns where to send the browser so that the
+    /// provider's session ends too.
+    pub async fn logout(
+        &self,
+        principal: &Principal,
+        client: &ClientInfo,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let mut provider_logout = None;
         if let Some(id_hash) = principal.session_id_hash() {
+            if let Some(session) = self.store.get_session(id_hash).await? {
+                provider_logout = self.oidc.logout_url(&session, now).await;
+            }
             self.store.revoke_session(id_hash, now).await?;
         }
         self.audit(
@@ -259,7 +289,28 @@ impl Auth {
             now,
         )
         .await;
-        Ok(())
+        Ok(provider_logout)
+    }
+
+    /// Opens a session for a user who signed in at an identity provider.
+    pub async fn login_external(
+        &self,
+        login: &oidc::ExternalLogin,
+        client: &ClientInfo,
+        now: i64,
+    ) -> Result<(String, crate::store::Session)> {
+        let (secret, session) =
+            session::start(&self.store, self.lifetimes, &login.user, false, client, now).await?;
+        self.oidc.attach(&self.store, &session, login).await?;
+        self.audit(
+            Some(&login.user),
+            "login.success",
+            client,
+            serde_json::json!({"method": "oidc", "provider": login.provider}),
+            now,
+        )
+        .await;
+        Ok((secret, session))
     }
 
     pub fn csrf_token(&self, principal: &Principal) -> Option<String> {

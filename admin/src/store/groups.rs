@@ -12,7 +12,7 @@ use sqlx::{Any, Executor, Row};
 
 use super::codec::{flag, get_flag};
 use super::{Store, expect_one};
-use crate::error::Result;
+use crate::error::{AdminError, Result};
 
 /// Declares [`Permissions`] from the list of flag columns, so that the struct, the INSERT, the
 /// SELECT and the union query can never disagree about which flags exist. Adding a flag means
@@ -41,6 +41,22 @@ macro_rules! permissions {
 
             fn from_row(row: &AnyRow) -> Result<Self> {
                 Ok(Self { $($flag: get_flag(row, stringify!($flag))?,)+ })
+            }
+
+            /// The rights granted by either set: what a member of both groups holds.
+            pub fn union(&self, other: &Self) -> Self {
+                Self { $($flag: self.$flag || other.$flag,)+ }
+            }
+
+            /// Sets the flag whose column is `name`; false when no flag has that name.
+            pub fn set(&mut self, name: &str, value: bool) -> bool {
+                match name {
+                    $(stringify!($flag) => {
+                        self.$flag = value;
+                        true
+                    })+
+                    _ => false,
+                }
             }
         }
     };
@@ -83,6 +99,23 @@ impl Permissions {
     /// Whether at least one right is granted.
     pub fn any(&self) -> bool {
         self.values().iter().any(|&v| v)
+    }
+
+    /// Whether every right `other` grants is granted here too.
+    pub fn includes(&self, other: &Self) -> bool {
+        self.values()
+            .iter()
+            .zip(other.values())
+            .all(|(&mine, theirs)| mine || !theirs)
+    }
+
+    /// The column names of the granted flags, in declaration order.
+    pub fn granted(&self) -> Vec<&'static str> {
+        Self::COLUMNS
+            .iter()
+            .zip(self.values())
+            .filter_map(|(&name, on)| on.then_some(name))
+            .collect()
     }
 }
 
@@ -136,6 +169,33 @@ static UPDATE_PERMISSIONS: LazyLock<String> = LazyLock::new(|| {
 static SELECT_GROUPS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM groups ORDER BY tenant_id, name",
+        group_columns("")
+    )
+});
+
+static UPDATE_GROUP: LazyLock<String> = LazyLock::new(|| {
+    let assignments: Vec<String> = Permissions::COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 4))
+        .collect();
+    format!(
+        "UPDATE groups SET name = $2, description = $3, {} WHERE id = $1 RETURNING {}",
+        assignments.join(", "),
+        group_columns("")
+    )
+});
+
+static SELECT_GROUPS_PAGE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM groups ORDER BY tenant_id, name LIMIT $1 OFFSET $2",
+        group_columns("")
+    )
+});
+
+static SELECT_TENANT_GROUPS_PAGE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM groups WHERE tenant_id = $1 ORDER BY name LIMIT $2 OFFSET $3",
         group_columns("")
     )
 });
@@ -234,6 +294,84 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(Group::from_row).collect()
+    }
+
+    /// Replaces a group's name, description and rights; returns the updated row. A name already
+    /// used in the tenant is a `Conflict`.
+    pub async fn update_group(
+        &self,
+        id: i64,
+        name: &str,
+        description: &str,
+        permissions: &Permissions,
+    ) -> Result<Group> {
+        let mut query = sqlx::query(UPDATE_GROUP.as_str())
+            .bind(id)
+            .bind(name)
+            .bind(description);
+        for value in permissions.values() {
+            query = query.bind(flag(value));
+        }
+        let row = query.fetch_optional(&self.pool).await?;
+        row.as_ref()
+            .map(Group::from_row)
+            .transpose()?
+            .ok_or(AdminError::NotFound("group"))
+    }
+
+    /// One page of groups, of one tenant (by name) or (`None`) of all (by tenant, then name),
+    /// with the number of groups the filter matches.
+    pub async fn page_groups(
+        &self,
+        tenant_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Group>, i64)> {
+        let (rows, total) = match tenant_id {
+            Some(tenant_id) => {
+                let rows = sqlx::query(SELECT_TENANT_GROUPS_PAGE.as_str())
+                    .bind(tenant_id)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let total: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM groups WHERE tenant_id = $1")
+                        .bind(tenant_id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                (rows, total)
+            }
+            None => {
+                let rows = sqlx::query(SELECT_GROUPS_PAGE.as_str())
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM groups")
+                    .fetch_one(&self.pool)
+                    .await?;
+                (rows, total)
+            }
+        };
+        let groups = rows.iter().map(Group::from_row).collect::<Result<_>>()?;
+        Ok((groups, total))
+    }
+
+    /// Makes `group_ids` exactly the groups of a user, in one transaction so that nobody ever
+    /// observes the user between "old groups removed" and "new groups added". An unknown user or
+    /// group is a `Reference` error and changes nothing.
+    pub async fn set_user_groups(&self, user_id: i64, group_ids: &[i64]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM memberships WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        for &group_id in group_ids {
+            insert_member(&mut *tx, user_id, group_id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Deletes a group; its memberships and droplet grants go with it.
@@ -353,6 +491,26 @@ mod tests {
         assert_eq!(SELECT_USER_PERMISSIONS.matches("COALESCE(MAX(").count(), n);
         assert!(UPDATE_PERMISSIONS.contains(&format!("${}", 1 + n)));
         assert!(!UPDATE_PERMISSIONS.contains(&format!("${}", 2 + n)));
+        assert!(UPDATE_GROUP.contains(&format!("${}", 3 + n)));
+        assert!(!UPDATE_GROUP.contains(&format!("${}", 4 + n)));
+    }
+
+    #[test]
+    fn union_includes_set_and_granted_agree() {
+        let viewer = Permissions {
+            view_users: true,
+            ..Permissions::default()
+        };
+        let mut editor = Permissions::default();
+        assert!(editor.set("edit_users", true));
+        assert!(!editor.set("is_admin", true));
+        let both = viewer.union(&editor);
+        assert_eq!(both.granted(), ["view_users", "edit_users"]);
+        assert!(both.includes(&viewer) && both.includes(&editor));
+        assert!(!viewer.includes(&both));
+        assert!(viewer.includes(&Permissions::default()));
+        assert!(Permissions::all().includes(&both));
+        assert_eq!(Permissions::all().granted(), Permissions::COLUMNS);
     }
 
     #[test]

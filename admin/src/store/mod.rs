@@ -17,6 +17,7 @@ pub mod audit;
 pub mod codec;
 pub mod droplets;
 pub mod groups;
+pub mod identities;
 pub mod instances;
 pub mod invites;
 pub mod sessions;

@@ -16,7 +16,7 @@ use crate::error::Result;
 macro_rules! columns {
     () => {
         "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, remember, \
-         client_addr, user_agent, revoked_at"
+         client_addr, user_agent, revoked_at, oidc_provider, oidc_tokens, oidc_refresh_at"
     };
 }
 
@@ -44,6 +44,13 @@ pub struct Session {
     pub user_agent: Option<String>,
     /// When it was revoked (logout, password change, admin action).
     pub revoked_at: Option<i64>,
+    /// The OpenID Connect provider the session was opened through.
+    pub oidc_provider: Option<String>,
+    /// The provider's refresh and ID tokens, sealed by the caller.
+    #[serde(skip)]
+    pub oidc_tokens: Option<String>,
+    /// When the provider must be asked again whether the session may go on.
+    pub oidc_refresh_at: Option<i64>,
 }
 
 impl Session {
@@ -64,6 +71,9 @@ impl Session {
             client_addr: row.try_get("client_addr")?,
             user_agent: row.try_get("user_agent")?,
             revoked_at: row.try_get("revoked_at")?,
+            oidc_provider: row.try_get("oidc_provider")?,
+            oidc_tokens: row.try_get("oidc_tokens")?,
+            oidc_refresh_at: row.try_get("oidc_refresh_at")?,
         })
     }
 }
@@ -178,5 +188,48 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
+    }
+
+    /// Records the OpenID Connect provider of a session, its tokens (sealed by the caller: the
+    /// database never sees them in clear) and when to ask the provider again; called at login
+    /// and after every refresh.
+    pub async fn set_session_oidc(
+        &self,
+        id_hash: &str,
+        provider: &str,
+        sealed_tokens: &str,
+        refresh_at: i64,
+    ) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE sessions SET oidc_provider = $2, oidc_tokens = $3, oidc_refresh_at = $4 \
+             WHERE id = $1",
+        )
+        .bind(id_hash)
+        .bind(provider)
+        .bind(sealed_tokens)
+        .bind(refresh_at)
+        .execute(&self.pool)
+        .await?;
+        expect_one(result, "session")
+    }
+
+    /// Takes the right to refresh a session's provider tokens: moves the refresh deadline from
+    /// `expected` to `lease_until` only if nobody moved it first. One conditional UPDATE, so it
+    /// holds across gateway processes sharing the database.
+    pub async fn claim_session_refresh(
+        &self,
+        id_hash: &str,
+        expected: i64,
+        lease_until: i64,
+    ) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE sessions SET oidc_refresh_at = $3 WHERE id = $1 AND oidc_refresh_at = $2",
+        )
+        .bind(id_hash)
+        .bind(expected)
+        .bind(lease_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
     }
 }

@@ -59,6 +59,37 @@ impl Store {
         rows.iter().map(Tenant::from_row).collect()
     }
 
+    /// The tenant with this id.
+    pub async fn get_tenant(&self, id: i64) -> Result<Option<Tenant>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM tenants WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Tenant::from_row).transpose()
+    }
+
+    /// One page of tenants by name, with the number of tenants.
+    pub async fn page_tenants(&self, limit: i64, offset: i64) -> Result<(Vec<Tenant>, i64)> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM tenants ORDER BY name LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants")
+            .fetch_one(&self.pool)
+            .await?;
+        let tenants = rows.iter().map(Tenant::from_row).collect::<Result<_>>()?;
+        Ok((tenants, total))
+    }
+
     /// The default tenant, if one has been created.
     pub async fn default_tenant(&self) -> Result<Option<Tenant>> {
         find_default_tenant(&self.pool).await

@@ -12,7 +12,7 @@ use sqlx::{Any, Executor, Row};
 
 use super::codec::{flag, get_flag};
 use super::{Store, expect_one};
-use crate::error::Result;
+use crate::error::{AdminError, Result};
 
 macro_rules! columns {
     () => {
@@ -93,6 +93,18 @@ pub struct NewUser {
     pub protected: bool,
 }
 
+/// The editable fields of a user, for [`Store::update_user`]; username and e-mail are
+/// case-folded like on insert.
+#[derive(Debug, Clone, Default)]
+pub struct UserFields {
+    /// Login name.
+    pub username: String,
+    /// E-mail address (`None` removes it).
+    pub email: Option<String>,
+    /// Name shown in the interface.
+    pub display_name: String,
+}
+
 impl Store {
     /// Creates a user. A taken username or e-mail (in any letter case) is a `Conflict`.
     pub async fn create_user(&self, new: &NewUser, now: i64) -> Result<User> {
@@ -134,6 +146,86 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(User::from_row).collect()
+    }
+
+    /// One page of users by username, of one tenant or (`None`) of all, with the number of users
+    /// the filter matches. Filtering and paging happen in SQL so a page costs the same however
+    /// many users there are.
+    pub async fn page_users(
+        &self,
+        tenant_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<User>, i64)> {
+        let (rows, total) = match tenant_id {
+            Some(tenant_id) => {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM users WHERE tenant_id = $1 ORDER BY username LIMIT $2 OFFSET $3"
+                ))
+                .bind(tenant_id)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = $1")
+                        .bind(tenant_id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                (rows, total)
+            }
+            None => {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM users ORDER BY username LIMIT $1 OFFSET $2"
+                ))
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                (rows, count_users(&self.pool).await?)
+            }
+        };
+        let users = rows.iter().map(User::from_row).collect::<Result<_>>()?;
+        Ok((users, total))
+    }
+
+    /// The members of a group, by username.
+    pub async fn users_in_group(&self, group_id: i64) -> Result<Vec<User>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM users WHERE id IN (SELECT user_id FROM memberships WHERE group_id = $1) \
+             ORDER BY username"
+        ))
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(User::from_row).collect()
+    }
+
+    /// Replaces a user's username, e-mail and display name; returns the updated row. A taken
+    /// username or e-mail is a `Conflict`.
+    pub async fn update_user(&self, id: i64, fields: &UserFields, now: i64) -> Result<User> {
+        let row = sqlx::query(concat!(
+            "UPDATE users SET username = $2, email = $3, display_name = $4, updated_at = $5 \
+             WHERE id = $1 RETURNING ",
+            columns!()
+        ))
+        .bind(id)
+        .bind(fold_case(&fields.username))
+        .bind(fields.email.as_deref().map(fold_case))
+        .bind(fields.display_name.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(User::from_row)
+            .transpose()?
+            .ok_or(AdminError::NotFound("user"))
     }
 
     /// Replaces the password hash (`None` removes password login).

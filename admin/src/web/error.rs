@@ -29,6 +29,7 @@ pub fn classify(e: &AdminError) -> (StatusCode, &'static str) {
         AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
         AdminError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf_failed"),
         AdminError::InvalidInput { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+        AdminError::ExternalLogin(_) => (StatusCode::UNAUTHORIZED, "external_login_failed"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod oidc;
 pub mod pages;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
             get(pages::register).post(pages::register_submit),
         )
         .route("/dashboard", get(pages::dashboard))
+        .route("/auth/oidc/{provider}/login", get(oidc::login))
+        .route("/auth/oidc/{provider}/callback", get(oidc::callback))
         .merge(api::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -21,6 +21,7 @@ use flowcase_config::Registration;
 #[template(path = "login.html")]
 struct LoginPage<'a> {
     version: &'a str,
+    providers: Vec<(String, String)>,
     can_register: bool,
     error: Option<String>,
     return_to: String,
@@ -90,6 +91,7 @@ fn login_page(
         &LoginPage {
             version: env!("CARGO_PKG_VERSION"),
             can_register: state.config.auth.registration != Registration::Closed,
+            providers: state.auth.oidc().buttons(),
             error,
             return_to,
             username,
@@ -162,13 +164,16 @@ pub async fn logout(
     State(state): State<AppState>,
     PageUser(principal, client): PageUser,
 ) -> Response {
-    if let Err(e) = state.auth.logout(&principal, &client, now_millis()).await {
-        return error_page(
-            super::error::classify(&e).0,
-            &super::error::public_message(&e),
-        );
-    }
-    let mut response = Redirect::to("/").into_response();
+    let next = match state.auth.logout(&principal, &client, now_millis()).await {
+        Ok(provider_logout) => provider_logout.unwrap_or_else(|| "/".to_owned()),
+        Err(e) => {
+            return error_page(
+                super::error::classify(&e).0,
+                &super::error::public_message(&e),
+            );
+        }
+    };
+    let mut response = Redirect::to(&next).into_response();
     set_cookie(response.headers_mut(), &session::clear_cookie());
     response
 }

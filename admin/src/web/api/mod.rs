@@ -3,10 +3,14 @@
 //! routes here.
 
 pub mod account;
+pub mod groups;
+pub mod input;
 pub mod session;
+pub mod tenants;
+pub mod users;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 use super::AppState;
 
@@ -24,4 +28,19 @@ pub fn routes() -> Router<AppState> {
             get(account::list_keys).post(account::create_key),
         )
         .route("/api/v1/account/api-keys/{id}", delete(account::revoke_key))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route(
+            "/api/v1/users/{id}",
+            get(users::show).patch(users::update).delete(users::delete),
+        )
+        .route("/api/v1/users/{id}/password", post(users::reset_password))
+        .route("/api/v1/users/{id}/groups", put(users::set_groups))
+        .route("/api/v1/groups", get(groups::list).post(groups::create))
+        .route(
+            "/api/v1/groups/{id}",
+            get(groups::show)
+                .patch(groups::update)
+                .delete(groups::delete),
+        )
+        .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
 }

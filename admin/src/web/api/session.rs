@@ -64,8 +64,16 @@ pub async fn delete(
     State(state): State<AppState>,
     ApiUser(principal, client): ApiUser,
 ) -> Result<Response, ApiError> {
-    state.auth.logout(&principal, &client, now_millis()).await?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
+    let provider_logout = state.auth.logout(&principal, &client, now_millis()).await?;
+    // A session from an identity provider also ends there: the client sends the browser on.
+    let mut response = match provider_logout {
+        Some(url) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "logout_url": url })),
+        )
+            .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    };
     set_cookie(response.headers_mut(), &session::clear_cookie());
     Ok(response)
 }

@@ -10,6 +10,8 @@ use std::path::Path;
 
 use crate::error::AdminError;
 
+pub mod seal;
+
 pub const KEY_LEN: usize = 32;
 
 #[derive(Clone)]
@@ -31,6 +33,11 @@ pub struct Keyring {
 }
 
 impl Keyring {
+    /// A keyring of these keys, newest first; None when empty.
+    pub fn from_keys(keys: Vec<Key>) -> Option<Self> {
+        (!keys.is_empty()).then_some(Self { keys })
+    }
+
     pub fn current(&self) -> &Key {
         // A keyring is only built with at least one key.
         &self.keys[0]
