@@ -22,6 +22,11 @@ pub enum AdminError {
     #[error("already exists: {0}")]
     Conflict(String),
 
+    /// The change would harm a protected entity (the first administrator, a built-in group) or
+    /// lock the caller out of their own account or rights.
+    #[error("{0}")]
+    Protected(String),
+
     /// A foreign key refused the write: the referenced row does not exist, or a row that
     /// others still depend on (e.g. a droplet with instances) cannot be deleted.
     #[error("reference violation: {0}")]

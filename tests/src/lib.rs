@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The `flowcase` binary under test: `$FLOWCASE_BIN`, or the workspace's debug build (built on
-/// first use when missing, so `cargo test -p flowcase-e2e` works on its own).
+/// The `flowcase` binary under test: `$FLOWCASE_BIN` (scripts/test builds once and sets it), or
+/// else the workspace's debug build, brought up to date first so that a `cargo nextest run -p
+/// flowcase-e2e` never tests a stale binary.
 pub fn flowcase_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -29,15 +30,19 @@ pub fn flowcase_bin() -> PathBuf {
             .and_then(Path::parent)
             .unwrap()
             .to_owned();
-        let bin = target.join("flowcase");
-        if !bin.exists() {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "flowcase-gateway", "--bin", "flowcase"])
-                .status()
-                .unwrap();
-            assert!(status.success(), "building the flowcase binary failed");
-        }
-        bin
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "flowcase-gateway",
+                "--bin",
+                "flowcase",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the flowcase binary failed");
+        target.join("flowcase")
     })
     .clone()
 }

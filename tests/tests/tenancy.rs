@@ -579,7 +579,7 @@ async fn protected_entities_survive_and_nobody_locks_themselves_out() {
         let (status, body) = root2.call(method.clone(), &path, body).await;
         assert_eq!(
             (status, code(&body)),
-            (StatusCode::CONFLICT, "conflict"),
+            (StatusCode::CONFLICT, "protected"),
             "{method} {path}: {body}"
         );
     }
@@ -601,7 +601,7 @@ async fn protected_entities_survive_and_nobody_locks_themselves_out() {
         let (status, body) = root.call(method.clone(), &path, body).await;
         assert_eq!(
             (status, code(&body)),
-            (StatusCode::CONFLICT, "conflict"),
+            (StatusCode::CONFLICT, "protected"),
             "{method} {path}: {body}"
         );
     }
@@ -612,9 +612,9 @@ async fn protected_entities_survive_and_nobody_locks_themselves_out() {
             json!({"group_ids": [user_group]}),
         )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"));
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "protected"));
     let (status, body) = root2.delete(&format!("/api/v1/users/{root2_id}")).await;
-    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"));
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "protected"));
 
     // A group one belongs to cannot be stripped of one's last copy of a right...
     let ops = root
@@ -647,9 +647,9 @@ async fn protected_entities_survive_and_nobody_locks_themselves_out() {
             json!({"permissions": {"edit_groups": false}}),
         )
         .await;
-    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"));
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "protected"));
     let (status, body) = oscar.delete(&format!("/api/v1/groups/{ops_admins}")).await;
-    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "conflict"));
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "protected"));
     // ...and the groups holding rights Oscar lacks are out of his reach.
     let (status, body) = oscar.delete(&format!("/api/v1/groups/{admin_group}")).await;
     assert_eq!(

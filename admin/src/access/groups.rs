@@ -201,12 +201,12 @@ impl Access<'_> {
             None => group.permissions,
         };
         if builtin != Builtin::No && name != group.name {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "the built-in groups cannot be renamed".into(),
             ));
         }
         if builtin == Builtin::Admin && permissions != Permissions::all() {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "the built-in Admin group keeps every right".into(),
             ));
         }
@@ -254,7 +254,7 @@ impl Access<'_> {
         self.require(Right::EditGroups)?;
         let group = self.writable_group(id).await?;
         if Builtin::of(&group, self.default_tenant_id().await?) != Builtin::No {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "the built-in groups cannot be deleted".into(),
             ));
         }
@@ -317,7 +317,7 @@ impl Access<'_> {
             if is_self {
                 self.check_no_self_demotion(&after)?;
             } else if !after.includes(&self.store().user_permissions(member.id).await?) {
-                return Err(AdminError::Conflict(
+                return Err(AdminError::Protected(
                     "this would remove rights from the built-in administrator".into(),
                 ));
             }

@@ -17,7 +17,7 @@
 //! 4. **protected entities and lock-outs**: the bootstrap administrator cannot be deleted,
 //!    disabled or demoted; the built-in groups cannot be deleted or renamed, and the built-in
 //!    "Admin" group keeps every right; nobody disables, deletes or reduces the rights of their
-//!    own account by accident. These refusals are [`AdminError::Conflict`].
+//!    own account by accident. These refusals are [`AdminError::Protected`].
 //!
 //! Successful changes are recorded in the audit log here as well, so the log and the checks
 //! cannot drift apart. Handlers only extract the request, call one method and map the error.
@@ -339,7 +339,7 @@ impl<'a> Access<'a> {
         if after.includes(self.rights()) {
             Ok(())
         } else {
-            Err(AdminError::Conflict(
+            Err(AdminError::Protected(
                 "this would remove rights from your own account; ask another administrator".into(),
             ))
         }

@@ -295,14 +295,14 @@ impl Access<'_> {
         self.require(Right::EditUsers)?;
         let (user, _) = self.writable_user(id).await?;
         if user.id == self.principal.user.id {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "change your own password through /api/v1/account/password, which asks for the \
                  current one"
                     .into(),
             ));
         }
         if user.external {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "this account signs in through an identity provider and has no password here"
                     .into(),
             ));
@@ -329,12 +329,12 @@ impl Access<'_> {
         self.require(Right::EditUsers)?;
         let (user, _) = self.writable_user(id).await?;
         if user.id == self.principal.user.id {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "you cannot delete your own account".into(),
             ));
         }
         if user.protected {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "the built-in administrator cannot be deleted".into(),
             ));
         }
@@ -370,7 +370,7 @@ impl Access<'_> {
         let after = union_of(&groups);
         self.check_grantable(&after)?;
         if user.protected && !after.includes(&before) {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "the built-in administrator cannot be demoted".into(),
             ));
         }
@@ -426,12 +426,12 @@ impl Access<'_> {
 
     fn check_may_disable(&self, user: &User) -> Result<()> {
         if user.id == self.principal.user.id {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "you cannot disable your own account".into(),
             ));
         }
         if user.protected {
-            return Err(AdminError::Conflict(
+            return Err(AdminError::Protected(
                 "the built-in administrator cannot be disabled".into(),
             ));
         }

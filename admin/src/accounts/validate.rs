@@ -33,11 +33,13 @@ pub fn email(raw: Option<&str>) -> Result<Option<String>, AdminError> {
     let valid = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| {
+            // Every domain label non-empty and made of letters, digits or hyphens: this also
+            // refuses `a@b..c`, a trailing dot and a second `@`.
             !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
+                && domain.split('.').count() >= 2
+                && domain.split('.').all(|label| {
+                    !label.is_empty() && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                })
         });
     if valid {
         Ok(Some(email.to_lowercase()))
@@ -75,7 +77,9 @@ mod tests {
             Some("a@example.com")
         );
         assert_eq!(email(Some("  ")).ok().flatten(), None);
-        for bad in ["a", "a@b", "a@@b.c", "a b@c.d", "@b.c", "a@.b"] {
+        for bad in [
+            "a", "a@b", "a@@b.c", "a b@c.d", "@b.c", "a@.b", "a@b..c", "a@b.c.", "a@b_c.d",
+        ] {
             assert!(email(Some(bad)).is_err(), "{bad}");
         }
     }

@@ -44,7 +44,7 @@ pub use instances::{Instance, InstanceStatus, NewInstance};
 pub use invites::{Invite, NewInvite};
 pub use sessions::{NewSession, Session};
 pub use tenants::Tenant;
-pub use users::{NewUser, User};
+pub use users::{NewUser, User, UserFields};
 pub use workshops::{NewWorkshop, Participant, Workshop, WorkshopStatus};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

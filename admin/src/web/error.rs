@@ -23,6 +23,7 @@ pub fn classify(e: &AdminError) -> (StatusCode, &'static str) {
         AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         AdminError::Reference(_) => (StatusCode::CONFLICT, "in_use"),
+        AdminError::Protected(_) => (StatusCode::CONFLICT, "protected"),
         AdminError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
         AdminError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
         AdminError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
