@@ -711,3 +711,72 @@ async fn an_expired_api_key_stops_working() {
     tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
     assert_eq!(call().await.unwrap().status(), 401);
 }
+
+#[tokio::test]
+async fn sessions_end_when_idle_and_at_their_absolute_lifetime_whatever_the_activity() {
+    let mut dir = GatewayDir::new();
+    dir.set("FLOWCASE_AUTH__SESSION_IDLE_TIMEOUT", "2s");
+    dir.set("FLOWCASE_AUTH__SESSION_LIFETIME", "4s");
+    let gw = Gateway::start(&dir).await;
+    let env = Env { dir, gw };
+    let me = |c: &Client| c.get(env.url("/api/v1/session")).send();
+
+    let (active, idle) = (env.client(), env.client());
+    env.login_ok(&active, "admin", &env.admin_password()).await;
+    env.login_ok(&idle, "admin", &env.admin_password()).await;
+    let start = std::time::Instant::now();
+    let mut idle_checked = false;
+    // Poke the active session every half second: activity keeps it alive past its idle timeout,
+    // while the unused one ends; but no activity carries it past the absolute lifetime.
+    while start.elapsed() < std::time::Duration::from_millis(5000) {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let status = me(&active).await.unwrap().status();
+        let elapsed = start.elapsed().as_millis();
+        if elapsed < 3500 {
+            assert_eq!(status, 200, "active session at {elapsed} ms");
+        } else if elapsed > 4300 {
+            assert_eq!(status, 401, "absolute lifetime passed at {elapsed} ms");
+        }
+        if !idle_checked && elapsed > 2500 {
+            assert_eq!(me(&idle).await.unwrap().status(), 401, "idle timeout");
+            idle_checked = true;
+        }
+    }
+    assert!(idle_checked);
+}
+
+#[tokio::test]
+async fn login_works_by_email_and_one_address_guessing_many_accounts_is_throttled() {
+    let env = Env::start().await;
+    let out = env.dir.cli_with_stdin(
+        &[
+            "user",
+            "add",
+            "heidi",
+            "--email",
+            "Heidi@Example.org",
+            "--password-stdin",
+        ],
+        "heidi's long passphrase\n",
+    );
+    assert!(out.status.success());
+    env.login_ok(
+        &env.client(),
+        "heidi@example.org",
+        "heidi's long passphrase",
+    )
+    .await;
+
+    // 20 failures from one address over 20 different accounts: the address is throttled,
+    // whichever account it tries next.
+    let mut statuses = Vec::new();
+    for i in 0..22 {
+        let status = env
+            .login(&env.client(), &format!("guess{i}"), "wrong password!")
+            .await
+            .status();
+        statuses.push(status.as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses[..19].iter().all(|s| *s == 401), "{statuses:?}");
+}

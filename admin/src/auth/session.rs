@@ -104,7 +104,9 @@ pub async fn resolve(
         store.revoke_user_sessions(user.id, now).await?;
         return Ok(None);
     }
-    if !session.remember && now - session.last_seen_at >= TOUCH_INTERVAL_MS {
+    // Short idle timeouts need more frequent touches, or activity would not keep them alive.
+    let touch_every = TOUCH_INTERVAL_MS.min(lifetimes.idle_ms / 4);
+    if !session.remember && now - session.last_seen_at >= touch_every {
         let idle = now
             .saturating_add(lifetimes.idle_ms)
             .min(session.absolute_expires_at);
