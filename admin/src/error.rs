@@ -107,6 +107,26 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
+
+    /// The user (or everybody together) already holds as many instances as allowed.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+
+    /// The engine has no CPU or memory left for another running instance.
+    #[error("capacity exhausted: {0}")]
+    CapacityExhausted(String),
+
+    /// The droplet's image is not on the engine (no pull is attempted on launch).
+    #[error("image {0} is not present on the container engine; an administrator must pull it")]
+    ImageMissing(String),
+
+    /// The container engine failed or is unreachable.
+    #[error("container engine: {0}")]
+    Engine(String),
+
+    /// The instance's container did not become ready (timed out, or exited while booting).
+    #[error("instance not ready: {0}")]
+    NotReady(String),
 }
 
 impl AdminError {

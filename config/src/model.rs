@@ -98,7 +98,7 @@ pub enum TlsMode {
     Acme,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     pub mode: TlsMode,
@@ -106,7 +106,22 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key; required when `mode = "files"`.
     pub key_file: Option<PathBuf>,
+    /// How often `cert_file` and `key_file` are checked for a renewed certificate (SIGHUP also
+    /// reloads them at once).
+    pub reload_interval: Duration,
     pub acme: AcmeConfig,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::default(),
+            cert_file: None,
+            key_file: None,
+            reload_interval: Duration::from_secs(5),
+            acme: AcmeConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -473,6 +488,9 @@ impl Config {
                     Some(_) => {}
                 }
             }
+        }
+        if self.tls.reload_interval.is_zero() {
+            return invalid("tls.reload_interval", "must be longer than zero".into());
         }
         if self.tls.mode == TlsMode::Acme {
             let url = &self.tls.acme.directory_url;

@@ -15,6 +15,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::health::{Check, HealthState};
+use crate::snapshot::Snapshot;
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,14 +49,21 @@ pub struct ControlPlane {
     config: Arc<Config>,
     runtime_dir: RuntimeDir,
     health: Arc<HealthState>,
+    snapshot: Arc<Snapshot>,
 }
 
 impl ControlPlane {
-    pub fn new(config: Arc<Config>, runtime_dir: RuntimeDir, health: Arc<HealthState>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        runtime_dir: RuntimeDir,
+        health: Arc<HealthState>,
+        snapshot: Arc<Snapshot>,
+    ) -> Self {
         Self {
             config,
             runtime_dir,
             health,
+            snapshot,
         }
     }
 
@@ -86,6 +94,10 @@ impl BackgroundService for ControlPlane {
         };
         let docker = flowcase_admin::docker::connect(&self.config.docker.host);
         tokio::spawn(probe(store.clone(), docker, self.health.clone()));
+        tokio::spawn(crate::snapshot::refresh_forever(
+            store.clone(),
+            self.snapshot.clone(),
+        ));
 
         let socket = self.runtime_dir.control_socket();
         let listener = match bind(&socket) {

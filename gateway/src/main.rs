@@ -1,6 +1,7 @@
 //! `flowcase`: the Flowcase Gateway command line. `serve` runs the gateway; the other commands
 //! check the configuration and administer the database without starting it.
 
+mod app_host;
 mod cli;
 mod control_plane;
 mod health;
@@ -9,6 +10,7 @@ mod proxy;
 mod redirect;
 mod routing;
 mod serve;
+mod snapshot;
 
 use std::process::ExitCode;
 

@@ -1,49 +1,153 @@
 //! The HTTPS front door, a pingora `ProxyHttp`: each phase does one thing.
-//! - `request_filter`: classify the host, answer locally what is not ours;
-//! - `upstream_peer`: pick the upstream for the class (the control plane's Unix socket);
-//! - `upstream_request_filter`: forwarding headers and the request id, computed by us only;
+//! - `request_filter`: classify the host; on instance hosts, admit the request through the app
+//!   cookie (or send it to log in); answer locally what goes nowhere;
+//! - `upstream_peer`: the control plane's Unix socket, or the instance's upstream;
+//! - `upstream_request_filter`: strip what the client may not pass on (our cookies, forged
+//!   forwarding and identity headers), then add ours;
 //! - `logging`: one access-log line per request.
+//!
+//! Nothing here waits on the database or Docker: instance routes and revocations come from
+//! the in-memory snapshot.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use flowcase_admin::auth::app_host::AppIdentity;
+use flowcase_admin::store::{InstanceStatus, now_millis};
 use flowcase_config::Config;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::ProxyHttp;
 use pingora::{Error, ErrorType, Result};
 
+use crate::app_host::{AppHostGate, Decision};
 use crate::routing::{HostClass, classify, host_name};
+use crate::snapshot::Snapshot;
 
 /// Headers only the gateway may set upstream; whatever a client sent under these names is
 /// dropped first, so no client can forge an address or an identity.
-const FORWARDING_HEADERS: [&str; 5] = [
+const FORWARDING_HEADERS: [&str; 9] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-real-ip",
     "x-request-id",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-flowcase-assertion",
+];
+
+/// Our cookies; instance hosts never see them, whatever the browser sends.
+const OUR_COOKIES: [&str; 3] = [
+    "__Host-flowcase_session",
+    "__Host-flowcase_app",
+    "__Host-flowcase_oidc",
 ];
 
 pub struct FrontDoor {
     config: Arc<Config>,
     control_socket: String,
+    snapshot: Arc<Snapshot>,
+    gate: AppHostGate,
+}
+
+/// Where an admitted request goes.
+enum Target {
+    ControlPlane,
+    Instance {
+        upstream: SocketAddr,
+        identity: Box<AppIdentity>,
+    },
 }
 
 pub struct RequestCtx {
     class: HostClass,
+    target: Option<Target>,
     request_id: String,
     started: Instant,
 }
 
 impl FrontDoor {
-    pub fn new(config: Arc<Config>, control_socket: PathBuf) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        control_socket: PathBuf,
+        snapshot: Arc<Snapshot>,
+        gate: AppHostGate,
+    ) -> Self {
         Self {
             config,
             control_socket: control_socket.display().to_string(),
+            snapshot,
+            gate,
+        }
+    }
+
+    async fn admit_instance(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        host: &str,
+        slug: &str,
+    ) -> Result<bool> {
+        let Some(route) = self.snapshot.instance(slug) else {
+            return respond(
+                session,
+                404,
+                "No such instance",
+                "This instance does not exist or has been deleted.",
+            )
+            .await;
+        };
+        let req = session.req_header();
+        let path = req.uri.path().to_owned();
+        let query = req.uri.query().map(str::to_owned);
+        let cookies: Vec<&str> = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let decision = self.gate.decide(
+            host,
+            &route,
+            &path,
+            query.as_deref(),
+            &cookies,
+            now_millis(),
+        );
+        match decision {
+            Decision::Allow(identity) => {
+                let upstream = match (route.status, route.upstream) {
+                    (InstanceStatus::Running, Some(upstream)) => upstream,
+                    _ => {
+                        return respond(
+                            session,
+                            503,
+                            "Instance not running",
+                            "This instance is not running. Start it from the dashboard.",
+                        )
+                        .await;
+                    }
+                };
+                ctx.target = Some(Target::Instance {
+                    upstream,
+                    identity: Box::new(identity),
+                });
+                Ok(false)
+            }
+            Decision::Login(location) => redirect(session, &location, None).await,
+            Decision::Enter {
+                set_cookie,
+                location,
+            } => redirect(session, &location, Some(&set_cookie)).await,
+            Decision::Refuse(status, message) => {
+                respond(session, status, "Access refused", message).await
+            }
         }
     }
 }
@@ -68,10 +172,21 @@ fn new_request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// Escapes text for HTML: messages are fixed today, but this keeps it safe tomorrow.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 async fn respond(session: &mut Session, status: u16, title: &str, message: &str) -> Result<bool> {
     let body = Bytes::from(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · Flowcase</title></head>\
-         <body><h1>{title}</h1><p>{message}</p></body></html>\n"
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · Flowcase</title></head>\
+         <body><h1>{}</h1><p>{}</p></body></html>\n",
+        escape(title),
+        escape(title),
+        escape(message)
     ));
     let mut header = ResponseHeader::build(status, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
@@ -84,6 +199,35 @@ async fn respond(session: &mut Session, status: u16, title: &str, message: &str)
     Ok(true)
 }
 
+async fn redirect(session: &mut Session, location: &str, set_cookie: Option<&str>) -> Result<bool> {
+    let mut header = ResponseHeader::build(302, Some(4))?;
+    header.insert_header(http::header::LOCATION, location)?;
+    header.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if let Some(cookie) = set_cookie {
+        header.insert_header(http::header::SET_COOKIE, cookie)?;
+    }
+    session
+        .write_response_header(Box::new(header), true)
+        .await?;
+    Ok(true)
+}
+
+/// The `Cookie` header without our cookies; None when nothing is left.
+fn without_our_cookies(values: &[&str]) -> Option<String> {
+    let kept: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
+            !OUR_COOKIES.contains(&name)
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
 #[async_trait]
 impl ProxyHttp for FrontDoor {
     type CTX = RequestCtx;
@@ -91,6 +235,7 @@ impl ProxyHttp for FrontDoor {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             class: HostClass::Other,
+            target: None,
             request_id: new_request_id(),
             started: Instant::now(),
         }
@@ -107,17 +252,12 @@ impl ProxyHttp for FrontDoor {
             .await;
         };
         ctx.class = classify(&host, &self.config.server);
-        match ctx.class {
-            HostClass::Public => Ok(false),
-            HostClass::Instance { .. } => {
-                respond(
-                    session,
-                    404,
-                    "No such instance",
-                    "This instance does not exist or has been deleted.",
-                )
-                .await
+        match ctx.class.clone() {
+            HostClass::Public => {
+                ctx.target = Some(Target::ControlPlane);
+                Ok(false)
             }
+            HostClass::Instance { slug } => self.admit_instance(session, ctx, &host, &slug).await,
             HostClass::Other => {
                 respond(
                     session,
@@ -135,18 +275,23 @@ impl ProxyHttp for FrontDoor {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        match ctx.class {
-            HostClass::Public => {
-                let mut peer = HttpPeer::new_uds(&self.control_socket, false, String::new())?;
-                peer.options.connection_timeout = Some(Duration::from_secs(5));
-                peer.options.read_timeout = Some(Duration::from_secs(120));
-                Ok(Box::new(peer))
+        let mut peer = match &ctx.target {
+            Some(Target::ControlPlane) => {
+                HttpPeer::new_uds(&self.control_socket, false, String::new())?
             }
-            _ => Err(Error::explain(
-                ErrorType::InternalError,
-                "no upstream for this host class",
-            )),
-        }
+            Some(Target::Instance { upstream, .. }) => {
+                HttpPeer::new(*upstream, false, String::new())
+            }
+            None => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "no upstream for this request",
+                ));
+            }
+        };
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.read_timeout = Some(Duration::from_secs(120));
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -166,16 +311,49 @@ impl ProxyHttp for FrontDoor {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+
+        if let Some(Target::Instance { identity, .. }) = &ctx.target {
+            let cookies: Vec<String> = upstream
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect();
+            upstream.remove_header(&http::header::COOKIE);
+            let refs: Vec<&str> = cookies.iter().map(String::as_str).collect();
+            if let Some(kept) = without_our_cookies(&refs) {
+                upstream.insert_header(http::header::COOKIE, kept)?;
+            }
+            // Our API keys are credentials for the gateway, not for the instance.
+            let ours = upstream
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("Bearer fc_"));
+            if ours {
+                upstream.remove_header(&http::header::AUTHORIZATION);
+            }
+            upstream.insert_header("x-forwarded-user", identity.username.as_str())?;
+            if let Some(email) = &identity.email {
+                upstream.insert_header("x-forwarded-email", email.as_str())?;
+            }
+            upstream.insert_header("x-forwarded-groups", identity.groups.join(","))?;
+        }
         Ok(())
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
+        let user = match &ctx.target {
+            Some(Target::Instance { identity, .. }) => Some(identity.username.as_str()),
+            _ => None,
+        };
         tracing::info!(
             target: "access",
             request_id = %ctx.request_id,
             host_class = ctx.class.label(),
+            user,
             method = %req.method,
             path = req.uri.path(),
             status,
@@ -183,5 +361,20 @@ impl ProxyHttp for FrontDoor {
             latency_ms = ctx.started.elapsed().as_millis() as u64,
             error = error.map(|e| e.to_string()),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_cookies_never_reach_instances() {
+        let kept = without_our_cookies(&[
+            "a=1; __Host-flowcase_app=secret; b=2",
+            "__Host-flowcase_session=s; __Host-flowcase_oidc=o",
+        ]);
+        assert_eq!(kept.as_deref(), Some("a=1; b=2"));
+        assert_eq!(without_our_cookies(&["__Host-flowcase_app=x"]), None);
     }
 }

@@ -13,10 +13,12 @@ use pingora::protocols::ALPN;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 
+use crate::app_host::AppHostGate;
 use crate::control_plane::ControlPlane;
 use crate::health::{HealthApp, HealthState};
 use crate::proxy::FrontDoor;
 use crate::redirect::Redirector;
+use crate::snapshot::Snapshot;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     crate::logging::init(&config.log)?;
@@ -24,13 +26,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
     flowcase_admin::secrets::create_private_dir(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    flowcase_admin::secrets::ensure_key_file(&config.secret_key_file())?;
+    let keyring = flowcase_admin::secrets::ensure_key_file(&config.secret_key_file())?;
     let certs = CertResolver::new();
     load_certificates(&config, &certs)?;
     prepare_database(&config)?;
 
     let runtime_dir = crate::control_plane::RuntimeDir::create()?;
     let health = Arc::new(HealthState::new(certs.clone()));
+    let snapshot = Snapshot::new();
     let conf = server_conf(&config);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
@@ -38,7 +41,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let mut front_door = pingora::proxy::http_proxy_service_with_name(
         &server_conf,
-        FrontDoor::new(config.clone(), runtime_dir.control_socket()),
+        FrontDoor::new(
+            config.clone(),
+            runtime_dir.control_socket(),
+            snapshot.clone(),
+            AppHostGate::new(&config, keyring, snapshot.clone()),
+        ),
         "front door",
     );
     let mut tls = TlsSettings::intermediate("", "")?;
@@ -60,7 +68,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let mut control = pingora::services::background::background_service(
         "control plane",
-        ControlPlane::new(config.clone(), runtime_dir, health),
+        ControlPlane::new(config.clone(), runtime_dir, health, snapshot),
     );
     control.threads = Some(2);
 

@@ -28,6 +28,7 @@
 //! depend on it.
 
 mod groups;
+mod instances;
 mod tenants;
 mod users;
 pub mod validate;

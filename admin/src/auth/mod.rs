@@ -4,6 +4,7 @@
 //! [`Auth`] is the one service the web layer calls; the submodules hold the parts that need no
 //! database (token formats, the throttle, the password policy, safe return paths).
 
+pub mod app_host;
 pub mod csrf;
 pub mod oidc;
 pub mod policy;
@@ -114,6 +115,10 @@ impl Auth {
 
     pub fn public_origin(&self) -> &str {
         &self.public_origin
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     pub fn oidc(&self) -> &oidc::Oidc {

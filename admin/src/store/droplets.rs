@@ -43,7 +43,8 @@ macro_rules! columns {
         "id, tenant_id, name, description, droplet_type, target, image, registry, \
          cpu_millicores, memory_mb, ports_json, env_json, labels_json, profile_path, network, \
          idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, external_host, \
-         external_port, external_username, external_credentials, created_at, updated_at"
+         external_port, external_username, external_credentials, cap_add_json, read_only_root, \
+         pids_limit, health_path, profile_mount, created_at, updated_at"
     };
 }
 
@@ -100,6 +101,16 @@ pub struct Droplet {
     /// Sealed credentials for the external host; never serialized.
     #[serde(skip)]
     pub external_credentials: Option<Vec<u8>>,
+    /// Linux capabilities given back to the container after all are dropped.
+    pub cap_add: Vec<String>,
+    /// Mount the container's root filesystem read-only (with a private `/tmp` and `/run`).
+    pub read_only_root: bool,
+    /// Maximum number of processes in the container; `None` = the orchestrator's default.
+    pub pids_limit: Option<i64>,
+    /// HTTP droplets: the path that must answer before an instance counts as ready.
+    pub health_path: Option<String>,
+    /// Where the persistent profile volume is mounted in the container; `None` = no profile.
+    pub profile_mount: Option<String>,
     /// Creation time, unix milliseconds.
     pub created_at: i64,
     /// Last modification time, unix milliseconds.
@@ -133,6 +144,11 @@ impl Droplet {
             external_port: get_port(row, "external_port")?,
             external_username: row.try_get("external_username")?,
             external_credentials: row.try_get("external_credentials")?,
+            cap_add: get_json(row, "cap_add_json")?,
+            read_only_root: get_flag(row, "read_only_root")?,
+            pids_limit: row.try_get("pids_limit")?,
+            health_path: row.try_get("health_path")?,
+            profile_mount: row.try_get("profile_mount")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -188,6 +204,16 @@ pub struct NewDroplet {
     pub external_username: Option<String>,
     /// Sealed external credentials.
     pub external_credentials: Option<Vec<u8>>,
+    /// Capabilities given back after all are dropped.
+    pub cap_add: Vec<String>,
+    /// Read-only root filesystem.
+    pub read_only_root: bool,
+    /// Process limit (`None` = the orchestrator's default).
+    pub pids_limit: Option<i64>,
+    /// HTTP health path (`None` = `/`).
+    pub health_path: Option<String>,
+    /// Profile mount point in the container (`None` = no profile).
+    pub profile_mount: Option<String>,
 }
 
 impl NewDroplet {
@@ -222,6 +248,11 @@ impl NewDroplet {
             external_port: None,
             external_username: None,
             external_credentials: None,
+            cap_add: Vec::new(),
+            read_only_root: false,
+            pids_limit: None,
+            health_path: None,
+            profile_mount: None,
         }
     }
 }
@@ -234,9 +265,10 @@ impl Store {
              registry, cpu_millicores, memory_mb, ports_json, env_json, labels_json, profile_path, \
              network, idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, \
              external_host, external_port, external_username, external_credentials, \
+             cap_add_json, read_only_root, pids_limit, health_path, profile_mount, \
              created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19, $20, $21, $22, $23, $24, $24) RETURNING ",
+             $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $29) RETURNING ",
             columns!()
         ))
         .bind(new.tenant_id)
@@ -262,6 +294,11 @@ impl Store {
         .bind(new.external_port.map(i64::from))
         .bind(new.external_username.as_deref())
         .bind(new.external_credentials.clone())
+        .bind(to_json(&new.cap_add)?)
+        .bind(flag(new.read_only_root))
+        .bind(new.pids_limit)
+        .bind(new.health_path.as_deref())
+        .bind(new.profile_mount.as_deref())
         .bind(now)
         .fetch_one(&self.pool)
         .await?;

@@ -45,7 +45,7 @@ impl InstanceStatus {
 macro_rules! columns {
     () => {
         "id, slug, droplet_id, user_id, status, error_reason, container_id, container_name, \
-         upstream, created_at, started_at, stopped_at, last_activity_at"
+         upstream, created_at, started_at, stopped_at, last_activity_at, credentials"
     };
 }
 
@@ -78,6 +78,10 @@ pub struct Instance {
     pub stopped_at: Option<i64>,
     /// Last user activity seen by the gateway, for idle shutdown.
     pub last_activity_at: Option<i64>,
+    /// The desktop password of the instance, sealed (purpose `instance-credentials`); never
+    /// serialized.
+    #[serde(skip)]
+    pub credentials: Option<String>,
 }
 
 impl Instance {
@@ -96,6 +100,7 @@ impl Instance {
             started_at: row.try_get("started_at")?,
             stopped_at: row.try_get("stopped_at")?,
             last_activity_at: row.try_get("last_activity_at")?,
+            credentials: row.try_get("credentials")?,
         })
     }
 }
@@ -250,4 +255,314 @@ impl Store {
             .await?;
         expect_one(result, "instance")
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestrator support: admission under quotas, compare-and-set transitions, start claims.
+// ---------------------------------------------------------------------------------------------
+
+/// Statuses that count against the per-user and total instance quotas: everything that holds
+/// (or is about to hold) a container. `error` rows have had their container removed or stopped.
+const QUOTA_STATUSES: &str = "('requested', 'creating', 'starting', 'running', 'stopping', \
+                              'stopped', 'destroying')";
+
+/// Key of the PostgreSQL advisory lock that serialises admissions and start claims across
+/// gateway processes. SQLite needs none: `BEGIN IMMEDIATE` already serialises writers.
+const ADMISSION_LOCK_KEY: i64 = 0x666c_6f77_6361_7365; // "flowcase"
+
+/// Limits checked by [`Store::admit_instance`] and [`Store::claim_instance_start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    /// Instances one user may hold (any status but `gone`/`error`).
+    pub max_per_user: i64,
+    /// Instances all users together may hold.
+    pub max_total: i64,
+    /// CPU the engine offers, in millicores.
+    pub cpu_capacity_millicores: i64,
+    /// Memory the engine offers, in MiB.
+    pub memory_capacity_mb: i64,
+    /// CPU charged for a droplet without a CPU limit.
+    pub default_cpu_millicores: i64,
+    /// Memory charged for a droplet without a memory limit.
+    pub default_memory_mb: i64,
+}
+
+/// Resources held by instances that run or are about to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allocation {
+    /// CPU limits summed, in millicores.
+    pub cpu_millicores: i64,
+    /// Memory limits summed, in MiB.
+    pub memory_mb: i64,
+}
+
+/// Why an admission or a start claim was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user already holds `limit` instances.
+    UserQuota {
+        /// The per-user limit.
+        limit: i64,
+    },
+    /// All users together hold `limit` instances.
+    TotalQuota {
+        /// The total limit.
+        limit: i64,
+    },
+    /// Running this instance would allocate more CPU or memory than the engine has.
+    Capacity {
+        /// `"cpu"` (millicores) or `"memory"` (MiB).
+        resource: &'static str,
+        /// What the instance needs.
+        requested: i64,
+        /// What running instances already hold.
+        allocated: i64,
+        /// What the engine has.
+        capacity: i64,
+    },
+}
+
+/// Outcome of [`Store::claim_instance_start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartClaim {
+    /// The caller moved the instance to `starting` and must start it.
+    Claimed(Instance),
+    /// Already running.
+    Running(Instance),
+    /// Someone else is moving it (creating, starting, stopping, destroying); wait and look again.
+    Busy(InstanceStatus),
+    /// It cannot be started any more (`gone`, or it has no container).
+    Ended(InstanceStatus),
+    /// Starting it would break a limit.
+    Refused(Refusal),
+}
+
+impl Store {
+    /// Inserts a new instance if the user's and the total quota and the engine's capacity allow
+    /// it, all in one write transaction (serialised across processes), so that two launches
+    /// racing for the last slot cannot both get it. `cpu_millicores`/`memory_mb` are what the
+    /// new instance will hold.
+    pub async fn admit_instance(
+        &self,
+        new: &NewInstance,
+        limits: &AdmissionLimits,
+        need: Allocation,
+        now: i64,
+    ) -> Result<std::result::Result<Instance, Refusal>> {
+        let mut tx = self.begin_write().await?;
+        self.lock_admissions(&mut tx).await?;
+        let user_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM instances WHERE user_id = $1 AND status IN {QUOTA_STATUSES}"
+        )))
+        .bind(new.user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if user_count >= limits.max_per_user {
+            return Ok(Err(Refusal::UserQuota {
+                limit: limits.max_per_user,
+            }));
+        }
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM instances WHERE status IN {QUOTA_STATUSES}"
+        )))
+        .fetch_one(&mut *tx)
+        .await?;
+        if total >= limits.max_total {
+            return Ok(Err(Refusal::TotalQuota {
+                limit: limits.max_total,
+            }));
+        }
+        let held = allocated(&mut tx, limits, None).await?;
+        if let Some(refusal) = capacity_refusal(limits, held, need) {
+            return Ok(Err(refusal));
+        }
+        let row = sqlx::query(concat!(
+            "INSERT INTO instances (slug, droplet_id, user_id, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            columns!()
+        ))
+        .bind(new.slug.as_str())
+        .bind(new.droplet_id)
+        .bind(new.user_id)
+        .bind(new.status.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let instance = Instance::from_row(&row)?;
+        tx.commit().await?;
+        Ok(Ok(instance))
+    }
+
+    /// Claims the right to start a stopped (or failed) instance: moves it to `starting` when no
+    /// one else is moving it and capacity allows, in one write transaction. Exactly one of any
+    /// number of concurrent callers, in this process or another sharing the database, gets
+    /// [`StartClaim::Claimed`].
+    pub async fn claim_instance_start(
+        &self,
+        id: i64,
+        limits: &AdmissionLimits,
+        need: Allocation,
+    ) -> Result<StartClaim> {
+        let mut tx = self.begin_write().await?;
+        self.lock_admissions(&mut tx).await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM instances WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(instance) = row.as_ref().map(Instance::from_row).transpose()? else {
+            return Err(crate::error::AdminError::NotFound("instance"));
+        };
+        match instance.status {
+            InstanceStatus::Running => return Ok(StartClaim::Running(instance)),
+            InstanceStatus::Requested
+            | InstanceStatus::Creating
+            | InstanceStatus::Starting
+            | InstanceStatus::Stopping
+            | InstanceStatus::Destroying => return Ok(StartClaim::Busy(instance.status)),
+            InstanceStatus::Gone => return Ok(StartClaim::Ended(instance.status)),
+            InstanceStatus::Stopped | InstanceStatus::Error => {}
+        }
+        if instance.container_id.is_none() {
+            return Ok(StartClaim::Ended(instance.status));
+        }
+        let held = allocated(&mut tx, limits, Some(id)).await?;
+        if let Some(refusal) = capacity_refusal(limits, held, need) {
+            return Ok(StartClaim::Refused(refusal));
+        }
+        sqlx::query("UPDATE instances SET status = 'starting', error_reason = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(StartClaim::Claimed(Instance {
+            status: InstanceStatus::Starting,
+            error_reason: None,
+            ..instance
+        }))
+    }
+
+    /// Moves an instance to `to` only if its status is one of `from` (compare-and-set); returns
+    /// whether it moved. Timestamps follow [`Store::set_instance_status`].
+    pub async fn transition_instance(
+        &self,
+        id: i64,
+        from: &[InstanceStatus],
+        to: InstanceStatus,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let started = (to == InstanceStatus::Running).then_some(now);
+        let stopped = to.is_terminal().then_some(now);
+        // The allowed statuses travel as one comma-separated parameter so the statement text is
+        // constant (and cacheable) whatever the list.
+        let from_list: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let result = sqlx::query(
+            "UPDATE instances SET status = $2, error_reason = $3, \
+             started_at = COALESCE($4, started_at), \
+             stopped_at = CASE WHEN $4 IS NOT NULL THEN NULL ELSE COALESCE($5, stopped_at) END \
+             WHERE id = $1 AND (',' || $6 || ',') LIKE ('%,' || status || ',%')",
+        )
+        .bind(id)
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(started)
+        .bind(stopped)
+        .bind(from_list.join(","))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Stores the sealed desktop password of an instance.
+    pub async fn set_instance_credentials(&self, id: i64, sealed: Option<&str>) -> Result<()> {
+        let result = sqlx::query("UPDATE instances SET credentials = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sealed)
+            .execute(&self.pool)
+            .await?;
+        expect_one(result, "instance")
+    }
+
+    /// Every instance that is not `gone`, oldest first (for reconciliation with the engine).
+    pub async fn list_live_instances(&self) -> Result<Vec<Instance>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM instances WHERE status <> 'gone' ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Instance::from_row).collect()
+    }
+
+    /// CPU and memory held by instances that run or are about to, with `limits`' defaults for
+    /// droplets without limits.
+    pub async fn allocated_resources(&self, limits: &AdmissionLimits) -> Result<Allocation> {
+        let mut conn = self.pool.acquire().await?;
+        allocated(&mut conn, limits, None).await
+    }
+
+    async fn lock_admissions(&self, tx: &mut sqlx::AnyConnection) -> Result<()> {
+        if self.backend == super::Backend::Postgres {
+            // Released at commit or rollback. Selecting from the function gives an int column,
+            // which the Any driver can decode (a bare void result it cannot).
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                .bind(ADMISSION_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn allocated(
+    conn: &mut sqlx::AnyConnection,
+    limits: &AdmissionLimits,
+    except: Option<i64>,
+) -> Result<Allocation> {
+    let rows = sqlx::query(
+        "SELECT d.cpu_millicores, d.memory_mb FROM instances i \
+         JOIN droplets d ON d.id = i.droplet_id \
+         WHERE i.status IN ('requested', 'creating', 'starting', 'running', 'stopping') \
+         AND i.id <> $1",
+    )
+    .bind(except.unwrap_or(-1))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sum = Allocation::default();
+    for row in &rows {
+        let cpu: Option<i64> = row.try_get("cpu_millicores")?;
+        let memory: Option<i64> = row.try_get("memory_mb")?;
+        sum.cpu_millicores += cpu.unwrap_or(limits.default_cpu_millicores);
+        sum.memory_mb += memory.unwrap_or(limits.default_memory_mb);
+    }
+    Ok(sum)
+}
+
+fn capacity_refusal(
+    limits: &AdmissionLimits,
+    held: Allocation,
+    need: Allocation,
+) -> Option<Refusal> {
+    if held.cpu_millicores + need.cpu_millicores > limits.cpu_capacity_millicores {
+        return Some(Refusal::Capacity {
+            resource: "cpu",
+            requested: need.cpu_millicores,
+            allocated: held.cpu_millicores,
+            capacity: limits.cpu_capacity_millicores,
+        });
+    }
+    if held.memory_mb + need.memory_mb > limits.memory_capacity_mb {
+        return Some(Refusal::Capacity {
+            resource: "memory",
+            requested: need.memory_mb,
+            allocated: held.memory_mb,
+            capacity: limits.memory_capacity_mb,
+        });
+    }
+    None
 }

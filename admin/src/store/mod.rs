@@ -40,7 +40,9 @@ pub use audit::{AuditEntry, NewAuditEntry};
 pub use codec::{now_millis, unix_millis};
 pub use droplets::{Droplet, DropletType, NewDroplet, TargetKind};
 pub use groups::{Group, NewGroup, Permissions};
-pub use instances::{Instance, InstanceStatus, NewInstance};
+pub use instances::{
+    AdmissionLimits, Allocation, Instance, InstanceStatus, NewInstance, Refusal, StartClaim,
+};
 pub use invites::{Invite, NewInvite};
 pub use sessions::{NewSession, Session};
 pub use tenants::Tenant;

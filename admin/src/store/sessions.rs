@@ -232,4 +232,19 @@ impl Store {
         .await?;
         Ok(result.rows_affected() == 1)
     }
+
+    /// Sessions revoked at or after `since` that have not reached their absolute expiry, as
+    /// `(id hash, absolute expiry)`: what the front door must stop honouring in app-host
+    /// cookies, and until when (after it the cookies have expired anyway).
+    pub async fn revoked_sessions_since(&self, since: i64, now: i64) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT id, absolute_expires_at FROM sessions \
+             WHERE revoked_at IS NOT NULL AND revoked_at >= $1 AND absolute_expires_at > $2",
+        )
+        .bind(since)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
 }

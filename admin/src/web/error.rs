@@ -31,6 +31,11 @@ pub fn classify(e: &AdminError) -> (StatusCode, &'static str) {
         AdminError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf_failed"),
         AdminError::InvalidInput { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
         AdminError::ExternalLogin(_) => (StatusCode::UNAUTHORIZED, "external_login_failed"),
+        AdminError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+        AdminError::CapacityExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "capacity_exhausted"),
+        AdminError::ImageMissing(_) => (StatusCode::CONFLICT, "image_missing"),
+        AdminError::Engine(_) => (StatusCode::BAD_GATEWAY, "engine_error"),
+        AdminError::NotReady(_) => (StatusCode::GATEWAY_TIMEOUT, "instance_not_ready"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
@@ -55,10 +60,16 @@ impl IntoResponse for ApiError {
             error["field"] = serde_json::json!(field);
         }
         let mut response = (status, Json(serde_json::json!({ "error": error }))).into_response();
-        if let AdminError::Throttled { retry_after_secs } = self.0 {
+        let retry_after = match self.0 {
+            AdminError::Throttled { retry_after_secs } => Some(retry_after_secs),
+            // Capacity frees up as instances stop; a minute is a fair first guess.
+            AdminError::CapacityExhausted(_) => Some(60),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -3,6 +3,7 @@
 //! map the error (in `error.rs`, the one place that turns an `AdminError` into HTTP).
 
 pub mod api;
+pub mod app_auth;
 pub mod error;
 pub mod extract;
 pub mod oidc;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
             get(pages::register).post(pages::register_submit),
         )
         .route("/dashboard", get(pages::dashboard))
+        .route("/app-auth", get(app_auth::app_auth))
         .route("/auth/oidc/{provider}/login", get(oidc::login))
         .route("/auth/oidc/{provider}/callback", get(oidc::callback))
         .merge(api::routes())

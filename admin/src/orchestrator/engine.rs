@@ -1,0 +1,212 @@
+//! The one interface between the life-cycle logic and a container engine.
+//!
+//! Owns the engine-neutral vocabulary: what to create ([`ContainerSpec`], built by
+//! [`super::spec`]), what the engine reports back ([`ContainerInfo`], [`EngineEvent`],
+//! [`ContainerStats`]) and how it fails ([`EngineError`]). The Docker implementation is
+//! [`super::docker::DockerEngine`]; a Swarm or Kubernetes backend implements the same trait and
+//! the life-cycle code does not change. Hardening that must never be switched off (no privileged
+//! mode, all capabilities dropped, no-new-privileges) is not in the spec at all: every
+//! implementation applies it unconditionally.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+
+/// Label naming the instance (its slug) on every container, volume and network we create.
+pub const LABEL_INSTANCE: &str = "flowcase.instance";
+/// Label naming the owner (user id).
+pub const LABEL_USER: &str = "flowcase.user";
+/// Label naming the droplet (droplet id).
+pub const LABEL_DROPLET: &str = "flowcase.droplet";
+/// Label on profile volumes and on the shared network: present = created by Flowcase.
+pub const LABEL_MANAGED: &str = "flowcase.managed";
+/// Label naming the Flowcase deployment a container belongs to, so that two deployments (or
+/// test runs) sharing one engine never reconcile each other's containers.
+pub const LABEL_DEPLOYMENT: &str = "flowcase.deployment";
+
+/// How an engine call failed, in terms the life cycle can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The container (volume, network) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A name is taken, or the object is in a state that forbids the call.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The image is not present on the engine.
+    #[error("image {0} is not present")]
+    ImageMissing(String),
+    /// The engine cannot be reached.
+    #[error("engine unreachable: {0}")]
+    Unavailable(String),
+    /// Anything else the engine reported.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The engine's size, for the capacity check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// Logical CPUs.
+    pub cpus: i64,
+    /// Memory in bytes.
+    pub memory_bytes: i64,
+}
+
+/// How the gateway will reach a container port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Published on 127.0.0.1 with a host port the engine picks (read back by inspect).
+    LoopbackEphemeral,
+    /// Not published; reached at the container's address on its network.
+    NetworkOnly,
+}
+
+/// A named volume mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// Volume name.
+    pub volume: String,
+    /// Mount point in the container.
+    pub target: String,
+}
+
+/// Everything needed to create one instance's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Container name (unique on the engine).
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Environment.
+    pub env: BTreeMap<String, String>,
+    /// Labels (ours included).
+    pub labels: BTreeMap<String, String>,
+    /// CPU limit in billionths of a CPU.
+    pub nano_cpus: i64,
+    /// Memory limit in bytes; swap is limited to the same value (no swap on top).
+    pub memory_bytes: i64,
+    /// Process limit.
+    pub pids_limit: i64,
+    /// Capabilities given back after all are dropped.
+    pub cap_add: Vec<String>,
+    /// Read-only root filesystem.
+    pub read_only_root: bool,
+    /// Private tmpfs mounts (for a read-only root: `/tmp`, `/run`).
+    pub tmpfs: Vec<String>,
+    /// Network to attach to.
+    pub network: String,
+    /// Container ports (TCP) the gateway reaches.
+    pub ports: Vec<u16>,
+    /// How those ports are exposed.
+    pub exposure: Exposure,
+    /// Named volumes.
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// What the engine reports about a container's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Restarting.
+    Restarting,
+    /// Exited (stopped).
+    Exited,
+    /// Dead (failed removal).
+    Dead,
+    /// Being removed.
+    Removing,
+}
+
+/// A container as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Engine id.
+    pub id: String,
+    /// Name without the leading slash.
+    pub name: String,
+    /// State.
+    pub state: ContainerState,
+    /// Exit code, once exited.
+    pub exit_code: Option<i64>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Address per attached network.
+    pub addresses: BTreeMap<String, IpAddr>,
+    /// Host port per published container port (TCP, loopback binding).
+    pub published: BTreeMap<u16, u16>,
+}
+
+/// A change the engine announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    /// Container id.
+    pub id: String,
+    /// What happened: `start`, `die`, `stop`, `destroy`, `oom`, ...
+    pub action: String,
+    /// The container's labels at the time.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One usage sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContainerStats {
+    /// CPU use, in percent of one CPU (200 = two CPUs busy).
+    pub cpu_percent: f64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, in bytes.
+    pub memory_limit_bytes: u64,
+}
+
+/// Result alias of engine calls.
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// A container engine, narrowed to what the orchestrator needs.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// The engine's CPU and memory.
+    async fn info(&self) -> EngineResult<EngineInfo>;
+    /// Whether `image` is present locally.
+    async fn image_present(&self, image: &str) -> EngineResult<bool>;
+    /// Makes sure a network exists with inter-container traffic off; creates it (labelled) if
+    /// missing. An existing network that lets containers talk to each other is refused
+    /// ([`EngineError::Conflict`]).
+    async fn ensure_isolated_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> EngineResult<()>;
+    /// Removes a network (missing is fine).
+    async fn remove_network(&self, name: &str) -> EngineResult<()>;
+    /// Makes sure a named volume exists; creates it with `labels` if missing. Returns the labels
+    /// of the volume as it is (the caller checks ownership).
+    async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> EngineResult<BTreeMap<String, String>>;
+    /// Creates a container; returns its id.
+    async fn create(&self, spec: &ContainerSpec) -> EngineResult<String>;
+    /// Starts a container (already running is fine).
+    async fn start(&self, id: &str) -> EngineResult<()>;
+    /// Stops a container, killing it after `grace` (already stopped is fine).
+    async fn stop(&self, id: &str, grace: Duration) -> EngineResult<()>;
+    /// Removes a container, running or not, keeping its named volumes (missing is fine).
+    async fn remove(&self, id: &str) -> EngineResult<()>;
+    /// The container, or `None` when it does not exist.
+    async fn inspect(&self, id: &str) -> EngineResult<Option<ContainerInfo>>;
+    /// Every container of `deployment` (by [`LABEL_DEPLOYMENT`]), running or not.
+    async fn list_ours(&self, deployment: &str) -> EngineResult<Vec<ContainerInfo>>;
+    /// Container events of `deployment`'s containers, from now on.
+    fn events(&self, deployment: &str) -> BoxStream<'static, EngineResult<EngineEvent>>;
+    /// One usage sample of a running container.
+    async fn stats(&self, id: &str) -> EngineResult<ContainerStats>;
+}

@@ -1,0 +1,839 @@
+//! The life of an instance: launch, start (wake), stop, destroy, reconciliation.
+//!
+//! Every transition goes through [`Store::transition_instance`], a compare-and-set on the
+//! status, and is audited as `instance.<new status>`. A transition that finds the row moved
+//! by someone else (a destroy while a launch is under way, another gateway process waking the
+//! same instance) backs off instead of overwriting it. Concurrency:
+//!
+//! - admission (quotas, capacity) is one write transaction, serialised by `BEGIN IMMEDIATE` on
+//!   SQLite and by a transaction-scoped advisory lock on PostgreSQL, so racing launches cannot
+//!   exceed a limit, in one process or several;
+//! - waking a stopped instance is claimed by moving it `stopped → starting` in such a
+//!   transaction: of any number of concurrent [`Orchestrator::ensure_running`] calls, in any
+//!   number of processes, exactly one starts the container; the others wait (in-process on a
+//!   per-instance async mutex, across processes by watching the row) and get the same upstream.
+//!
+//! Failures leave the row in `error` with the reason, and no running container behind it: a
+//! failed launch removes its container, a failed wake stops it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::json;
+
+use super::engine::{
+    ContainerState, EngineError, Exposure, LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED,
+};
+use super::ready::{Probe, probe_once};
+use super::spec::{self, SpecInput};
+use super::{Actor, CREDENTIALS_PURPOSE, InstanceCredentials, Orchestrator, Upstream};
+use crate::error::{AdminError, Result};
+use crate::secrets::seal;
+use crate::store::{
+    AdmissionLimits, Allocation, Droplet, Instance, InstanceStatus, NewAuditEntry, NewInstance,
+    Refusal, StartClaim, User,
+};
+use flowcase_config::UpstreamMode;
+
+use InstanceStatus as S;
+
+/// Length of an instance slug: 20 characters of `[a-z0-9]`, about 103 bits.
+const SLUG_LEN: usize = 20;
+/// Pause between readiness probes, and between looks at a row another process is moving.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What reconciliation found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Instances whose container vanished, now `gone`.
+    pub gone: Vec<String>,
+    /// Running instances whose container was stopped outside Flowcase, now `stopped`.
+    pub stopped: Vec<String>,
+    /// Containers labelled by us that no live instance claims, removed (names).
+    pub orphans_removed: Vec<String>,
+}
+
+fn engine_err(e: EngineError) -> AdminError {
+    match e {
+        EngineError::ImageMissing(image) => AdminError::ImageMissing(image),
+        other => AdminError::Engine(other.to_string()),
+    }
+}
+
+fn refusal_error(refusal: Refusal) -> AdminError {
+    match refusal {
+        Refusal::UserQuota { limit } => AdminError::QuotaExceeded(format!(
+            "you already have {limit} instances; stop or delete one first"
+        )),
+        Refusal::TotalQuota { limit } => {
+            AdminError::QuotaExceeded(format!("the server already runs {limit} instances"))
+        }
+        Refusal::Capacity {
+            resource,
+            requested,
+            allocated,
+            capacity,
+        } => {
+            let unit = if resource == "cpu" {
+                "millicores"
+            } else {
+                "MiB"
+            };
+            AdminError::CapacityExhausted(format!(
+                "{resource}: {requested} {unit} needed, {allocated} of {capacity} already allocated"
+            ))
+        }
+    }
+}
+
+fn random_string(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+fn random_password(len: usize) -> String {
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn need_of(droplet: &Droplet) -> Allocation {
+    Allocation {
+        cpu_millicores: droplet
+            .cpu_millicores
+            .unwrap_or(spec::DEFAULT_CPU_MILLICORES),
+        memory_mb: droplet.memory_mb.unwrap_or(spec::DEFAULT_MEMORY_MB),
+    }
+}
+
+impl Orchestrator {
+    // -----------------------------------------------------------------------------------------
+    // Public operations
+    // -----------------------------------------------------------------------------------------
+
+    /// Launches a new instance of `droplet` for `user` and returns it once `running` (or the
+    /// error that ended it; the row is then `error` with the reason). The caller has checked
+    /// that the user may launch the droplet.
+    pub async fn launch(&self, user: &User, droplet: &Droplet) -> Result<(Instance, Upstream)> {
+        let actor = Actor::user(user);
+        if !droplet.active {
+            return Err(AdminError::InvalidInput {
+                field: "droplet",
+                reason: "this droplet is not active".into(),
+            });
+        }
+        let slug = random_string(SLUG_LEN);
+        let password = spec::password_env(droplet.droplet_type)
+            .map(|_| random_password(spec::password_len(droplet.droplet_type)));
+        let network = self.network_for(droplet, &slug);
+        let container_spec = spec::container_spec(
+            droplet,
+            &SpecInput {
+                slug: &slug,
+                user_id: user.id,
+                user_name: &user.username,
+                network: &network,
+                exposure: self.exposure(),
+                password: password.as_deref(),
+                deployment: &self.options.deployment,
+            },
+        )?;
+        if !self
+            .engine
+            .image_present(&container_spec.image)
+            .await
+            .map_err(engine_err)?
+        {
+            return Err(AdminError::ImageMissing(container_spec.image));
+        }
+        let limits = self.limits().await?;
+        let instance = self
+            .store
+            .admit_instance(
+                &NewInstance {
+                    slug: slug.clone(),
+                    droplet_id: droplet.id,
+                    user_id: user.id,
+                    status: S::Requested,
+                },
+                &limits,
+                need_of(droplet),
+                self.now(),
+            )
+            .await?
+            .map_err(refusal_error)?;
+        self.audit(&actor, &instance, None, S::Requested, None)
+            .await?;
+
+        match self
+            .create_and_start(&actor, &instance, droplet, &container_spec, password)
+            .await
+        {
+            Ok(upstream) => {
+                let instance = self.reload(instance.id).await?;
+                Ok((instance, upstream))
+            }
+            Err(e) => {
+                self.fail_launch(&actor, instance.id, &container_spec.name, &e)
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the shared instance network if needed (and checks that an existing one keeps
+    /// containers apart). Call once at startup: creating it there, before any launch, avoids
+    /// two processes racing to create it.
+    pub async fn prepare(&self) -> Result<()> {
+        if self.options.upstream_mode == UpstreamMode::PublishedLoopback {
+            let labels = BTreeMap::from([(LABEL_MANAGED.to_owned(), "network".to_owned())]);
+            let _one_at_a_time = self.networks.lock().await;
+            self.engine
+                .ensure_isolated_network(&self.options.network, &labels)
+                .await
+                .map_err(engine_err)?;
+        }
+        Ok(())
+    }
+
+    /// The gateway's entry point: the upstream of a running instance, starting it first when it
+    /// is stopped (or failed with its container still there) and waiting until it is ready.
+    /// Concurrent calls for one instance start it once, also across processes sharing the
+    /// database.
+    pub async fn ensure_running(&self, instance_id: i64) -> Result<Upstream> {
+        self.start(instance_id, &Actor::system()).await
+    }
+
+    /// Starts a stopped instance on a user's (or an admin's) request; returns its upstream.
+    /// Same as [`Self::ensure_running`], audited under `actor`.
+    pub async fn start(&self, instance_id: i64, actor: &Actor) -> Result<Upstream> {
+        let lock = self.start_lock(instance_id);
+        let held = lock.lock().await;
+        let result = self.ensure_running_locked(instance_id, actor).await;
+        drop(held);
+        self.release_start_lock(instance_id, lock);
+        result
+    }
+
+    /// Stops an instance's container (it can be started again); already stopped is fine.
+    pub async fn stop(&self, instance_id: i64, actor: &Actor) -> Result<()> {
+        let instance = self.reload(instance_id).await?;
+        if instance.status == S::Stopped {
+            return Ok(());
+        }
+        if !self
+            .transition(actor, &instance, &[S::Running, S::Error], S::Stopping, None)
+            .await?
+        {
+            return Err(AdminError::Conflict(format!(
+                "instance is {}, it cannot be stopped now",
+                instance.status
+            )));
+        }
+        let result = match instance.container_id.as_deref() {
+            Some(id) => self
+                .engine
+                .stop(id, self.options.stop_grace)
+                .await
+                .map_err(engine_err),
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                self.transition(actor, &instance, &[S::Stopping], S::Stopped, None)
+                    .await?;
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("stop failed: {e}");
+                self.transition(actor, &instance, &[S::Stopping], S::Error, Some(&reason))
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes an instance's container (and its private network); the profile volume stays.
+    /// The row stays too, as `gone`, for history. Destroying a `gone` instance is a no-op.
+    pub async fn destroy(&self, instance_id: i64, actor: &Actor) -> Result<()> {
+        let instance = self.reload(instance_id).await?;
+        if instance.status == S::Gone {
+            return Ok(());
+        }
+        let from = [
+            S::Requested,
+            S::Creating,
+            S::Starting,
+            S::Running,
+            S::Stopping,
+            S::Stopped,
+            S::Error,
+        ];
+        if !self
+            .transition(actor, &instance, &from, S::Destroying, None)
+            .await?
+        {
+            return Err(AdminError::Conflict(
+                "instance is already being destroyed".into(),
+            ));
+        }
+        // By name as well as by id: a launch may have created the container but not yet
+        // recorded its id.
+        let name = spec::container_name(&instance.slug);
+        let mut result = self.engine.remove(&name).await.map_err(engine_err);
+        if let (Ok(()), Some(id)) = (&result, instance.container_id.as_deref()) {
+            result = self.engine.remove(id).await.map_err(engine_err);
+        }
+        if result.is_ok() && self.options.upstream_mode == UpstreamMode::ContainerNetwork {
+            result = self
+                .engine
+                .remove_network(&spec::container_name(&instance.slug))
+                .await
+                .map_err(engine_err);
+        }
+        match result {
+            Ok(()) => {
+                self.transition(actor, &instance, &[S::Destroying], S::Gone, None)
+                    .await?;
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("destroy failed: {e}");
+                self.transition(actor, &instance, &[S::Destroying], S::Error, Some(&reason))
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The desktop password of an instance, for the tunnel; `None` for droplets without one.
+    pub fn credentials(&self, instance: &Instance) -> Result<Option<InstanceCredentials>> {
+        instance
+            .credentials
+            .as_deref()
+            .map(|sealed| {
+                seal::open(&self.keyring, CREDENTIALS_PURPOSE, sealed, self.now()).ok_or_else(
+                    || AdminError::InvalidData("instance credentials cannot be opened".into()),
+                )
+            })
+            .transpose()
+    }
+
+    /// Makes the database agree with the engine: a settled row whose container vanished becomes
+    /// `gone`, a `running` row whose container was stopped outside becomes `stopped`, and (when
+    /// [`super::Options::remove_orphans`]) containers labelled by us that no live row claims are
+    /// removed. Rows in motion (requested, creating, starting, stopping, destroying) are left to
+    /// the operation moving them.
+    pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        let actor = Actor::system();
+        let mut report = ReconcileReport::default();
+        // Containers listed before the rows are read can only be orphans if no row claims them
+        // (a row is written before its container is created); rows are judged against a list
+        // taken after they were read (a settled row's container existed before the read).
+        let before = self
+            .engine
+            .list_ours(&self.options.deployment)
+            .await
+            .map_err(engine_err)?;
+        let rows = self.store.list_live_instances().await?;
+        let containers = self
+            .engine
+            .list_ours(&self.options.deployment)
+            .await
+            .map_err(engine_err)?;
+        let by_slug: BTreeMap<&str, &super::engine::ContainerInfo> = containers
+            .iter()
+            .filter_map(|c| Some((c.labels.get(LABEL_INSTANCE)?.as_str(), c)))
+            .collect();
+        for row in &rows {
+            if !matches!(row.status, S::Running | S::Stopped | S::Error) {
+                continue;
+            }
+            let found = by_slug.get(row.slug.as_str());
+            let change = match (row.status, found) {
+                (S::Error, None) if row.container_id.is_none() => None,
+                (_, None) => Some((S::Gone, "the container disappeared")),
+                (S::Running, Some(c)) if c.state != ContainerState::Running => {
+                    Some((S::Stopped, "the container stopped outside Flowcase"))
+                }
+                _ => None,
+            };
+            let Some((to, reason)) = change else {
+                continue;
+            };
+            if self
+                .transition(&actor, row, &[row.status], to, Some(reason))
+                .await?
+            {
+                match to {
+                    S::Gone => report.gone.push(row.slug.clone()),
+                    _ => report.stopped.push(row.slug.clone()),
+                }
+            }
+        }
+        if self.options.remove_orphans {
+            let live: HashSet<&str> = rows.iter().map(|r| r.slug.as_str()).collect();
+            for container in &before {
+                let claimed = container
+                    .labels
+                    .get(LABEL_INSTANCE)
+                    .is_some_and(|slug| live.contains(slug.as_str()));
+                if !claimed {
+                    self.engine
+                        .remove(&container.id)
+                        .await
+                        .map_err(engine_err)?;
+                    tracing::info!(container = %container.name, "removed an orphan container");
+                    report.orphans_removed.push(container.name.clone());
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs [`Self::reconcile`] now and then every `every`, logging failures, until the task is
+    /// aborted.
+    pub fn spawn_reconciler(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                match this.reconcile().await {
+                    Ok(report) if report != ReconcileReport::default() => {
+                        tracing::info!(?report, "reconciled instances with the engine");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "reconciliation failed"),
+                }
+            }
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Steps
+    // -----------------------------------------------------------------------------------------
+
+    async fn create_and_start(
+        &self,
+        actor: &Actor,
+        instance: &Instance,
+        droplet: &Droplet,
+        container_spec: &super::engine::ContainerSpec,
+        password: Option<String>,
+    ) -> Result<Upstream> {
+        self.expect_transition(actor, instance, &[S::Requested], S::Creating)
+            .await?;
+        self.ensure_network(instance, &container_spec.network)
+            .await?;
+        for mount in &container_spec.mounts {
+            let wanted = spec::profile_labels(instance.user_id, droplet.id);
+            let labels = self
+                .engine
+                .ensure_volume(&mount.volume, &wanted)
+                .await
+                .map_err(engine_err)?;
+            // A volume someone else owns (or that we did not create) is never mounted: this is
+            // what keeps two users from sharing a profile whatever the template says.
+            let owner = labels.get(super::engine::LABEL_USER);
+            if labels.get(LABEL_MANAGED).map(String::as_str) != Some("profile")
+                || owner != Some(&instance.user_id.to_string())
+            {
+                return Err(AdminError::Conflict(format!(
+                    "profile volume {} belongs to someone else",
+                    mount.volume
+                )));
+            }
+        }
+        let container_id = self
+            .engine
+            .create(container_spec)
+            .await
+            .map_err(engine_err)?;
+        self.store
+            .set_instance_container(
+                instance.id,
+                Some(&container_id),
+                Some(&container_spec.name),
+                None,
+            )
+            .await?;
+        if let Some(password) = password {
+            let sealed = seal::seal(
+                &self.keyring,
+                CREDENTIALS_PURPOSE,
+                &InstanceCredentials { password },
+                i64::MAX,
+            )
+            .ok_or_else(|| AdminError::InvalidData("cannot seal instance credentials".into()))?;
+            self.store
+                .set_instance_credentials(instance.id, Some(&sealed))
+                .await?;
+        }
+        self.expect_transition(actor, instance, &[S::Creating], S::Starting)
+            .await?;
+        self.boot(actor, instance.id, &container_id, droplet).await
+    }
+
+    /// Starts the container of a row in `starting`, waits until ready, moves it to `running`.
+    async fn boot(
+        &self,
+        actor: &Actor,
+        instance_id: i64,
+        container_id: &str,
+        droplet: &Droplet,
+    ) -> Result<Upstream> {
+        self.engine.start(container_id).await.map_err(engine_err)?;
+        let info = self
+            .engine
+            .inspect(container_id)
+            .await
+            .map_err(engine_err)?
+            .ok_or_else(|| AdminError::Engine("the container vanished after start".into()))?;
+        // A container that dies at once has no ports any more: report the exit, not the port.
+        exited_error(&info)?;
+        let port = spec::upstream_port(droplet);
+        let addr = match self.options.upstream_mode {
+            UpstreamMode::PublishedLoopback => {
+                let host_port = info.published.get(&port).ok_or_else(|| {
+                    AdminError::Engine(format!("port {port} was not published on 127.0.0.1"))
+                })?;
+                SocketAddr::from(([127, 0, 0, 1], *host_port))
+            }
+            UpstreamMode::ContainerNetwork => {
+                let network = self.network_for(droplet, &info.labels_slug());
+                let ip = info.addresses.get(&network).ok_or_else(|| {
+                    AdminError::Engine(format!("the container has no address on {network}"))
+                })?;
+                SocketAddr::new(*ip, port)
+            }
+        };
+        let upstream = Upstream { addr };
+        let upstream_text = upstream.to_string();
+        let instance = self.reload(instance_id).await?;
+        self.store
+            .set_instance_container(
+                instance_id,
+                Some(container_id),
+                instance.container_name.as_deref(),
+                Some(&upstream_text),
+            )
+            .await?;
+        self.wait_ready(container_id, addr, droplet).await?;
+        self.expect_transition(actor, &instance, &[S::Starting], S::Running)
+            .await?;
+        Ok(upstream)
+    }
+
+    async fn wait_ready(
+        &self,
+        container_id: &str,
+        addr: SocketAddr,
+        droplet: &Droplet,
+    ) -> Result<()> {
+        let probe = Probe::for_droplet(droplet.droplet_type, droplet.health_path.as_deref());
+        let timeout = self.options.ready_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let last = match probe_once(addr, &probe).await {
+                Ok(()) => return Ok(()),
+                Err(seen) => seen,
+            };
+            // A container that died will never answer: say so now rather than at the deadline.
+            match self
+                .engine
+                .inspect(container_id)
+                .await
+                .map_err(engine_err)?
+            {
+                Some(info) => exited_error(&info)?,
+                None => {
+                    return Err(AdminError::NotReady(
+                        "the container disappeared while starting".into(),
+                    ));
+                }
+            }
+            if tokio::time::Instant::now() + POLL >= deadline {
+                return Err(AdminError::NotReady(format!(
+                    "not ready after {} s (last probe: {last})",
+                    timeout.as_secs_f64()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn ensure_running_locked(&self, instance_id: i64, actor: &Actor) -> Result<Upstream> {
+        // Long enough for another process to finish a start it claimed.
+        let deadline = tokio::time::Instant::now() + self.options.ready_timeout * 2 + POLL * 20;
+        loop {
+            let instance = self.reload(instance_id).await?;
+            let droplet = self
+                .store
+                .get_droplet(instance.droplet_id)
+                .await?
+                .ok_or(AdminError::NotFound("droplet"))?;
+            let limits = self.limits().await?;
+            match self
+                .store
+                .claim_instance_start(instance_id, &limits, need_of(&droplet))
+                .await?
+            {
+                StartClaim::Running(instance) => {
+                    if let Some(upstream) = parse_upstream(&instance) {
+                        return Ok(upstream);
+                    }
+                    return Err(AdminError::InvalidData(
+                        "a running instance has no upstream".into(),
+                    ));
+                }
+                StartClaim::Claimed(claimed) => {
+                    self.audit(actor, &claimed, Some(instance.status), S::Starting, None)
+                        .await?;
+                    let Some(container_id) = claimed.container_id.clone() else {
+                        return Err(AdminError::InvalidData("no container to start".into()));
+                    };
+                    return match self.boot(actor, instance_id, &container_id, &droplet).await {
+                        Ok(upstream) => Ok(upstream),
+                        Err(e) => {
+                            // Leave nothing running that the row does not account for.
+                            let _ = self.engine.stop(&container_id, Duration::ZERO).await;
+                            let reason = format!("start failed: {e}");
+                            self.transition(
+                                actor,
+                                &claimed,
+                                &[S::Starting],
+                                S::Error,
+                                Some(&reason),
+                            )
+                            .await?;
+                            Err(e)
+                        }
+                    };
+                }
+                StartClaim::Busy(status) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(AdminError::NotReady(format!(
+                            "the instance stayed {status} too long"
+                        )));
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                StartClaim::Ended(status) => {
+                    return Err(AdminError::Conflict(format!(
+                        "the instance is {status} and cannot be started"
+                    )));
+                }
+                StartClaim::Refused(refusal) => return Err(refusal_error(refusal)),
+            }
+        }
+    }
+
+    async fn fail_launch(&self, actor: &Actor, instance_id: i64, name: &str, error: &AdminError) {
+        // Best effort: the row must end in `error` and no container may be left behind; with
+        // no container recorded, the row can never be woken (only destroyed).
+        if self.engine.remove(name).await.is_ok() {
+            let _ = self
+                .store
+                .set_instance_container(instance_id, None, None, None)
+                .await;
+        }
+        if let Ok(instance) = self.reload(instance_id).await {
+            let reason = error.to_string();
+            let from = [S::Requested, S::Creating, S::Starting];
+            if let Err(e) = self
+                .transition(actor, &instance, &from, S::Error, Some(&reason))
+                .await
+            {
+                tracing::warn!(error = %e, instance = %instance.slug, "cannot record a failed launch");
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Helpers
+    // -----------------------------------------------------------------------------------------
+
+    fn exposure(&self) -> Exposure {
+        match self.options.upstream_mode {
+            UpstreamMode::PublishedLoopback => Exposure::LoopbackEphemeral,
+            UpstreamMode::ContainerNetwork => Exposure::NetworkOnly,
+        }
+    }
+
+    /// The network an instance joins: the droplet's own or the shared one (both must have
+    /// inter-container traffic off) when the gateway dials published ports; a private network
+    /// per instance when the gateway dials container addresses (a gateway container on a
+    /// shared network with traffic between containers off could not reach them either).
+    fn network_for(&self, droplet: &Droplet, slug: &str) -> String {
+        match self.options.upstream_mode {
+            UpstreamMode::PublishedLoopback => droplet
+                .network
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| self.options.network.clone()),
+            UpstreamMode::ContainerNetwork => spec::container_name(slug),
+        }
+    }
+
+    async fn ensure_network(&self, instance: &Instance, network: &str) -> Result<()> {
+        let labels = match self.options.upstream_mode {
+            UpstreamMode::PublishedLoopback => {
+                BTreeMap::from([(LABEL_MANAGED.to_owned(), "network".to_owned())])
+            }
+            UpstreamMode::ContainerNetwork => {
+                let mut labels =
+                    spec::instance_labels(&instance.slug, instance.user_id, instance.droplet_id);
+                labels.insert(LABEL_DEPLOYMENT.to_owned(), self.options.deployment.clone());
+                labels
+            }
+        };
+        let _one_at_a_time = self.networks.lock().await;
+        self.engine
+            .ensure_isolated_network(network, &labels)
+            .await
+            .map_err(|e| match e {
+                EngineError::Conflict(reason) => AdminError::InvalidInput {
+                    field: "network",
+                    reason,
+                },
+                other => engine_err(other),
+            })
+    }
+
+    async fn limits(&self) -> Result<AdmissionLimits> {
+        let info = self.engine.info().await.map_err(engine_err)?;
+        Ok(AdmissionLimits {
+            max_per_user: i64::from(self.options.max_per_user),
+            max_total: i64::from(self.options.max_total),
+            cpu_capacity_millicores: info.cpus.saturating_mul(1000),
+            memory_capacity_mb: info.memory_bytes / (1024 * 1024),
+            default_cpu_millicores: spec::DEFAULT_CPU_MILLICORES,
+            default_memory_mb: spec::DEFAULT_MEMORY_MB,
+        })
+    }
+
+    async fn reload(&self, id: i64) -> Result<Instance> {
+        self.store
+            .get_instance(id)
+            .await?
+            .ok_or(AdminError::NotFound("instance"))
+    }
+
+    /// Compare-and-set transition plus its audit entry; false when the row was elsewhere.
+    async fn transition(
+        &self,
+        actor: &Actor,
+        instance: &Instance,
+        from: &[InstanceStatus],
+        to: InstanceStatus,
+        reason: Option<&str>,
+    ) -> Result<bool> {
+        let moved = self
+            .store
+            .transition_instance(instance.id, from, to, reason, self.now())
+            .await?;
+        if moved {
+            self.audit(actor, instance, None, to, reason).await?;
+        }
+        Ok(moved)
+    }
+
+    /// A transition the current operation owns; losing it means someone destroyed the instance
+    /// under us.
+    async fn expect_transition(
+        &self,
+        actor: &Actor,
+        instance: &Instance,
+        from: &[InstanceStatus],
+        to: InstanceStatus,
+    ) -> Result<()> {
+        if self.transition(actor, instance, from, to, None).await? {
+            Ok(())
+        } else {
+            Err(AdminError::Conflict(format!(
+                "the instance changed while becoming {to}"
+            )))
+        }
+    }
+
+    async fn audit(
+        &self,
+        actor: &Actor,
+        instance: &Instance,
+        from: Option<InstanceStatus>,
+        to: InstanceStatus,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let entry = NewAuditEntry {
+            actor_user_id: actor.user_id,
+            actor_name: actor.name.clone(),
+            action: format!("instance.{to}"),
+            target_kind: Some("instance".into()),
+            target_id: Some(instance.slug.clone()),
+            client_addr: None,
+            details: json!({
+                "from": from.map(|s| s.as_str()),
+                "droplet_id": instance.droplet_id,
+                "user_id": instance.user_id,
+                "reason": reason,
+            }),
+        };
+        self.store.append_audit(&entry, self.now()).await?;
+        Ok(())
+    }
+
+    fn start_lock(&self, id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .starting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(map.entry(id).or_default())
+    }
+
+    fn release_start_lock(&self, id: i64, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut map = self
+            .starting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's copy and ours: nobody else waits, the entry can go.
+        if Arc::strong_count(&lock) == 2 {
+            map.remove(&id);
+        }
+    }
+}
+
+/// `NotReady` naming the exit code when the container is no longer running.
+fn exited_error(info: &super::engine::ContainerInfo) -> Result<()> {
+    if matches!(info.state, ContainerState::Exited | ContainerState::Dead) {
+        return Err(AdminError::NotReady(format!(
+            "the container exited with code {} while starting",
+            info.exit_code.unwrap_or(-1)
+        )));
+    }
+    Ok(())
+}
+
+fn parse_upstream(instance: &Instance) -> Option<Upstream> {
+    instance
+        .upstream
+        .as_deref()?
+        .parse()
+        .ok()
+        .map(|addr| Upstream { addr })
+}
+
+impl super::engine::ContainerInfo {
+    fn labels_slug(&self) -> String {
+        self.labels.get(LABEL_INSTANCE).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,198 @@
+//! The orchestrator: droplets become instances, instances become containers on an engine.
+//!
+//! - [`engine`]: the narrow engine interface (create, start, stop, remove, inspect, list ours,
+//!   events, stats, image present) and its vocabulary; [`docker`]: its Docker implementation,
+//!   the only place that knows bollard;
+//! - [`spec`]: the container an instance gets (pure: limits, hardening, labels, profile volume);
+//! - [`ready`]: when a started container counts as ready;
+//! - [`lifecycle`]: launch, start, stop, destroy, `ensure_running` for the gateway and
+//!   reconciliation, every transition persisted and audited.
+//!
+//! Time comes from a [`Clock`] so that stored timestamps are testable; waits use tokio's
+//! monotonic timers and are all bounded.
+
+pub mod docker;
+pub mod engine;
+pub mod lifecycle;
+pub mod ready;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowcase_config::{Config, UpstreamMode};
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::Keyring;
+use crate::store::{Store, User};
+
+pub use engine::{Engine, EngineError};
+pub use lifecycle::ReconcileReport;
+
+/// Purpose the per-instance credentials are sealed for (AEAD associated data).
+pub const CREDENTIALS_PURPOSE: &str = "instance-credentials";
+
+/// Wall-clock time for the timestamps written to the database.
+pub trait Clock: Send + Sync + 'static {
+    /// Unix milliseconds now.
+    fn now_millis(&self) -> i64;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> i64 {
+        crate::store::now_millis()
+    }
+}
+
+/// Settings of the orchestrator, normally from the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Shared network instances join in `published-loopback` mode (inter-container traffic off).
+    pub network: String,
+    /// How the gateway reaches instances.
+    pub upstream_mode: UpstreamMode,
+    /// Instances one user may hold.
+    pub max_per_user: u32,
+    /// Instances all users together may hold.
+    pub max_total: u32,
+    /// How long a started container may take to become ready.
+    pub ready_timeout: Duration,
+    /// How long a stop waits before the engine kills the container.
+    pub stop_grace: Duration,
+    /// Whether reconciliation removes containers labelled by us that no instance row claims.
+    pub remove_orphans: bool,
+    /// Value of the `flowcase.deployment` label: reconciliation only ever touches containers
+    /// of its own deployment.
+    pub deployment: String,
+}
+
+impl Options {
+    /// The settings of a configuration (`[docker]`, `[instances]`).
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            network: config.docker.network.clone(),
+            upstream_mode: config.docker.upstream_mode,
+            max_per_user: config.instances.max_per_user,
+            max_total: config.instances.max_total,
+            ready_timeout: config.instances.ready_timeout.get(),
+            stop_grace: Duration::from_secs(10),
+            remove_orphans: true,
+            deployment: "flowcase".into(),
+        }
+    }
+}
+
+/// Who asked for a change, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Actor {
+    /// The user, if a user asked.
+    pub user_id: Option<i64>,
+    /// Their username at the time.
+    pub name: Option<String>,
+}
+
+impl Actor {
+    /// The gateway itself (wake-ups, reconciliation, the reaper).
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// A user.
+    pub fn user(user: &User) -> Self {
+        Self {
+            user_id: Some(user.id),
+            name: Some(user.username.clone()),
+        }
+    }
+}
+
+/// Where the gateway sends an instance's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upstream {
+    /// `127.0.0.1:<published port>` or `<container address>:<port>`.
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// The secret an instance's desktop expects; only the tunnel ever sees it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceCredentials {
+    /// The password given to the container at creation.
+    pub password: String,
+}
+
+impl fmt::Debug for InstanceCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InstanceCredentials(..)")
+    }
+}
+
+/// The orchestrator. Share it behind an `Arc`.
+pub struct Orchestrator {
+    store: Store,
+    engine: Arc<dyn Engine>,
+    keyring: Keyring,
+    clock: Arc<dyn Clock>,
+    options: Options,
+    /// One async mutex per instance being started in this process, so concurrent wake-ups
+    /// wait for the one that works instead of polling the database.
+    starting: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises network creation: Docker 20.10 lets two concurrent creates of one name both
+    /// succeed, and containers then fail on an ambiguous network name.
+    networks: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// An orchestrator over `store` and `engine`, sealing credentials with `keyring`.
+    pub fn new(
+        store: Store,
+        engine: Arc<dyn Engine>,
+        keyring: Keyring,
+        clock: Arc<dyn Clock>,
+        options: Options,
+    ) -> Self {
+        Self {
+            store,
+            engine,
+            keyring,
+            clock,
+            options,
+            starting: Mutex::new(HashMap::new()),
+            networks: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Its settings.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Its engine.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_millis()
+    }
+}

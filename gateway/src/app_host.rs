@@ -1,0 +1,130 @@
+//! The front door's half of the instance-host login (the formats and the control plane's half
+//! are in `flowcase_admin::auth::app_host`): takes one-time codes at `/__flowcase/auth`, sets the
+//! host-only app cookie, and checks that cookie on every request — in memory only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use flowcase_admin::auth::app_host::{self, AppIdentity, CODE_TTL_MS};
+use flowcase_admin::secrets::Keyring;
+use flowcase_config::{Config, origin};
+
+use crate::snapshot::{InstanceRoute, Snapshot};
+
+/// Codes remembered as used; bounded so a flood of valid-looking codes cannot grow memory.
+const MAX_USED_CODES: usize = 100_000;
+
+pub enum Decision {
+    /// The request may go to the instance as this user.
+    Allow(AppIdentity),
+    /// Send the browser through the public host's `/app-auth` to get a code.
+    Login(String),
+    /// A code was accepted: set the cookie and go to the return path.
+    Enter {
+        set_cookie: String,
+        location: String,
+    },
+    /// Refused, with a status and a message for the page.
+    Refuse(u16, &'static str),
+}
+
+pub struct AppHostGate {
+    keyring: Keyring,
+    snapshot: Arc<Snapshot>,
+    public_origin: String,
+    /// jti → when the code expires (after which it is refused anyway and can be forgotten).
+    used_codes: Mutex<HashMap<String, i64>>,
+}
+
+impl AppHostGate {
+    pub fn new(config: &Config, keyring: Keyring, snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            keyring,
+            snapshot,
+            public_origin: origin(
+                config.server.public_host.as_str(),
+                config.server.effective_https_port(),
+            ),
+            used_codes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Decides a request on instance host `host` (lower-case, no port) for `route`.
+    pub fn decide(
+        &self,
+        host: &str,
+        route: &InstanceRoute,
+        path: &str,
+        query: Option<&str>,
+        cookies: &[&str],
+        now: i64,
+    ) -> Decision {
+        if path == app_host::AUTH_PATH {
+            return self.enter(host, route, query, now);
+        }
+        let valid = cookies
+            .iter()
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(name, _)| *name == app_host::APP_COOKIE)
+            .filter_map(|(_, value)| app_host::open_cookie(&self.keyring, value, host, now))
+            .find(|id| id.instance_id == route.id && !self.snapshot.is_revoked(&id.session));
+        match valid {
+            Some(identity) => Decision::Allow(identity),
+            None => {
+                let back = match query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_owned(),
+                };
+                let params = serde_urlencoded::to_string([("host", host), ("return", &back)])
+                    .unwrap_or_default();
+                Decision::Login(format!("{}/app-auth?{params}", self.public_origin))
+            }
+        }
+    }
+
+    fn enter(&self, host: &str, route: &InstanceRoute, query: Option<&str>, now: i64) -> Decision {
+        const INVALID: Decision = Decision::Refuse(
+            403,
+            "This sign-in link is invalid, expired or already used.",
+        );
+        let params: Vec<(String, String)> =
+            serde_urlencoded::from_str(query.unwrap_or_default()).unwrap_or_default();
+        let Some(code) = params.iter().find(|(k, _)| k == "code").map(|(_, v)| v) else {
+            return INVALID;
+        };
+        let Some(opened) = app_host::open_code(&self.keyring, code, host, now) else {
+            return INVALID;
+        };
+        if opened.identity.instance_id != route.id
+            || self.snapshot.is_revoked(&opened.identity.session)
+        {
+            return INVALID;
+        }
+        if !self.first_use(&opened.jti, now) {
+            return INVALID;
+        }
+        let Some(set_cookie) = app_host::cookie(&self.keyring, &opened.identity, now) else {
+            return Decision::Refuse(500, "cannot seal the access cookie");
+        };
+        Decision::Enter {
+            set_cookie,
+            location: opened.return_to,
+        }
+    }
+
+    /// Records a code as used; false when it already was (a replay).
+    fn first_use(&self, jti: &str, now: i64) -> bool {
+        let Ok(mut used) = self.used_codes.lock() else {
+            return false;
+        };
+        if used.len() >= MAX_USED_CODES {
+            used.retain(|_, expires| *expires > now);
+            if used.len() >= MAX_USED_CODES {
+                // Refusing is the safe side: the user just asks for a new code.
+                return false;
+            }
+        }
+        used.insert(jti.to_owned(), now + CODE_TTL_MS).is_none()
+    }
+}

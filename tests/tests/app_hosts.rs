@@ -1,0 +1,345 @@
+//! Instance hosts through the real binary: the subdomain login (app-auth code → host-only
+//! cookie), another user's 403, forged / other-host / replayed codes, open-redirect attempts,
+//! what the upstream sees (never our cookies; our identity headers, not the client's), and
+//! logout cutting access at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use flowcase_admin::store::{
+    DropletType, InstanceStatus, NewDroplet, NewInstance, Store, TargetKind, now_millis,
+};
+use flowcase_e2e::echo::EchoServer;
+use flowcase_e2e::{Gateway, GatewayDir};
+use reqwest::{Client, Url};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "a long enough passphrase";
+
+struct Env {
+    dir: GatewayDir,
+    gw: Gateway,
+    echo: EchoServer,
+    host: String,
+}
+
+impl Env {
+    /// A gateway, users alice (owner) and bob, and alice's running instance `app1` whose
+    /// upstream is the echo server.
+    async fn start() -> Env {
+        let dir = GatewayDir::new();
+        let gw = Gateway::start(&dir).await;
+        for user in ["alice", "bob"] {
+            let out = dir.cli_with_stdin(
+                &["user", "add", user, "--password-stdin"],
+                &format!("{PASSWORD}\n"),
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let echo = EchoServer::start().await;
+        let store = Store::connect(&format!(
+            "sqlite://{}",
+            dir.data_dir().join("flowcase.db").display()
+        ))
+        .await
+        .unwrap();
+        let tenant = store.default_tenant().await.unwrap().unwrap();
+        let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
+        let now = now_millis();
+        let droplet = store
+            .create_droplet(
+                &NewDroplet::new(tenant.id, "Echo", DropletType::Http, TargetKind::Container),
+                now,
+            )
+            .await
+            .unwrap();
+        let instance = store
+            .create_instance(
+                &NewInstance {
+                    slug: "app1".into(),
+                    droplet_id: droplet.id,
+                    user_id: alice.id,
+                    status: InstanceStatus::Requested,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        store
+            .set_instance_container(
+                instance.id,
+                Some("c1"),
+                Some("flowcase-app1"),
+                Some(&echo.addr.to_string()),
+            )
+            .await
+            .unwrap();
+        store
+            .set_instance_status(instance.id, InstanceStatus::Running, None, now)
+            .await
+            .unwrap();
+        store.close().await;
+        // The front door sees the instance within its refresh interval.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        Env {
+            dir,
+            gw,
+            echo,
+            host: "app1.apps.localhost".into(),
+        }
+    }
+
+    fn browser(&self) -> Client {
+        self.gw.client(
+            &self.dir.data_dir(),
+            &["localhost", "app1.apps.localhost", "nope.apps.localhost"],
+        )
+    }
+
+    async fn login(&self, client: &Client, user: &str) -> String {
+        let resp = client
+            .post(self.gw.url("localhost", "/api/v1/session"))
+            .header("origin", self.gw.origin())
+            .json(&json!({"username": user, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<Value>().await.unwrap()["csrf_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn app(&self, path: &str) -> String {
+        self.gw.url(&self.host, path)
+    }
+}
+
+fn location(resp: &reqwest::Response) -> String {
+    resp.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Follows redirects by hand (the client keeps cookies per host), returning the final response
+/// and the URLs visited.
+async fn follow(client: &Client, start: &str) -> (reqwest::Response, Vec<String>) {
+    let (resp, visited, _) = follow_collecting(client, start).await;
+    (resp, visited)
+}
+
+/// [`follow`], also returning every `Set-Cookie` seen on the way.
+async fn follow_collecting(
+    client: &Client,
+    start: &str,
+) -> (reqwest::Response, Vec<String>, Vec<String>) {
+    let mut url = Url::parse(start).unwrap();
+    let mut visited = vec![url.to_string()];
+    let mut cookies = Vec::new();
+    for _ in 0..10 {
+        let resp = client.get(url.clone()).send().await.unwrap();
+        for c in resp.headers().get_all("set-cookie") {
+            cookies.push(c.to_str().unwrap().to_owned());
+        }
+        if !resp.status().is_redirection() {
+            return (resp, visited, cookies);
+        }
+        url = url.join(&location(&resp)).unwrap();
+        visited.push(url.to_string());
+    }
+    panic!("redirect loop: {visited:?}");
+}
+
+#[tokio::test]
+async fn the_owner_gets_in_through_a_code_and_the_upstream_never_sees_our_cookies() {
+    let env = Env::start().await;
+    let alice = env.browser();
+    env.login(&alice, "alice").await;
+
+    // Without an app cookie: off to the public host's /app-auth, which hands out a code.
+    let first = alice.get(env.app("/hello?x=1")).send().await.unwrap();
+    assert_eq!(first.status(), 302);
+    let to_auth = location(&first);
+    assert!(
+        to_auth.starts_with(&format!("{}/app-auth?", env.gw.origin())),
+        "{to_auth}"
+    );
+    let (resp, visited, cookies) = follow_collecting(&alice, env.app("/hello?x=1").as_str()).await;
+    assert_eq!(resp.status(), 200, "{visited:?}");
+    let app_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-flowcase_app="))
+        .expect("the instance host sets its app cookie")
+        .clone();
+    for flag in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(app_cookie.contains(flag), "{flag}: {app_cookie}");
+    }
+    assert!(
+        !app_cookie.to_ascii_lowercase().contains("domain="),
+        "host-only: {app_cookie}"
+    );
+    let app_cookie = app_cookie.split(';').next().unwrap().to_owned();
+    assert!(
+        visited.iter().any(|u| u.contains("/__flowcase/auth?code=")),
+        "{visited:?}"
+    );
+    assert_eq!(visited.last().unwrap(), &env.app("/hello?x=1"));
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["path"], "/hello");
+    assert_eq!(seen["query"], "x=1");
+    assert_eq!(seen["headers"]["x-forwarded-user"], "alice");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+
+    // The browser holds a host-only app cookie; the upstream sees none of our cookies, but its
+    // own, and not the identity headers a client tries to forge.
+    let resp = alice
+        .get(env.app("/again"))
+        // A hand-written Cookie header replaces the jar's, so the app cookie goes in it too.
+        .header(
+            "cookie",
+            format!("theirs=1; {app_cookie}; __Host-flowcase_session=stolen"),
+        )
+        .header("x-forwarded-user", "root")
+        .header("x-forwarded-groups", "Admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    let cookie = seen["headers"]["cookie"].as_str().unwrap_or_default();
+    assert!(
+        !cookie.contains("flowcase"),
+        "our cookies leaked upstream: {cookie}"
+    );
+    assert!(
+        cookie.contains("theirs=1"),
+        "the instance's own cookies pass: {cookie}"
+    );
+    assert_eq!(seen["headers"]["x-forwarded-user"], "alice");
+    assert_eq!(seen["headers"]["x-forwarded-groups"], "User");
+    let _ = &env.echo;
+}
+
+#[tokio::test]
+async fn another_user_gets_403_and_anonymous_users_are_sent_to_log_in() {
+    let env = Env::start().await;
+    let bob = env.browser();
+    env.login(&bob, "bob").await;
+    let (resp, visited) = follow(&bob, &env.app("/")).await;
+    assert_eq!(resp.status(), 403, "{visited:?}");
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("belongs to another user")
+    );
+
+    let anonymous = env.browser();
+    let (resp, visited) = follow(&anonymous, &env.app("/private")).await;
+    assert_eq!(resp.status(), 200, "the login page");
+    let last = visited.last().unwrap();
+    assert!(
+        last.starts_with(&format!("{}/?return=", env.gw.origin())),
+        "{visited:?}"
+    );
+
+    // Unknown instances are a 404 without any login dance.
+    let resp = anonymous
+        .get(env.gw.url("nope.apps.localhost", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn forged_other_host_and_replayed_codes_are_refused_and_return_paths_stay_local() {
+    let env = Env::start().await;
+    let alice = env.browser();
+    env.login(&alice, "alice").await;
+    let code_url = |ret: &str| {
+        let alice = alice.clone();
+        let url = format!(
+            "{}/app-auth?host={}&return={}",
+            env.gw.origin(),
+            env.host,
+            url_escape(ret)
+        );
+        async move {
+            let resp = alice.get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 303, "app-auth answers with a redirect");
+            location(&resp)
+        }
+    };
+
+    // Forged.
+    let forged = env.app("/__flowcase/auth?code=AAAAforgedBBBB&return=/");
+    assert_eq!(
+        env.browser().get(forged).send().await.unwrap().status(),
+        403
+    );
+
+    // A code for app1 presented on another instance host is refused (no such instance there).
+    let code = code_url("/").await;
+    let moved = code.replace("app1.apps.localhost", "nope.apps.localhost");
+    let resp = alice.get(moved).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+
+    // Used once, refused the second time.
+    let code = code_url("/").await;
+    let fresh = env.browser();
+    let first = fresh.get(code.clone()).send().await.unwrap();
+    assert_eq!(first.status(), 302);
+    let replay = env.browser().get(code).send().await.unwrap();
+    assert_eq!(replay.status(), 403, "a code works once");
+
+    // Open-redirect attempts end on a local path of the instance host.
+    for attempt in [
+        "//evil.example",
+        "https://evil.example",
+        "/\\evil.example",
+        "/%2F%2Fevil.example",
+    ] {
+        let code = code_url(attempt).await;
+        let resp = env.browser().get(code).send().await.unwrap();
+        assert_eq!(resp.status(), 302, "{attempt}");
+        let to = location(&resp);
+        assert!(
+            to.starts_with('/') && !to.starts_with("//") && !to.contains("evil"),
+            "{attempt} → {to}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn logging_out_cuts_the_instance_host_at_once() {
+    let env = Env::start().await;
+    let alice = env.browser();
+    let csrf = env.login(&alice, "alice").await;
+    let (resp, _) = follow(&alice, &env.app("/")).await;
+    assert_eq!(resp.status(), 200);
+    let logout = alice
+        .delete(env.gw.url("localhost", "/api/v1/session"))
+        .header("origin", env.gw.origin())
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let after = alice.get(env.app("/")).send().await.unwrap();
+    assert_eq!(after.status(), 302, "the app cookie died with the session");
+}
+
+fn url_escape(s: &str) -> String {
+    Url::parse_with_params("http://x/", &[("v", s)])
+        .unwrap()
+        .query()
+        .unwrap()
+        .trim_start_matches("v=")
+        .to_owned()
+}
