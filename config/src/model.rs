@@ -194,6 +194,9 @@ pub struct DockerConfig {
     pub host: String,
     pub network: String,
     pub upstream_mode: UpstreamMode,
+    /// Label value marking this installation's containers: reconciliation only ever touches
+    /// containers of its own deployment, so two installations can share one engine.
+    pub deployment: String,
 }
 
 impl Default for DockerConfig {
@@ -202,6 +205,7 @@ impl Default for DockerConfig {
             host: "unix:///var/run/docker.sock".into(),
             network: "flowcase".into(),
             upstream_mode: UpstreamMode::PublishedLoopback,
+            deployment: "flowcase".into(),
         }
     }
 }
@@ -321,6 +325,12 @@ pub struct InstancesConfig {
     pub max_total: u32,
     /// How long a starting instance may take to answer on its port before it is an error.
     pub ready_timeout: Duration,
+    /// How long a request that is not a page view (an API call, a script) waits for a stopped
+    /// instance to wake before it gets 503 with Retry-After.
+    pub wake_wait: Duration,
+    /// User agents containing one of these (case-insensitive) never wake an instance nor count
+    /// as activity: uptime monitors and crawlers would otherwise keep everything running.
+    pub passive_user_agents: Vec<String>,
 }
 
 impl Default for InstancesConfig {
@@ -331,6 +341,17 @@ impl Default for InstancesConfig {
             max_per_user: 3,
             max_total: 50,
             ready_timeout: Duration::from_secs(60),
+            wake_wait: Duration::from_secs(30),
+            passive_user_agents: [
+                "bot",
+                "spider",
+                "crawler",
+                "uptimerobot",
+                "pingdom",
+                "monitor",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         }
     }
 }

@@ -14,11 +14,18 @@ use flowcase_config::Config;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use flowcase_admin::orchestrator::docker::DockerEngine;
+use flowcase_admin::orchestrator::{Options, Orchestrator, SystemClock};
+use flowcase_admin::secrets::Keyring;
+
 use crate::health::{Check, HealthState};
 use crate::snapshot::Snapshot;
+use crate::wake::WakeRequests;
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The safety net behind Docker's event stream: rows and containers are compared this often.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A directory only this process can enter, holding the control-plane socket; removed on exit.
 /// It lives under the system temp dir because socket paths are limited to 108 bytes.
@@ -50,6 +57,8 @@ pub struct ControlPlane {
     runtime_dir: RuntimeDir,
     health: Arc<HealthState>,
     snapshot: Arc<Snapshot>,
+    keyring: Keyring,
+    wake_requests: std::sync::Mutex<Option<WakeRequests>>,
 }
 
 impl ControlPlane {
@@ -58,12 +67,48 @@ impl ControlPlane {
         runtime_dir: RuntimeDir,
         health: Arc<HealthState>,
         snapshot: Arc<Snapshot>,
+        keyring: Keyring,
+        wake_requests: WakeRequests,
     ) -> Self {
         Self {
             config,
             runtime_dir,
             health,
             snapshot,
+            keyring,
+            wake_requests: std::sync::Mutex::new(Some(wake_requests)),
+        }
+    }
+
+    /// The orchestrator over the configured Docker engine. Docker being down is not fatal:
+    /// instances cannot start until it comes back, everything else works.
+    fn orchestrator(
+        &self,
+        store: &Store,
+    ) -> impl std::future::Future<Output = Option<Arc<Orchestrator>>> + Send + 'static {
+        let engine = DockerEngine::connect(&self.config.docker.host);
+        let (store, keyring) = (store.clone(), self.keyring.clone());
+        let options = Options::from_config(&self.config);
+        async move {
+            let engine = match engine {
+                Ok(engine) => engine,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set up the Docker engine client");
+                    return None;
+                }
+            };
+            let orchestrator = Arc::new(Orchestrator::new(
+                store,
+                Arc::new(engine),
+                keyring,
+                Arc::new(SystemClock),
+                options,
+            ));
+            if let Err(e) = orchestrator.prepare().await {
+                tracing::warn!(error = %e, "the Docker engine is not ready; instances start once it is");
+            }
+            orchestrator.spawn_reconciler(RECONCILE_INTERVAL);
+            Some(orchestrator)
         }
     }
 
@@ -98,6 +143,15 @@ impl BackgroundService for ControlPlane {
             store.clone(),
             self.snapshot.clone(),
         ));
+        // The engine may be slow or down: pages and logins must not wait for it.
+        if let Some(requests) = self.wake_requests.lock().ok().and_then(|mut w| w.take()) {
+            let orchestrator = self.orchestrator(&store);
+            tokio::spawn(async move {
+                if let Some(orchestrator) = orchestrator.await {
+                    crate::wake::serve(orchestrator, requests).await;
+                }
+            });
+        }
 
         let socket = self.runtime_dir.control_socket();
         let listener = match bind(&socket) {

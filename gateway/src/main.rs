@@ -11,6 +11,7 @@ mod redirect;
 mod routing;
 mod serve;
 mod snapshot;
+mod wake;
 
 use std::process::ExitCode;
 

@@ -27,6 +27,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::app_host::{AppHostGate, Decision};
 use crate::routing::{HostClass, classify, host_name};
 use crate::snapshot::Snapshot;
+use crate::wake::Waker;
 
 /// Headers only the gateway may set upstream; whatever a client sent under these names is
 /// dropped first, so no client can forge an address or an identity.
@@ -54,6 +55,9 @@ pub struct FrontDoor {
     control_socket: String,
     snapshot: Arc<Snapshot>,
     gate: AppHostGate,
+    waker: Waker,
+    /// Lower-cased `instances.passive_user_agents`.
+    passive_agents: Vec<String>,
 }
 
 /// Where an admitted request goes.
@@ -78,12 +82,109 @@ impl FrontDoor {
         control_socket: PathBuf,
         snapshot: Arc<Snapshot>,
         gate: AppHostGate,
+        waker: Waker,
     ) -> Self {
+        let passive_agents = config
+            .instances
+            .passive_user_agents
+            .iter()
+            .map(|a| a.to_lowercase())
+            .collect();
         Self {
             config,
             control_socket: control_socket.display().to_string(),
             snapshot,
             gate,
+            waker,
+            passive_agents,
+        }
+    }
+
+    fn is_passive(&self, session: &Session) -> bool {
+        let agent = session
+            .req_header()
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_lowercase)
+            .unwrap_or_default();
+        self.passive_agents
+            .iter()
+            .any(|p| agent.contains(p.as_str()))
+    }
+
+    /// The upstream of an admitted request to an instance that is not running: browsers get a
+    /// page that reloads itself while the instance starts; other clients wait for it a while.
+    async fn wake(
+        &self,
+        session: &mut Session,
+        route: &crate::snapshot::InstanceRoute,
+    ) -> Result<Option<SocketAddr>> {
+        match route.status {
+            InstanceStatus::Error => {
+                respond(
+                    session,
+                    502,
+                    "Instance failed",
+                    "This instance failed. Start it again from the dashboard.",
+                )
+                .await?;
+                return Ok(None);
+            }
+            InstanceStatus::Stopping | InstanceStatus::Destroying | InstanceStatus::Gone => {
+                respond(
+                    session,
+                    503,
+                    "Instance stopping",
+                    "This instance is stopping. Start it again from the dashboard.",
+                )
+                .await?;
+                return Ok(None);
+            }
+            _ => {}
+        }
+        if self.is_passive(session) {
+            respond(
+                session,
+                503,
+                "Instance asleep",
+                "This instance is not running.",
+            )
+            .await?;
+            return Ok(None);
+        }
+        let navigation = session
+            .req_header()
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+        if navigation {
+            self.waker.nudge(route.id);
+            starting_page(session, &route.droplet_name).await?;
+            return Ok(None);
+        }
+        match tokio::time::timeout(
+            self.config.instances.wake_wait.get(),
+            self.waker.wake(route.id),
+        )
+        .await
+        {
+            Ok(Ok(upstream)) => Ok(Some(upstream)),
+            Ok(Err(_)) => {
+                respond(
+                    session,
+                    502,
+                    "Instance failed",
+                    "This instance could not be started.",
+                )
+                .await?;
+                Ok(None)
+            }
+            Err(_) => {
+                unavailable(session, 5).await?;
+                Ok(None)
+            }
         }
     }
 
@@ -124,15 +225,10 @@ impl FrontDoor {
             Decision::Allow(identity) => {
                 let upstream = match (route.status, route.upstream) {
                     (InstanceStatus::Running, Some(upstream)) => upstream,
-                    _ => {
-                        return respond(
-                            session,
-                            503,
-                            "Instance not running",
-                            "This instance is not running. Start it from the dashboard.",
-                        )
-                        .await;
-                    }
+                    _ => match self.wake(session, &route).await? {
+                        Some(upstream) => upstream,
+                        None => return Ok(true),
+                    },
                 };
                 ctx.target = Some(Target::Instance {
                     upstream,
@@ -192,6 +288,45 @@ async fn respond(session: &mut Session, status: u16, title: &str, message: &str)
     header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+/// The page a browser sees while its instance starts: it reloads itself every two seconds, and
+/// the first reload after the instance is ready shows the instance.
+async fn starting_page(session: &mut Session, droplet: &str) -> Result<bool> {
+    let name = if droplet.is_empty() {
+        "your instance"
+    } else {
+        droplet
+    };
+    let body = Bytes::from(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"2\"><title>Starting {0}… · Flowcase</title></head>\
+         <body><h1>Starting {0}…</h1><p>This page reloads by itself when it is ready.</p></body></html>\n",
+        escape(name)
+    ));
+    let mut header = ResponseHeader::build(503, Some(5))?;
+    header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(http::header::RETRY_AFTER, "2")?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+async fn unavailable(session: &mut Session, retry_after_secs: u32) -> Result<bool> {
+    let body = Bytes::from_static(b"{\"error\":{\"code\":\"instance_starting\",\"message\":\"the instance is starting; retry later\"}}\n");
+    let mut header = ResponseHeader::build(503, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(http::header::RETRY_AFTER, retry_after_secs.to_string())?;
     session
         .write_response_header(Box::new(header), false)
         .await?;

@@ -34,6 +34,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let runtime_dir = crate::control_plane::RuntimeDir::create()?;
     let health = Arc::new(HealthState::new(certs.clone()));
     let snapshot = Snapshot::new();
+    let (waker, wake_requests) = crate::wake::channel();
     let conf = server_conf(&config);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
@@ -45,7 +46,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             config.clone(),
             runtime_dir.control_socket(),
             snapshot.clone(),
-            AppHostGate::new(&config, keyring, snapshot.clone()),
+            AppHostGate::new(&config, keyring.clone(), snapshot.clone()),
+            waker,
         ),
         "front door",
     );
@@ -68,7 +70,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let mut control = pingora::services::background::background_service(
         "control plane",
-        ControlPlane::new(config.clone(), runtime_dir, health, snapshot),
+        ControlPlane::new(
+            config.clone(),
+            runtime_dir,
+            health,
+            snapshot,
+            keyring,
+            wake_requests,
+        ),
     );
     control.threads = Some(2);
 

@@ -21,15 +21,21 @@ pub struct InstanceRoute {
     pub user_id: i64,
     pub status: InstanceStatus,
     pub upstream: Option<SocketAddr>,
+    /// For the "Starting …" page.
+    pub droplet_name: String,
 }
 
-impl From<&Instance> for InstanceRoute {
-    fn from(i: &Instance) -> Self {
+impl InstanceRoute {
+    fn new(i: &Instance, droplet_names: &HashMap<i64, String>) -> Self {
         Self {
             id: i.id,
             user_id: i.user_id,
             status: i.status,
             upstream: i.upstream.as_deref().and_then(|u| u.parse().ok()),
+            droplet_name: droplet_names
+                .get(&i.droplet_id)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 }
@@ -54,11 +60,11 @@ impl Snapshot {
         self.revoked.load().contains_key(session_id)
     }
 
-    fn set_instances(&self, instances: &[Instance]) {
+    fn set_instances(&self, instances: &[Instance], droplet_names: &HashMap<i64, String>) {
         let map = instances
             .iter()
             .filter(|i| !matches!(i.status, InstanceStatus::Gone))
-            .map(|i| (i.slug.clone(), InstanceRoute::from(i)))
+            .map(|i| (i.slug.clone(), InstanceRoute::new(i, droplet_names)))
             .collect();
         self.instances.store(Arc::new(map));
     }
@@ -88,8 +94,15 @@ pub async fn refresh_forever(store: Store, snapshot: Arc<Snapshot>) {
     let mut since = 0;
     loop {
         let now = now_millis();
-        match store.list_live_instances().await {
-            Ok(instances) => snapshot.set_instances(&instances),
+        let routes = async {
+            let instances = store.list_live_instances().await?;
+            let droplets = store.list_droplets().await?;
+            let names: HashMap<i64, String> =
+                droplets.into_iter().map(|d| (d.id, d.name)).collect();
+            Ok::<_, flowcase_admin::AdminError>((instances, names))
+        };
+        match routes.await {
+            Ok((instances, names)) => snapshot.set_instances(&instances, &names),
             Err(e) => tracing::warn!(error = %e, "cannot refresh the instance routes"),
         }
         match store.revoked_sessions_since(since, now).await {

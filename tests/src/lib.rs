@@ -48,6 +48,40 @@ pub fn flowcase_bin() -> PathBuf {
     .clone()
 }
 
+/// The Docker network the gateways of the tests share, created once: Docker 20.10 lets two
+/// concurrent creates of one name both succeed, which makes the name ambiguous, so parallel test
+/// processes serialise on a lock directory.
+pub const E2E_NETWORK: &str = "flowcase-e2e";
+
+fn ensure_e2e_network() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let lock = std::env::temp_dir().join("flowcase-e2e-network.lock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::create_dir(&lock).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let exists = Command::new("docker")
+            .args(["network", "inspect", E2E_NETWORK])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !exists {
+            let _ = Command::new("docker")
+                .args([
+                    "network",
+                    "create",
+                    "--label",
+                    "flowcase.test=e2e",
+                    "-o",
+                    "com.docker.network.bridge.enable_icc=false",
+                    E2E_NETWORK,
+                ])
+                .output();
+        }
+        let _ = std::fs::remove_dir(&lock);
+    });
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -89,6 +123,13 @@ impl GatewayDir {
             format!("127.0.0.1:{metrics_port}"),
         );
         env.insert("FLOWCASE_LOG__LEVEL".into(), "info".into());
+        // Gateways of parallel tests share one dockerd: each reconciles only its own
+        // deployment's containers, on a network they share (instances cannot reach each other
+        // on it anyway).
+        let deployment = format!("e2e-{:012x}", rand::random::<u64>() >> 16);
+        env.insert("FLOWCASE_DOCKER__DEPLOYMENT".into(), deployment);
+        ensure_e2e_network();
+        env.insert("FLOWCASE_DOCKER__NETWORK".into(), E2E_NETWORK.into());
         Self {
             dir: tempfile::tempdir().unwrap(),
             env,
@@ -96,6 +137,13 @@ impl GatewayDir {
             http_port,
             metrics_port,
         }
+    }
+
+    /// The `flowcase.deployment` label of this gateway's containers.
+    pub fn deployment(&self) -> &str {
+        self.env
+            .get("FLOWCASE_DOCKER__DEPLOYMENT")
+            .map_or("flowcase", String::as_str)
     }
 
     pub fn set(&mut self, var: &str, value: &str) -> &mut Self {
@@ -142,6 +190,29 @@ impl GatewayDir {
         }
         cmd.envs(&self.env);
         cmd
+    }
+}
+
+impl Drop for GatewayDir {
+    /// Removes the containers this gateway started, whatever the test's outcome.
+    fn drop(&mut self) {
+        let filter = format!("label=flowcase.deployment={}", self.deployment());
+        let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .output();
+        }
     }
 }
 

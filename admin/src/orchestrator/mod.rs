@@ -84,7 +84,7 @@ impl Options {
             ready_timeout: config.instances.ready_timeout.get(),
             stop_grace: Duration::from_secs(10),
             remove_orphans: true,
-            deployment: "flowcase".into(),
+            deployment: config.docker.deployment.clone(),
         }
     }
 }

@@ -1,0 +1,168 @@
+//! Wake on demand through the real binary and a real dockerd: a request for a stopped instance
+//! starts it; a browser gets a "Starting …" page that reloads itself, a script waits and gets
+//! the answer; an uptime monitor never wakes anything.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowcase_admin::orchestrator::docker::DockerEngine;
+use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
+use flowcase_admin::secrets::ensure_key_file;
+use flowcase_admin::store::{DropletType, InstanceStatus, NewDroplet, Store, TargetKind};
+use flowcase_config::UpstreamMode;
+use flowcase_e2e::{Gateway, GatewayDir};
+use reqwest::{Client, Url};
+use serde_json::json;
+
+const PASSWORD: &str = "a long enough passphrase";
+const HTTPD_PORT: u16 = 8080;
+
+async fn app_cookie(gw: &Gateway, client: &Client, host: &str) -> String {
+    let mut url = Url::parse(&gw.url(host, "/")).unwrap();
+    for _ in 0..10 {
+        let resp = client.get(url.clone()).send().await.unwrap();
+        for c in resp.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            if c.starts_with("__Host-flowcase_app=") {
+                return c.split(';').next().unwrap().to_owned();
+            }
+        }
+        assert!(
+            resp.status().is_redirection(),
+            "no app cookie; got {}",
+            resp.status()
+        );
+        url = url
+            .join(resp.headers()["location"].to_str().unwrap())
+            .unwrap();
+    }
+    panic!("no app cookie after 10 redirects");
+}
+
+#[tokio::test]
+async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() {
+    let dir = GatewayDir::new();
+    let gw = Gateway::start(&dir).await;
+    let out = dir.cli_with_stdin(
+        &["user", "add", "alice", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success());
+    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // An orchestrator of our own over the gateway's database and deployment launches and stops
+    // the instance (the dashboard will do this through the API).
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.data_dir().join("flowcase.db").display()
+    ))
+    .await
+    .unwrap();
+    let keyring = ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
+    let orchestrator = Orchestrator::new(
+        store.clone(),
+        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
+        keyring,
+        Arc::new(SystemClock),
+        Options {
+            network: "flowcase-e2e".into(),
+            upstream_mode: UpstreamMode::PublishedLoopback,
+            max_per_user: 3,
+            max_total: 50,
+            ready_timeout: Duration::from_secs(20),
+            stop_grace: Duration::from_secs(1),
+            remove_orphans: false,
+            deployment: dir.deployment().to_owned(),
+        },
+    );
+    orchestrator.prepare().await.unwrap();
+    let tenant = store.default_tenant().await.unwrap().unwrap();
+    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
+    let mut droplet = NewDroplet::new(tenant.id, "Notes", DropletType::Http, TargetKind::Container);
+    droplet.image = Some(image);
+    droplet.ports = vec![HTTPD_PORT];
+    droplet.health_path = Some("/health".into());
+    droplet.cpu_millicores = Some(100);
+    droplet.memory_mb = Some(64);
+    droplet.env = [("BODY".to_owned(), "hello from notes".to_owned())].into();
+    let droplet = store.create_droplet(&droplet, 0).await.unwrap();
+    let (instance, _) = orchestrator.launch(&alice, &droplet).await.unwrap();
+    orchestrator
+        .stop(instance.id, &Actor::system())
+        .await
+        .unwrap();
+    let host = format!("{}.apps.localhost", instance.slug);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let browser = gw.client(&dir.data_dir(), &["localhost", &host]);
+    let login = browser
+        .post(gw.url("localhost", "/api/v1/session"))
+        .header("origin", gw.origin())
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = app_cookie(&gw, &browser, &host).await;
+    let get = |accept: &'static str, agent: &'static str| {
+        browser
+            .get(gw.url(&host, "/"))
+            .header("cookie", cookie.clone())
+            .header("accept", accept)
+            .header("user-agent", agent)
+            .send()
+    };
+    let status = |store: Store, id: i64| async move {
+        store.get_instance(id).await.unwrap().unwrap().status
+    };
+
+    // An uptime monitor finds it asleep and leaves it so.
+    let resp = get("text/html", "UptimeRobot/2.0").await.unwrap();
+    assert_eq!(resp.status(), 503);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        status(store.clone(), instance.id).await,
+        InstanceStatus::Stopped
+    );
+
+    // A script waits for the wake and gets the instance's answer.
+    let resp = get("*/*", "curl/8").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap().trim(), "hello from notes");
+
+    // A browser gets the starting page, which reloads itself until the instance answers.
+    orchestrator
+        .stop(instance.id, &Actor::system())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let resp = get("text/html,application/xhtml+xml", "Mozilla/5.0")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains("Starting Notes…") && page.contains("http-equiv=\"refresh\""),
+        "{page}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = get("text/html", "Mozilla/5.0").await.unwrap();
+        if resp.status() == 200 {
+            assert_eq!(resp.text().await.unwrap().trim(), "hello from notes");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the instance never woke");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    orchestrator
+        .destroy(instance.id, &Actor::system())
+        .await
+        .unwrap();
+    store.close().await;
+}
