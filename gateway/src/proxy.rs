@@ -9,14 +9,16 @@
 //! Nothing here waits on the database or Docker: instance routes and revocations come from
 //! the in-memory snapshot.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use flowcase_admin::auth::app_host::AppIdentity;
+use flowcase_admin::auth::assertion::{self, AssertionSigner, Claims};
 use flowcase_admin::store::{InstanceStatus, now_millis};
 use flowcase_config::Config;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -58,6 +60,58 @@ pub struct FrontDoor {
     waker: Waker,
     /// Lower-cased `instances.passive_user_agents`.
     passive_agents: Vec<String>,
+    assertions: Assertions,
+}
+
+/// Signs the identity assertion instance hosts receive, reusing one per session and host for a
+/// minute: an ECDSA signature per request would cost more than the rest of the proxying.
+struct Assertions {
+    signer: Arc<AssertionSigner>,
+    issuer: String,
+    https_port: u16,
+    cache: Mutex<HashMap<SessionHost, (Arc<str>, i64)>>,
+}
+
+/// (session id hash, instance host).
+type SessionHost = (String, String);
+
+impl Assertions {
+    const REUSE_MS: i64 = 60_000;
+    const MAX_CACHED: usize = 10_000;
+
+    fn for_identity(&self, identity: &AppIdentity, now: i64) -> Option<Arc<str>> {
+        let key = (identity.session.clone(), identity.host.clone());
+        if let Ok(cache) = self.cache.lock()
+            && let Some((token, minted)) = cache.get(&key)
+            && now - minted < Self::REUSE_MS
+        {
+            return Some(token.clone());
+        }
+        let audience = flowcase_config::origin(&identity.host, self.https_port);
+        let token: Arc<str> = self
+            .signer
+            .sign(&Claims {
+                iss: &self.issuer,
+                sub: identity.user_id.to_string(),
+                aud: &audience,
+                iat: now / 1000,
+                exp: (now + assertion::LIFETIME_MS) / 1000,
+                preferred_username: &identity.username,
+                email: identity.email.as_deref(),
+                groups: &identity.groups,
+            })?
+            .into();
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= Self::MAX_CACHED {
+                cache.retain(|_, (_, minted)| now - *minted < Self::REUSE_MS);
+                if cache.len() >= Self::MAX_CACHED {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, (token.clone(), now));
+        }
+        Some(token)
+    }
 }
 
 /// Where an admitted request goes.
@@ -83,6 +137,7 @@ impl FrontDoor {
         snapshot: Arc<Snapshot>,
         gate: AppHostGate,
         waker: Waker,
+        signer: Arc<AssertionSigner>,
     ) -> Self {
         let passive_agents = config
             .instances
@@ -90,6 +145,12 @@ impl FrontDoor {
             .iter()
             .map(|a| a.to_lowercase())
             .collect();
+        let assertions = Assertions {
+            signer,
+            issuer: config.server.public_origin(),
+            https_port: config.server.effective_https_port(),
+            cache: Mutex::new(HashMap::new()),
+        };
         Self {
             config,
             control_socket: control_socket.display().to_string(),
@@ -97,7 +158,25 @@ impl FrontDoor {
             gate,
             waker,
             passive_agents,
+            assertions,
         }
+    }
+
+    /// Long-lived exchanges (WebSockets, streamed bodies) are checked again on every chunk
+    /// either way: a logout, a disabled user or an expired session cuts them at the next frame.
+    fn still_allowed(&self, ctx: &RequestCtx) -> Result<()> {
+        let Some(Target::Instance { identity, .. }) = &ctx.target else {
+            return Ok(());
+        };
+        if self.snapshot.is_revoked(&identity.session)
+            || now_millis() >= identity.session_expires_at
+        {
+            return Err(Error::explain(
+                ErrorType::ConnectionClosed,
+                "the session behind this connection has ended",
+            ));
+        }
+        Ok(())
     }
 
     fn is_passive(&self, session: &Session) -> bool {
@@ -473,8 +552,31 @@ impl ProxyHttp for FrontDoor {
                 upstream.insert_header("x-forwarded-email", email.as_str())?;
             }
             upstream.insert_header("x-forwarded-groups", identity.groups.join(","))?;
+            if let Some(token) = self.assertions.for_identity(identity, now_millis()) {
+                upstream.insert_header("x-flowcase-assertion", token.as_ref())?;
+            }
         }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.still_allowed(ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        self.still_allowed(ctx).map(|()| None)
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {

@@ -35,6 +35,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let health = Arc::new(HealthState::new(certs.clone()));
     let snapshot = Snapshot::new();
     let (waker, wake_requests) = crate::wake::channel();
+    let assertions =
+        Arc::new(flowcase_admin::auth::assertion::AssertionSigner::load_or_create(data_dir)?);
     let conf = server_conf(&config);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
@@ -48,6 +50,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             snapshot.clone(),
             AppHostGate::new(&config, keyring.clone(), snapshot.clone()),
             waker,
+            assertions,
         ),
         "front door",
     );

@@ -343,3 +343,149 @@ fn url_escape(s: &str) -> String {
         .trim_start_matches("v=")
         .to_owned()
 }
+
+#[tokio::test]
+async fn the_upstream_gets_an_identity_assertion_verifiable_with_the_published_jwks() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let env = Env::start().await;
+    let alice = env.browser();
+    env.login(&alice, "alice").await;
+    let (resp, _) = follow(&alice, &env.app("/whoami")).await;
+    let seen: Value = resp.json().await.unwrap();
+    let token = seen["headers"]["x-flowcase-assertion"]
+        .as_str()
+        .expect("an assertion")
+        .to_owned();
+    // A client cannot forge one: its own header is replaced.
+    let forged = alice
+        .get(env.app("/whoami"))
+        .header("x-flowcase-assertion", "eyJhbGciOiJub25lIn0.e30.")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_ne!(
+        forged["headers"]["x-flowcase-assertion"],
+        "eyJhbGciOiJub25lIn0.e30."
+    );
+
+    let jwks: Value = env
+        .browser()
+        .get(env.gw.url("localhost", "/.well-known/flowcase/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the assertion's key is published");
+    let mut point = vec![4u8];
+    point.extend(URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap());
+    point.extend(URL_SAFE_NO_PAD.decode(key["y"].as_str().unwrap()).unwrap());
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, &point)
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .expect("the signature verifies against the JWKS");
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["iss"], env.gw.origin());
+    assert_eq!(
+        claims["aud"],
+        format!("https://{}:{}", env.host, env.dir.https_port)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let exp = claims["exp"].as_i64().unwrap();
+    assert!(exp > now && exp <= now + 301, "short-lived: {exp} vs {now}");
+}
+
+#[tokio::test]
+async fn websockets_pass_through_instance_hosts_and_logout_cuts_them() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let env = Env::start().await;
+    let alice = env.browser();
+    let csrf = env.login(&alice, "alice").await;
+    let (_, _, cookies) = follow_collecting(&alice, &env.app("/")).await;
+    let app_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-flowcase_app="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // WebSockets need HTTP/1.1: a TLS connection offering only that, trusting our certificate.
+    let pem = std::fs::read(env.dir.data_dir().join("tls/self-signed.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(env.gw.https_addr())
+        .await
+        .unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(env.host.clone().try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut request = format!("wss://{}:{}/ws", env.host, env.dir.https_port)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", app_cookie.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    ws.send(Message::text("ping 1")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, Message::text("ping 1"));
+
+    let logout = alice
+        .delete(env.gw.url("localhost", "/api/v1/session"))
+        .header("origin", env.gw.origin())
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The next frame finds the session gone and the connection cut.
+    let _ = ws.send(Message::text("ping 2")).await;
+    let after = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        !matches!(after, Some(Ok(Message::Text(ref t))) if t.as_str() == "ping 2"),
+        "the WebSocket outlived the logout: {after:?}"
+    );
+}

@@ -5,6 +5,7 @@
 //! database (token formats, the throttle, the password policy, safe return paths).
 
 pub mod app_host;
+pub mod assertion;
 pub mod csrf;
 pub mod oidc;
 pub mod policy;

@@ -27,16 +27,21 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub auth: Arc<Auth>,
+    pub assertions: Arc<crate::auth::assertion::AssertionSigner>,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Store) -> Result<Self> {
         let keyring = crate::secrets::ensure_key_file(&config.secret_key_file())?;
         let auth = Arc::new(Auth::new(store.clone(), keyring, &config)?);
+        let assertions = Arc::new(crate::auth::assertion::AssertionSigner::load_or_create(
+            &config.server.data_dir,
+        )?);
         Ok(Self {
             config,
             store,
             auth,
+            assertions,
         })
     }
 }
@@ -52,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/dashboard", get(pages::dashboard))
         .route("/app-auth", get(app_auth::app_auth))
+        .route("/.well-known/flowcase/jwks.json", get(jwks))
         .route("/auth/oidc/{provider}/login", get(oidc::login))
         .route("/auth/oidc/{provider}/callback", get(oidc::callback))
         .merge(api::routes())
@@ -62,6 +68,15 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(extract::security_headers))
         .with_state(state)
+}
+
+/// The public key of the identity assertions instance hosts receive.
+async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    (
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(state.assertions.jwks()),
+    )
+        .into_response()
 }
 
 /// API callers get JSON with a stable code; browsers get a page.
