@@ -23,7 +23,7 @@ use flowcase_admin::store::{InstanceStatus, now_millis};
 use flowcase_config::Config;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, Session};
-use pingora::proxy::ProxyHttp;
+use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorType, Result};
 
 use crate::app_host::{AppHostGate, Decision};
@@ -413,6 +413,51 @@ async fn unavailable(session: &mut Session, retry_after_secs: u32) -> Result<boo
     Ok(true)
 }
 
+async fn respond_json(
+    session: &mut Session,
+    status: u16,
+    code: &str,
+    message: &str,
+) -> Result<bool> {
+    let body =
+        Bytes::from(serde_json::json!({"error": {"code": code, "message": message}}).to_string());
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries further left
+/// were written by the client and prove nothing).
+fn client_ip(session: &Session, trusted: &[std::net::IpAddr]) -> Option<std::net::IpAddr> {
+    let peer = session.client_addr()?.as_inet()?.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<std::net::IpAddr> = session
+        .req_header()
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted.contains(ip))
+            .unwrap_or(peer),
+    )
+}
+
 async fn redirect(session: &mut Session, location: &str, set_cookie: Option<&str>) -> Result<bool> {
     let mut header = ResponseHeader::build(302, Some(4))?;
     header.insert_header(http::header::LOCATION, location)?;
@@ -517,8 +562,8 @@ impl ProxyHttp for FrontDoor {
         for name in FORWARDING_HEADERS {
             upstream.remove_header(name);
         }
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            upstream.insert_header("x-forwarded-for", addr.ip().to_string())?;
+        if let Some(ip) = client_ip(session, &self.config.server.trusted_proxies) {
+            upstream.insert_header("x-forwarded-for", ip.to_string())?;
         }
         upstream.insert_header("x-forwarded-proto", "https")?;
         if let Some(host) = request_host(session) {
@@ -557,6 +602,55 @@ impl ProxyHttp for FrontDoor {
             }
         }
         Ok(())
+    }
+
+    /// Failures to reach an upstream: a page for browsers, JSON for API clients, and never an
+    /// internal address or error text in either.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                pingora::ErrorSource::Internal | pingora::ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let message = match (&ctx.target, code) {
+                (Some(Target::Instance { .. }), 502) => {
+                    "The instance is not answering. It may still be starting, or it stopped: try again in a moment."
+                }
+                (_, 502) => "The gateway is starting or restarting: try again in a moment.",
+                (_, 400) => "The request could not be read.",
+                _ => "Something went wrong on our side.",
+            };
+            let wants_html = session
+                .req_header()
+                .headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"));
+            let result = if wants_html {
+                respond(session, code, "Unavailable", message).await
+            } else {
+                respond_json(session, code, "upstream_unavailable", message).await
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn request_body_filter(

@@ -204,6 +204,7 @@ async fn the_owner_gets_in_through_a_code_and_the_upstream_never_sees_our_cookie
             format!("theirs=1; {app_cookie}; __Host-flowcase_session=stolen"),
         )
         .header("x-forwarded-user", "root")
+        .header("x-forwarded-for", "203.0.113.9")
         .header("x-forwarded-groups", "Admin")
         .send()
         .await
@@ -221,6 +222,10 @@ async fn the_owner_gets_in_through_a_code_and_the_upstream_never_sees_our_cookie
     );
     assert_eq!(seen["headers"]["x-forwarded-user"], "alice");
     assert_eq!(seen["headers"]["x-forwarded-groups"], "User");
+    assert_eq!(
+        seen["headers"]["x-forwarded-for"], "127.0.0.1",
+        "a client's own X-Forwarded-For is not believed"
+    );
     let _ = &env.echo;
 }
 
@@ -487,5 +492,74 @@ async fn websockets_pass_through_instance_hosts_and_logout_cuts_them() {
     assert!(
         !matches!(after, Some(Ok(Message::Text(ref t))) if t.as_str() == "ping 2"),
         "the WebSocket outlived the logout: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_upstream_gets_a_friendly_error_without_internal_addresses() {
+    let mut env = Env::start().await;
+    let alice = env.browser();
+    env.login(&alice, "alice").await;
+    let (resp, visited, cookies) = follow_collecting(&alice, &env.app("/")).await;
+    assert_eq!(resp.status(), 200, "{visited:?}");
+    let app_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-flowcase_app="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let upstream = env.echo.addr.to_string();
+    env.echo = EchoServer::start().await; // the old one is dropped: nothing listens there now
+    for (accept, content_type) in [
+        ("application/json", "application/json"),
+        ("text/html", "text/html; charset=utf-8"),
+    ] {
+        let resp = alice
+            .get(env.app("/"))
+            .header("cookie", &app_cookie)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502);
+        assert_eq!(resp.headers()["content-type"], content_type);
+        let body = resp.text().await.unwrap();
+        assert!(
+            !body.contains(&upstream) && !body.contains("127.0.0.1"),
+            "{body}"
+        );
+        assert!(body.contains("not answering"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_address_is_believed() {
+    let mut dir = GatewayDir::new();
+    dir.set("FLOWCASE_SERVER__TRUSTED_PROXIES", "[\"127.0.0.1\"]");
+    let gw = Gateway::start(&dir).await;
+    let resp = gw
+        .client(&dir.data_dir(), &["localhost"])
+        .post(gw.url("localhost", "/api/v1/session"))
+        .header("origin", gw.origin())
+        .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+        .json(&json!({"username": "admin", "password": "wrong password!"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", dir.data_dir().join("flowcase.db").display());
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let (addr,): (Option<String>,) =
+        sqlx::query_as("SELECT client_addr FROM audit_log WHERE action = 'login.failure'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        addr.as_deref(),
+        Some("203.0.113.9"),
+        "the right-most untrusted address"
     );
 }
