@@ -24,6 +24,9 @@ use crate::wake::WakeRequests;
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the app keeps answering after a stop or upgrade signal; below pingora's graceful
+/// shutdown timeout (`serve::server_conf`).
+const DRAIN: Duration = Duration::from_secs(3);
 /// The safety net behind Docker's event stream: rows and containers are compared this often.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -133,7 +136,23 @@ impl ControlPlane {
 
 #[async_trait]
 impl BackgroundService for ControlPlane {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    /// Ready once the app listens on its socket: the front door depends on it, so during a
+    /// zero-downtime upgrade the new process accepts no request it could not yet answer.
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: pingora::services::ServiceReadyNotifier,
+    ) {
+        self.run(shutdown, Some(ready)).await;
+    }
+}
+
+impl ControlPlane {
+    async fn run(
+        &self,
+        mut shutdown: ShutdownWatch,
+        mut ready: Option<pingora::services::ServiceReadyNotifier>,
+    ) {
         let Some(store) = self.connect_store(&mut shutdown).await else {
             return;
         };
@@ -169,8 +188,14 @@ impl BackgroundService for ControlPlane {
             }
         };
         let app = flowcase_admin::web::router(state);
+        if let Some(ready) = ready.take() {
+            ready.notify_ready();
+        }
+        // The front door stops accepting at the same signal but still finishes the requests it
+        // holds (an upgrade hands the listeners over first): keep answering them a while.
         let stop = async move {
             let _ = shutdown.changed().await;
+            tokio::time::sleep(DRAIN).await;
         };
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)

@@ -20,7 +20,7 @@ use crate::proxy::FrontDoor;
 use crate::redirect::Redirector;
 use crate::snapshot::Snapshot;
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     crate::logging::init(&config.log)?;
     let config = Arc::new(config);
     let data_dir = &config.server.data_dir;
@@ -32,13 +32,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     prepare_database(&config)?;
 
     let runtime_dir = crate::control_plane::RuntimeDir::create()?;
+    // Where the pid file and the upgrade socket live (see `server_conf`).
+    let run_dir = config.server.data_dir.join("run");
+    flowcase_admin::secrets::create_private_dir(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
     let health = Arc::new(HealthState::new(certs.clone()));
     let snapshot = Snapshot::new();
     let (waker, wake_requests) = crate::wake::channel();
     let assertions =
         Arc::new(flowcase_admin::auth::assertion::AssertionSigner::load_or_create(data_dir)?);
     let conf = server_conf(&config);
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let options = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(options), conf);
     server.bootstrap();
     let server_conf = server.configuration.clone();
 
@@ -84,8 +92,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     control.threads = Some(2);
 
-    server.add_service(control);
-    server.add_service(front_door);
+    let control = server.add_service(control);
+    server.add_service(front_door).add_dependency(&control);
     server.add_service(redirector);
     server.add_service(metrics);
     tracing::info!(

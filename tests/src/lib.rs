@@ -234,12 +234,17 @@ impl Gateway {
 
     /// Starts `flowcase serve` without waiting for readiness.
     pub fn spawn(dir: &GatewayDir) -> Gateway {
+        Self::spawn_args(dir, &["serve"])
+    }
+
+    /// Starts `flowcase <args>` (e.g. `serve --upgrade`) without waiting for readiness.
+    pub fn spawn_args(dir: &GatewayDir, args: &[&str]) -> Gateway {
         let n = rand::random::<u32>();
         let stdout_path = dir.dir.path().join(format!("stdout-{n}.log"));
         let stderr_path = dir.dir.path().join(format!("stderr-{n}.log"));
         let child = dir
             .command()
-            .arg("serve")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -250,6 +255,31 @@ impl Gateway {
             ports: (dir.https_port, dir.http_port, dir.metrics_port),
             stdout_path,
             stderr_path,
+        }
+    }
+
+    /// Sends a signal (`QUIT`, `TERM`, `HUP`, …) to the gateway process.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// The exit status, once the process has ended by itself (waits at most `within`).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

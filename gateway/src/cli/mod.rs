@@ -31,7 +31,14 @@ struct ConfigArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve(ConfigArg),
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Take the listening sockets over from the running gateway (zero-downtime upgrade):
+        /// start the new binary with --upgrade, then send SIGQUIT to the old process.
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Validate the configuration and print the effective settings (secrets redacted).
     CheckConfig(ConfigArg),
     /// Create or upgrade the database schema, then exit.
@@ -62,7 +69,9 @@ pub fn run() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Serve(arg) => with_config(&arg, crate::serve::run),
+        Command::Serve { config, upgrade } => {
+            with_config(&config, |c| crate::serve::run(c, upgrade))
+        }
         Command::Migrate(arg) => with_config(&arg, |config| {
             block_on(async {
                 let store = flowcase_admin::Store::open(&config).await?;
