@@ -1,13 +1,23 @@
-//! The SNI resolver the HTTPS listener asks for a certificate on every handshake. It reads an
-//! in-memory snapshot only (no I/O on the handshake path); certificate sources swap new
-//! snapshots in when they load or renew a certificate, without dropping live connections.
+//! The SNI resolver the HTTPS listener asks for a certificate on every handshake. It reads
+//! in-memory snapshots only (no I/O, no locks held across anything slow): certificate sources
+//! swap new snapshots in when they load or renew a certificate, and connections already
+//! established keep the certificate they were opened with.
+//!
+//! What a handshake gets, in order:
+//! 1. a hello offering only `acme-tls/1` (a tls-alpn-01 validation): the challenge certificate of
+//!    the ACME order running for that name, or nothing;
+//! 2. the certificate of its own for the SNI name (ACME, one per name);
+//! 3. the default certificate (self-signed or files), after telling the miss hook about the name
+//!    so that an ACME order can start in the background; the next handshake gets the new one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls_acme::ResolvesServerCertAcme;
 
 use crate::CertError;
 
@@ -26,9 +36,27 @@ struct Loaded {
     status: CertStatus,
 }
 
-#[derive(Debug, Default)]
+type MissHook = Box<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Default)]
 pub struct CertResolver {
     default: ArcSwapOption<Loaded>,
+    named: ArcSwap<HashMap<String, Arc<Loaded>>>,
+    /// The running ACME orders by name: they hold the tls-alpn-01 challenge certificate and the
+    /// http-01 key authorization while a validation is in progress.
+    challenges: ArcSwap<HashMap<String, Arc<ResolvesServerCertAcme>>>,
+    on_miss: ArcSwapOption<MissHook>,
+    /// The name whose certificate `/readyz` reports (the public host) once it has one.
+    primary: ArcSwapOption<String>,
+}
+
+impl std::fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertResolver")
+            .field("default", &self.status())
+            .field("named", &self.named.load().keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl CertResolver {
@@ -36,57 +64,113 @@ impl CertResolver {
         Arc::new(Self::default())
     }
 
-    /// Replaces the certificate served to every name.
+    /// Replaces the certificate served to every name that has none of its own.
     pub fn set_default_pem(
         &self,
         cert_pem: &str,
         key_pem: &str,
         status: CertStatus,
     ) -> Result<(), CertError> {
-        let key = certified_key(cert_pem, key_pem, &status.source_label())?;
+        let parsed = crate::parse::parse_pem(
+            cert_pem.as_bytes(),
+            key_pem.as_bytes(),
+            &format!("the {} certificate", status.source),
+        )?;
+        self.set_default(parsed.key, status);
+        Ok(())
+    }
+
+    pub(crate) fn set_default(&self, key: CertifiedKey, status: CertStatus) {
         self.default.store(Some(Arc::new(Loaded {
             key: Arc::new(key),
             status,
         })));
-        Ok(())
     }
 
+    /// Serves `key` to handshakes for exactly `name`.
+    pub(crate) fn set_named(&self, name: &str, key: CertifiedKey, status: CertStatus) {
+        let loaded = Arc::new(Loaded {
+            key: Arc::new(key),
+            status,
+        });
+        self.named.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(name.to_owned(), loaded.clone());
+            map
+        });
+    }
+
+    pub(crate) fn set_challenge_responder(&self, name: &str, acme: Arc<ResolvesServerCertAcme>) {
+        self.challenges.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(name.to_owned(), acme.clone());
+            map
+        });
+    }
+
+    /// Stops serving the certificate of `name` and answering its challenges.
+    pub(crate) fn forget(&self, name: &str) {
+        self.named.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.remove(name);
+            map
+        });
+        self.challenges.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.remove(name);
+            map
+        });
+    }
+
+    /// Called (without waiting for anything) on handshakes for names with no certificate of their
+    /// own. It runs on the handshake path: it must only hand the name over, never block.
+    pub(crate) fn set_miss_hook(&self, hook: MissHook) {
+        self.on_miss.store(Some(Arc::new(hook)));
+    }
+
+    pub(crate) fn set_primary(&self, name: &str) {
+        self.primary.store(Some(Arc::new(name.to_owned())));
+    }
+
+    /// The answer to an ACME http-01 challenge for `host`, while its validation is running.
+    pub fn http01_key_authorization(&self, host: &str, token: &str) -> Option<String> {
+        let challenges = self.challenges.load();
+        challenges.get(host)?.get_http_01_key_auth(token)
+    }
+
+    /// The certificate of the primary name when it has one, else the default.
     pub fn status(&self) -> Option<CertStatus> {
+        if let Some(primary) = self.primary.load().as_deref()
+            && let Some(loaded) = self.named.load().get(primary.as_str())
+        {
+            return Some(loaded.status.clone());
+        }
         self.default.load().as_ref().map(|l| l.status.clone())
     }
 }
 
-impl CertStatus {
-    fn source_label(&self) -> String {
-        format!("the {} certificate", self.source)
-    }
-}
-
 impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        if rustls_acme::is_tls_alpn_challenge(&hello) {
+            // A validation handshake gets the challenge certificate or nothing: any other
+            // certificate fails the validation anyway.
+            let name = name?;
+            let acme = self.challenges.load().get(&name).cloned()?;
+            let answer = acme.resolve(hello);
+            if answer.is_some() {
+                tracing::info!(name = %name, "answering an ACME tls-alpn-01 validation");
+            }
+            return answer;
+        }
+        if let Some(name) = name.as_deref() {
+            if let Some(loaded) = self.named.load().get(name) {
+                return Some(loaded.key.clone());
+            }
+            if let Some(hook) = self.on_miss.load().as_deref() {
+                hook(name);
+            }
+        }
         self.default.load().as_ref().map(|l| l.key.clone())
     }
-}
-
-fn certified_key(
-    cert_pem: &str,
-    key_pem: &str,
-    source_name: &str,
-) -> Result<CertifiedKey, CertError> {
-    let unusable = |reason: String| CertError::Unusable {
-        source_name: source_name.to_owned(),
-        reason,
-    };
-    let chain = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| unusable(format!("bad certificate PEM: {e}")))?;
-    if chain.is_empty() {
-        return Err(unusable("no certificate in the PEM".into()));
-    }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(|e| unusable(format!("bad key PEM: {e}")))?
-        .ok_or_else(|| unusable("no private key in the PEM".into()))?;
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| unusable(format!("unsupported private key: {e}")))?;
-    Ok(CertifiedKey::new(chain, signing_key))
 }

@@ -114,7 +114,7 @@ fn read_kept(
 
 /// Writes through a temporary file created with its final mode, then renames: a key is never
 /// readable by others, not even briefly, and a crash never leaves half a file.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError> {
     let tmp = path.with_extension("tmp");
     let io = |action, source| CertError::Io {
         action,

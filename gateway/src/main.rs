@@ -1,6 +1,7 @@
 //! `flowcase`: the Flowcase Gateway command line. `serve` runs the gateway; the other commands
 //! check the configuration and administer the database without starting it.
 
+mod acme_hosts;
 mod app_host;
 mod cli;
 mod control_plane;
@@ -11,6 +12,7 @@ mod redirect;
 mod routing;
 mod serve;
 mod snapshot;
+mod tls_front;
 mod wake;
 
 use std::process::ExitCode;

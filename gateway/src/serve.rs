@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use flowcase_certs::{CertResolver, CertStatus};
-use flowcase_config::{Config, TlsMode};
-use pingora::listeners::tls::TlsSettings;
-use pingora::protocols::ALPN;
+use flowcase_certs::{
+    AcmeChallengeKind, AcmeManager, AcmeSettings, CertResolver, CertStatus, CertificateService,
+    FileSource,
+};
+use flowcase_config::{AcmeChallenge, Config, TlsMode};
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 
@@ -28,7 +29,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let keyring = flowcase_admin::secrets::ensure_key_file(&config.secret_key_file())?;
     let certs = CertResolver::new();
-    load_certificates(&config, &certs)?;
+    let certificate_service = load_certificates(&config, &certs)?;
     prepare_database(&config)?;
 
     let runtime_dir = crate::control_plane::RuntimeDir::create()?;
@@ -50,7 +51,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     server.bootstrap();
     let server_conf = server.configuration.clone();
 
-    let mut front_door = pingora::proxy::http_proxy_service_with_name(
+    let mut front_door = crate::tls_front::front_door_service(
         &server_conf,
         FrontDoor::new(
             config.clone(),
@@ -61,15 +62,14 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             assertions,
         ),
         "front door",
-    );
-    let mut tls = TlsSettings::intermediate("", "")?;
-    tls.set_cert_resolver(certs.clone());
-    tls.set_alpn(ALPN::H2H1);
-    front_door.add_tls_with_settings(&config.server.https_listen.to_string(), None, tls);
+        certs.clone(),
+        config.tls.mode == TlsMode::Acme && config.tls.acme.challenge == AcmeChallenge::TlsAlpn01,
+    )?;
+    front_door.add_tcp(&config.server.https_listen.to_string());
 
     let mut redirector = pingora::services::listening::Service::new(
         "http redirect".into(),
-        Redirector::new(config.clone()),
+        Redirector::new(config.clone(), certs.clone()),
     );
     redirector.add_tcp(&config.server.http_listen.to_string());
 
@@ -93,6 +93,10 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     control.threads = Some(2);
 
     let control = server.add_service(control);
+    server.add_service(pingora::services::background::background_service(
+        "certificates",
+        certificate_service,
+    ));
     server.add_service(front_door).add_dependency(&control);
     server.add_service(redirector);
     server.add_service(metrics);
@@ -122,37 +126,75 @@ fn server_conf(config: &Config) -> ServerConf {
     }
 }
 
-fn load_certificates(config: &Config, certs: &CertResolver) -> anyhow::Result<()> {
-    match config.tls.mode {
+/// Loads the certificate the HTTPS listener starts with, and returns the background service that
+/// keeps it fresh (files watcher, ACME orders) and owns SIGHUP.
+fn load_certificates(
+    config: &Arc<Config>,
+    certs: &Arc<CertResolver>,
+) -> anyhow::Result<CertificateService> {
+    let tls = &config.tls;
+    match tls.mode {
         TlsMode::SelfSigned => {
-            let names = vec![
-                config.server.public_host.as_str().to_owned(),
-                format!("*.{}", config.server.apps_domain.as_str()),
-            ];
-            let cert = flowcase_certs::ensure_self_signed(
-                &config.server.data_dir,
-                &names,
-                SystemTime::now(),
-            )?;
-            certs.set_default_pem(
-                &cert.cert_pem,
-                &cert.key_pem,
-                CertStatus {
-                    source: "self-signed",
-                    names: cert.names,
-                    not_after: cert.not_after,
-                },
-            )?;
-            Ok(())
+            serve_self_signed(config, certs)?;
+            Ok(CertificateService::Fixed)
         }
-        TlsMode::Files | TlsMode::Acme => anyhow::bail!(
-            "tls.mode = \"{}\" is not available in this version yet; use \"self-signed\"",
-            match config.tls.mode {
-                TlsMode::Files => "files",
-                _ => "acme",
-            }
-        ),
+        TlsMode::Files => {
+            let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) else {
+                anyhow::bail!(
+                    "tls.cert_file and tls.key_file are required when tls.mode = \"files\""
+                );
+            };
+            let source = FileSource::new(cert_file.clone(), key_file.clone(), certs.clone());
+            let status = source
+                .load()
+                .map_err(|e| anyhow::anyhow!("tls.cert_file / tls.key_file: {e}"))?;
+            tracing::info!(names = ?status.names, cert_file = %cert_file.display(), "serving the certificate from files");
+            Ok(CertificateService::Files {
+                source,
+                poll_every: tls.reload_interval.get(),
+            })
+        }
+        TlsMode::Acme => {
+            // Served until an order succeeds, and to every name without a certificate of its own.
+            serve_self_signed(config, certs)?;
+            let acme = &tls.acme;
+            let settings = AcmeSettings {
+                directory_url: acme.directory_url.clone(),
+                contact: acme.contact.clone(),
+                ca_bundle: acme.ca_bundle.clone(),
+                challenge: match acme.challenge {
+                    AcmeChallenge::Http01 => AcmeChallengeKind::Http01,
+                    AcmeChallenge::TlsAlpn01 => AcmeChallengeKind::TlsAlpn01,
+                },
+                cache_dir: config.server.data_dir.join("acme"),
+                names: vec![config.server.public_host.as_str().to_owned()],
+                on_demand: acme.instance_certificates,
+            };
+            let authority = Arc::new(crate::acme_hosts::InstanceHosts::new(config.clone()));
+            let manager = AcmeManager::new(settings, certs.clone(), authority)
+                .map_err(|e| anyhow::anyhow!("tls.acme: {e}"))?;
+            Ok(CertificateService::Acme(manager))
+        }
     }
+}
+
+fn serve_self_signed(config: &Config, certs: &CertResolver) -> anyhow::Result<()> {
+    let names = vec![
+        config.server.public_host.as_str().to_owned(),
+        format!("*.{}", config.server.apps_domain.as_str()),
+    ];
+    let cert =
+        flowcase_certs::ensure_self_signed(&config.server.data_dir, &names, SystemTime::now())?;
+    certs.set_default_pem(
+        &cert.cert_pem,
+        &cert.key_pem,
+        CertStatus {
+            source: "self-signed",
+            names: cert.names,
+            not_after: cert.not_after,
+        },
+    )?;
+    Ok(())
 }
 
 /// Migrations and the first administrator run before any listener opens, on a runtime of their

@@ -5,6 +5,7 @@
 
 pub mod echo;
 pub mod oidc_provider;
+pub mod pebble;
 pub mod postgres;
 
 use std::collections::BTreeMap;
@@ -256,6 +257,11 @@ impl Gateway {
             stdout_path,
             stderr_path,
         }
+    }
+
+    /// The process id, for sending signals (SIGHUP reloads certificate files).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("gateway already stopped").id()
     }
 
     /// Sends a signal (`QUIT`, `TERM`, `HUP`, …) to the gateway process.
