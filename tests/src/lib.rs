@@ -3,7 +3,9 @@
 //! test goes through this kit.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
 pub mod echo;
+pub mod instances;
 pub mod oidc_provider;
 pub mod pebble;
 pub mod postgres;
@@ -83,13 +85,45 @@ fn ensure_e2e_network() {
     });
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, unique across the parallel test processes:
+/// ports come in turn from one counter file (under a lock directory), in a range below the
+/// kernel's ephemeral ports, so two tests never pick the same one and no outgoing connection
+/// takes it meanwhile.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    let dir = std::env::temp_dir();
+    let lock = dir.join("flowcase-e2e-ports.lock");
+    let counter = dir.join("flowcase-e2e-ports");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::create_dir(&lock).is_err() {
+        if Instant::now() > deadline {
+            // A crashed holder left the lock behind: take it over.
+            let _ = std::fs::remove_dir(&lock);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut next: u16 = std::fs::read_to_string(&counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| rand::random::<u16>() % COUNT);
+    let mut port = 0;
+    for _ in 0..COUNT {
+        let candidate = FIRST + next % COUNT;
+        next = (next + 1) % COUNT;
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            port = candidate;
+            break;
+        }
+    }
+    let _ = std::fs::write(&counter, next.to_string());
+    let _ = std::fs::remove_dir(&lock);
+    assert!(
+        port != 0,
+        "no free loopback port in {FIRST}..{}",
+        FIRST + COUNT
+    );
+    port
 }
 
 /// A working directory with a config for one gateway; start it with [`Gateway::start`].

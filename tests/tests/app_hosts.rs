@@ -6,10 +6,8 @@
 
 use std::time::Duration;
 
-use flowcase_admin::store::{
-    DropletType, InstanceStatus, NewDroplet, NewInstance, Store, TargetKind, now_millis,
-};
 use flowcase_e2e::echo::EchoServer;
+use flowcase_e2e::instances::{EchoInstance, add_user, echo_instance};
 use flowcase_e2e::{Gateway, GatewayDir};
 use reqwest::{Client, Url};
 use serde_json::{Value, json};
@@ -30,66 +28,14 @@ impl Env {
         let dir = GatewayDir::new();
         let gw = Gateway::start(&dir).await;
         for user in ["alice", "bob"] {
-            let out = dir.cli_with_stdin(
-                &["user", "add", user, "--password-stdin"],
-                &format!("{PASSWORD}\n"),
-            );
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            add_user(&dir, user, PASSWORD);
         }
-        let echo = EchoServer::start().await;
-        let store = Store::connect(&format!(
-            "sqlite://{}",
-            dir.data_dir().join("flowcase.db").display()
-        ))
-        .await
-        .unwrap();
-        let tenant = store.default_tenant().await.unwrap().unwrap();
-        let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-        let now = now_millis();
-        let droplet = store
-            .create_droplet(
-                &NewDroplet::new(tenant.id, "Echo", DropletType::Http, TargetKind::Container),
-                now,
-            )
-            .await
-            .unwrap();
-        let instance = store
-            .create_instance(
-                &NewInstance {
-                    slug: "app1".into(),
-                    droplet_id: droplet.id,
-                    user_id: alice.id,
-                    status: InstanceStatus::Requested,
-                },
-                now,
-            )
-            .await
-            .unwrap();
-        store
-            .set_instance_container(
-                instance.id,
-                Some("c1"),
-                Some("flowcase-app1"),
-                Some(&echo.addr.to_string()),
-            )
-            .await
-            .unwrap();
-        store
-            .set_instance_status(instance.id, InstanceStatus::Running, None, now)
-            .await
-            .unwrap();
-        store.close().await;
-        // The front door sees the instance within its refresh interval.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        let EchoInstance { echo, host, .. } = echo_instance(&dir, "alice", "app1").await;
         Env {
             dir,
             gw,
             echo,
-            host: "app1.apps.localhost".into(),
+            host,
         }
     }
 

@@ -213,15 +213,29 @@ impl<S: Send + Sync> FromRequestParts<S> for PageUser {
 }
 
 /// Adds the headers every response of ours carries.
-pub async fn security_headers(request: Request, next: Next) -> Response {
+pub async fn security_headers(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
+    let server = &state.config.server;
+    // Browsers check `form-action` against every redirect a form submission follows, not only
+    // its action: signing in on the way to an instance posts to /login, which redirects to
+    // /app-auth, which redirects to the instance host. With `'self'` alone Chromium blocks that
+    // last hop and the login form seems to do nothing.
+    let instance_hosts = flowcase_config::origin(
+        &format!("*.{}", server.apps_domain.as_str()),
+        server.effective_https_port(),
+    );
+    let csp = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+         form-action 'self' {instance_hosts}"
+    );
     let headers = response.headers_mut();
     for (name, value) in [
-        (
-            "content-security-policy",
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ),
+        ("content-security-policy", csp.as_str()),
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "same-origin"),
         ("x-frame-options", "DENY"),

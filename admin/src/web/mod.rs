@@ -66,7 +66,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             extract::authenticate,
         ))
-        .layer(axum::middleware::from_fn(extract::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::security_headers,
+        ))
         .with_state(state)
 }
 

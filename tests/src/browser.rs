@@ -1,0 +1,574 @@
+//! A real browser for end-to-end tests: headless Debian Chromium driven through `chromedriver`
+//! with `fantoccini`. It checks what reqwest-based tests cannot: that Chromium itself follows the
+//! login dance across `localhost` and `*.apps.localhost`, stores each cookie on the host it
+//! belongs to, and sends them back (SameSite, `__Host-` prefix rules and all).
+//!
+//! Each [`Browser`] runs its own `chromedriver` (in its own process group, so that the Chromium it
+//! starts can be killed with it) with a fresh profile in a temporary directory. Every command and
+//! every wait is bounded, so a hung browser fails the test instead of stalling it. On failure,
+//! [`screenshot_on_failure`] saves a PNG of each browser and keeps that directory.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use fantoccini::cookies::Cookie;
+use fantoccini::error::CmdError;
+use fantoccini::wd::TimeoutConfiguration;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
+use serde_json::{Value, json};
+use url::Url;
+
+/// How long chromedriver may take to answer `/status` and Chromium to open a session.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// The bound on any single WebDriver command (a page load included).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default bound on the `wait_for_*` polls.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Chromium aborts the requests in flight (page loads, form posts, redirects) with this error
+/// whenever a network interface appears or goes away on the machine, loopback traffic
+/// included: here, whenever a parallel test starts or stops a Docker container. There is no
+/// switch to turn that off, so the helpers retry what is safe to repeat and report it.
+pub const NETWORK_CHANGED: &str = "ERR_NETWORK_CHANGED";
+
+/// The Chromium flags for a quiet, deterministic headless run: no sandbox (tests run as root in
+/// a container), no GPU or /dev/shm (small CI machines), and none of the background traffic
+/// (updates, sync, field trials) that would reach for the network, which is not there.
+const CHROMIUM_ARGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--window-size=1280,900",
+];
+
+/// A headless Chromium session. Prefer [`Browser::close`] at the end of a test; dropping it
+/// (on a panic, say) kills chromedriver and Chromium all the same.
+pub struct Browser {
+    name: String,
+    client: Option<Client>,
+    driver: Option<Child>,
+    /// Holds `profile/`, `home/` (Chromium's crash database and caches), the chromedriver
+    /// log and failure screenshots.
+    dir: tempfile::TempDir,
+    keep_dir: AtomicBool,
+    screenshots: AtomicU32,
+}
+
+impl Browser {
+    /// Starts chromedriver and a Chromium session; `name` labels the temporary directory and
+    /// the messages (e.g. the user the browser belongs to).
+    pub async fn start(name: &str) -> Browser {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("flowcase-browser-{name}-"))
+            .tempdir()
+            .unwrap();
+        let mut browser = Browser {
+            name: name.to_owned(),
+            client: None,
+            driver: None,
+            dir,
+            keep_dir: AtomicBool::new(false),
+            screenshots: AtomicU32::new(0),
+        };
+        // A port found free can be taken before chromedriver binds it; chromedriver then
+        // exits, and another port is tried.
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            browser.driver = Some(spawn_driver(browser.dir.path(), port));
+            match browser.connect(port).await {
+                Ok(()) => return browser,
+                Err(e) => {
+                    last_error = e;
+                    browser.kill();
+                }
+            }
+        }
+        panic!(
+            "[{name}] could not start a browser ({last_error}); chromedriver log:\n{}",
+            std::fs::read_to_string(browser.dir.path().join("chromedriver.log"))
+                .unwrap_or_default()
+        );
+    }
+
+    async fn connect(&mut self, port: u16) -> Result<(), String> {
+        let status_url = format!("http://127.0.0.1:{port}/status");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.driver.as_mut()
+                && let Ok(Some(exit)) = child.try_wait()
+            {
+                return Err(format!("chromedriver exited: {exit}"));
+            }
+            if let Ok(resp) = http.get(&status_url).send().await
+                && let Ok(status) = resp.json::<Value>().await
+                && status["value"]["ready"] == true
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("chromedriver not ready after {START_TIMEOUT:?}"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+
+        let profile = self.dir.path().join("profile");
+        let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| (*a).to_owned()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        // The gateway serves a self-signed certificate here. Trusting it blindly is fine for
+        // these tests: they check the login flow and the cookies, while the TLS itself (which
+        // certificate is served for which host, and that it verifies) is tested with a strict
+        // client in tests/tls.rs and the other end-to-end tests.
+        caps.insert("acceptInsecureCerts".into(), json!(true));
+        caps.insert(
+            "timeouts".into(),
+            json!({
+                "pageLoad": COMMAND_TIMEOUT.as_millis() as u64,
+                "script": COMMAND_TIMEOUT.as_millis() as u64,
+                "implicit": 0,
+            }),
+        );
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": chromium_bin(), "args": args }),
+        );
+        // Console messages (CSP violations, blocked navigations) for failure reports.
+        caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let session = tokio::time::timeout(
+            START_TIMEOUT,
+            ClientBuilder::new(connector)
+                .capabilities(caps)
+                .connect(&format!("http://127.0.0.1:{port}")),
+        )
+        .await
+        .map_err(|_| format!("no WebDriver session after {START_TIMEOUT:?}"))?
+        .map_err(|e| format!("new WebDriver session: {e}"))?;
+        // Page loads wait at most COMMAND_TIMEOUT; element lookups never wait implicitly (the
+        // wait_for_* helpers poll instead).
+        session
+            .update_timeouts(TimeoutConfiguration::new(
+                Some(COMMAND_TIMEOUT),
+                Some(COMMAND_TIMEOUT),
+                Some(Duration::ZERO),
+            ))
+            .await
+            .map_err(|e| format!("setting timeouts: {e}"))?;
+        self.client = Some(session);
+        Ok(())
+    }
+
+    /// The fantoccini client, for what the helpers below do not cover.
+    pub fn client(&self) -> &Client {
+        self.client.as_ref().expect("browser closed")
+    }
+
+    /// Runs one WebDriver command with a bound, panicking with `what` on error or timeout.
+    async fn run<T>(&self, what: &str, command: impl Future<Output = Result<T, CmdError>>) -> T {
+        match tokio::time::timeout(COMMAND_TIMEOUT, command).await {
+            Ok(Ok(value)) => value,
+            Ok(Err(e)) => panic!("[{}] {what}: {e}", self.name),
+            Err(_) => panic!(
+                "[{}] {what}: no answer after {COMMAND_TIMEOUT:?}",
+                self.name
+            ),
+        }
+    }
+
+    /// Navigates to `url` and waits for the page load (redirects included) to finish. A load
+    /// that Chromium aborted because the network changed is retried (see [`NETWORK_CHANGED`]):
+    /// use it for navigations that are safe to repeat.
+    pub async fn goto(&self, url: &str) {
+        for attempt in 1..=3 {
+            let loaded = tokio::time::timeout(COMMAND_TIMEOUT, self.client().goto(url)).await;
+            let error = match loaded {
+                Ok(Ok(())) => self.net_error().await,
+                // chromedriver may report the aborted load itself rather than show its page.
+                Ok(Err(e)) if e.to_string().contains(NETWORK_CHANGED) => {
+                    Some(NETWORK_CHANGED.to_owned())
+                }
+                Ok(Err(e)) => panic!("[{}] goto {url}: {e}", self.name),
+                Err(_) => panic!(
+                    "[{}] goto {url}: no answer after {COMMAND_TIMEOUT:?}",
+                    self.name
+                ),
+            };
+            match error {
+                Some(code) if code == NETWORK_CHANGED && attempt < 3 => {
+                    eprintln!("[{}] {code} while opening {url}; again", self.name);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// The error code (`ERR_…`) when the current page is Chromium's network-error page.
+    pub async fn net_error(&self) -> Option<String> {
+        let code = self
+            .run(
+                "look for an error page",
+                self.client().execute(
+                    "if (!document.URL.startsWith('chrome-error:')) return null; \
+                     const c = document.querySelector('.error-code'); \
+                     return c ? c.textContent.trim() : 'network error';",
+                    vec![],
+                ),
+            )
+            .await;
+        code.as_str().map(str::to_owned)
+    }
+
+    /// Reloads the current page.
+    pub async fn refresh(&self) {
+        self.run("refresh", self.client().refresh()).await;
+    }
+
+    /// Clears the input matched by `css` and types `text` into it.
+    pub async fn fill(&self, css: &str, text: &str) {
+        let element = self.wait_for_element(css).await;
+        self.run(&format!("clear {css}"), element.clear()).await;
+        self.run(&format!("type into {css}"), element.send_keys(text))
+            .await;
+    }
+
+    /// Clicks the element matched by `css` (a submit button, say); a navigation it starts is
+    /// not waited for: follow it with [`Browser::wait_for_url`].
+    pub async fn click(&self, css: &str) {
+        let element = self.wait_for_element(css).await;
+        self.run(&format!("click {css}"), element.click()).await;
+    }
+
+    /// The page's visible text (`document.body.innerText`).
+    pub async fn page_text(&self) -> String {
+        let text = self
+            .run(
+                "read the page text",
+                self.client().execute(
+                    "return document.body ? document.body.innerText : '';",
+                    vec![],
+                ),
+            )
+            .await;
+        text.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The text of the first element matched by `css`.
+    pub async fn text_of(&self, css: &str) -> String {
+        let element = self.wait_for_element(css).await;
+        self.run(&format!("read {css}"), element.text()).await
+    }
+
+    /// The URL of the current page.
+    pub async fn current_url(&self) -> Url {
+        self.run("read the URL", self.client().current_url()).await
+    }
+
+    /// The cookies the browser holds for the current page's URL (WebDriver sees HttpOnly ones
+    /// too, which page scripts cannot).
+    pub async fn cookies(&self) -> Vec<Cookie<'static>> {
+        self.run("read the cookies", self.client().get_all_cookies())
+            .await
+    }
+
+    /// Polls until an element matches `css`, at most [`WAIT_TIMEOUT`].
+    pub async fn wait_for_element(&self, css: &str) -> fantoccini::elements::Element {
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let found = self
+                .run(
+                    &format!("find {css}"),
+                    self.client().find_all(Locator::Css(css)),
+                )
+                .await;
+            if let Some(element) = found.into_iter().next() {
+                return element;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "[{}] no {css} after {WAIT_TIMEOUT:?} on {}",
+                    self.name,
+                    self.current_url().await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Polls the current URL until `done` holds, at most [`WAIT_TIMEOUT`]; `what` describes
+    /// the expected page for the panic message. A network-error page fails at once.
+    pub async fn wait_for_url(&self, what: &str, done: impl Fn(&Url) -> bool) -> Url {
+        match self.try_wait_for_url(what, done).await {
+            Ok(url) => url,
+            Err(code) => panic!("[{}] expected {what}, got the error page {code}", self.name),
+        }
+    }
+
+    /// [`Browser::wait_for_url`], except that Chromium's error page for [`NETWORK_CHANGED`] is
+    /// returned as `Err` instead of failing: for steps (a form post) that the caller restarts
+    /// in its own way.
+    pub async fn try_wait_for_url(
+        &self,
+        what: &str,
+        done: impl Fn(&Url) -> bool,
+    ) -> Result<Url, String> {
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            // Checked first: an error page keeps the URL that failed, which may be the one
+            // waited for.
+            match self.net_error().await {
+                Some(code) if code == NETWORK_CHANGED => {
+                    eprintln!("[{}] {code} while waiting for {what}", self.name);
+                    return Err(code);
+                }
+                Some(code) => panic!(
+                    "[{}] expected {what}, got the error page {code} for {}",
+                    self.name,
+                    self.current_url().await
+                ),
+                None => {}
+            }
+            let url = self.current_url().await;
+            if done(&url) {
+                return Ok(url);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "[{}] expected {what} within {WAIT_TIMEOUT:?}, still on {url}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Polls the page text until it contains `needle`, at most [`WAIT_TIMEOUT`].
+    pub async fn wait_for_text(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let text = self.page_text().await;
+            if text.contains(needle) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "[{}] no {needle:?} within {WAIT_TIMEOUT:?} on {}:\n{text}",
+                    self.name,
+                    self.current_url().await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The browser console's messages since the last call (Chromium reports CSP violations and
+    /// blocked navigations there), one `LEVEL message` line each.
+    pub async fn console_log(&self) -> Vec<String> {
+        let log = self
+            .run("read the console", self.client().issue_cmd(BrowserLog))
+            .await;
+        log.as_array()
+            .into_iter()
+            .flatten()
+            .map(|entry| {
+                format!(
+                    "{} {}",
+                    entry["level"].as_str().unwrap_or("?"),
+                    entry["message"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Saves a PNG of the current viewport to `path`.
+    pub async fn screenshot(&self, path: &Path) -> Result<(), String> {
+        let png = tokio::time::timeout(COMMAND_TIMEOUT, self.client().screenshot())
+            .await
+            .map_err(|_| "screenshot timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        std::fs::write(path, png).map_err(|e| e.to_string())
+    }
+
+    /// Saves a numbered failure screenshot into this browser's directory, which is then kept
+    /// after the test; returns a line for the panic message.
+    async fn failure_screenshot(&self) -> String {
+        let n = self.screenshots.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.path().join(format!("failure-{n}.png"));
+        self.keep_dir.store(true, Ordering::Relaxed);
+        let url = match tokio::time::timeout(COMMAND_TIMEOUT, self.client().current_url()).await {
+            Ok(Ok(url)) => url.to_string(),
+            _ => "?".into(),
+        };
+        let mut report = match self.screenshot(&path).await {
+            Ok(()) => format!("[{}] screenshot of {url}: {}", self.name, path.display()),
+            Err(e) => format!("[{}] no screenshot of {url}: {e}", self.name),
+        };
+        if let Ok(Ok(log)) =
+            tokio::time::timeout(COMMAND_TIMEOUT, self.client().issue_cmd(BrowserLog)).await
+            && let Some(entries) = log.as_array()
+        {
+            for entry in entries {
+                report.push_str(&format!(
+                    "\n[{}] console {} {}",
+                    self.name,
+                    entry["level"].as_str().unwrap_or("?"),
+                    entry["message"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        report
+    }
+
+    /// Ends the WebDriver session (chromedriver closes Chromium), then stops chromedriver.
+    pub async fn close(mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT, client.close()).await;
+        }
+        self.kill();
+    }
+
+    /// Kills chromedriver's process group, Chromium included, and waits until it is gone.
+    fn kill(&mut self) {
+        let Some(mut driver) = self.driver.take() else {
+            return;
+        };
+        // The group id is chromedriver's pid (spawned with process_group(0)). The standard
+        // library cannot signal a group and the workspace forbids unsafe code, so kill(1) does.
+        let group = format!("-{}", driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = driver.wait();
+        // Chromium's processes are not our children: wait (bounded) until the group is empty
+        // before the profile directory is removed under them.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            let alive = Command::new("kill")
+                .args(["-0", "--", &group])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !alive {
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The fantoccini client would close the session on its own task; the kill below makes
+        // that moot, so it is dropped first.
+        drop(self.client.take());
+        self.kill();
+        if self.keep_dir.load(Ordering::Relaxed) {
+            // Keep the screenshots and the chromedriver log, not the profile.
+            let _ = std::fs::remove_dir_all(self.dir.path().join("profile"));
+            let _ = std::fs::remove_dir_all(self.dir.path().join("home"));
+            self.dir.disable_cleanup(true);
+        }
+    }
+}
+
+/// Runs `test`; if it panics, saves a screenshot of each browser and panics again with the
+/// original message followed by the screenshots' paths.
+pub async fn screenshot_on_failure<T>(browsers: &[&Browser], test: impl Future<Output = T>) -> T {
+    match AssertUnwindSafe(test).catch_unwind().await {
+        Ok(value) => value,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "(non-text panic)".into());
+            let mut lines = Vec::new();
+            for browser in browsers {
+                lines.push(browser.failure_screenshot().await);
+            }
+            panic!("{message}\n{}", lines.join("\n"));
+        }
+    }
+}
+
+/// chromedriver's (non-W3C) `POST /session/{id}/se/log` for the `browser` log, which fantoccini
+/// has no method for.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(&self, base: &Url, session: Option<&str>) -> Result<Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({ "type": "browser" }).to_string()),
+        )
+    }
+}
+
+/// `$CHROMEDRIVER`, or `chromedriver` on the PATH (Debian's `chromium-driver`).
+fn chromedriver_bin() -> String {
+    std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into())
+}
+
+/// `$CHROMIUM`, or Debian's `/usr/bin/chromium`.
+fn chromium_bin() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_driver(dir: &Path, port: u16) -> Child {
+    // Chromium keeps its crash database and caches under $HOME/XDG directories, outside the
+    // profile: point them into the temporary directory so that nothing is left behind.
+    let home: PathBuf = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    Command::new(chromedriver_bin())
+        .arg(format!("--port={port}"))
+        .arg(format!(
+            "--log-path={}",
+            dir.join("chromedriver.log").display()
+        ))
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        // Its own process group: Chromium inherits it, and one signal to the group ends both.
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (Debian: apt-get install chromium chromium-driver)",
+                chromedriver_bin()
+            )
+        })
+}

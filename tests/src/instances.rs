@@ -1,0 +1,124 @@
+//! Instances for front-door tests that need no Docker: users added through the CLI, and a
+//! running instance whose upstream is an [`EchoServer`], written straight into the gateway's
+//! SQLite database with the admin crate's `Store`. The front door only reads the database, so
+//! it treats such a row exactly like one the orchestrator wrote for a real container.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use flowcase_admin::store::{
+    DropletType, InstanceStatus, NewDroplet, NewInstance, Store, TargetKind, now_millis,
+};
+
+use crate::GatewayDir;
+use crate::echo::EchoServer;
+
+/// A running instance served by an echo server.
+pub struct EchoInstance {
+    /// The upstream; dropping it stops it (the instance then points at a dead address).
+    pub echo: EchoServer,
+    /// `<slug>.apps.localhost`, the instance's host under the default apps domain.
+    pub host: String,
+    /// The instance's primary key.
+    pub id: i64,
+}
+
+/// Adds a local user with `flowcase user add <name> --password-stdin`.
+pub fn add_user(dir: &GatewayDir, name: &str, password: &str) {
+    let out = dir.cli_with_stdin(
+        &["user", "add", name, "--password-stdin"],
+        &format!("{password}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "user add {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Creates a running instance `slug` owned by the existing user `owner`, on a fresh HTTP
+/// droplet, with an echo server as its upstream, and waits until the running gateway routes
+/// its host.
+pub async fn echo_instance(dir: &GatewayDir, owner: &str, slug: &str) -> EchoInstance {
+    let echo = EchoServer::start().await;
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.data_dir().join("flowcase.db").display()
+    ))
+    .await
+    .unwrap();
+    let tenant = store.default_tenant().await.unwrap().unwrap();
+    let user = store
+        .find_user_by_login(owner)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {owner}"));
+    let now = now_millis();
+    let droplet = store
+        .create_droplet(
+            &NewDroplet::new(tenant.id, "Echo", DropletType::Http, TargetKind::Container),
+            now,
+        )
+        .await
+        .unwrap();
+    let instance = store
+        .create_instance(
+            &NewInstance {
+                slug: slug.into(),
+                droplet_id: droplet.id,
+                user_id: user.id,
+                status: InstanceStatus::Requested,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    store
+        .set_instance_container(
+            instance.id,
+            Some("c1"),
+            Some(&format!("flowcase-{slug}")),
+            Some(&echo.addr.to_string()),
+        )
+        .await
+        .unwrap();
+    store
+        .set_instance_status(instance.id, InstanceStatus::Running, None, now)
+        .await
+        .unwrap();
+    store.close().await;
+    let host = format!("{slug}.apps.localhost");
+    wait_until_routed(dir, &host).await;
+    EchoInstance {
+        echo,
+        host,
+        id: instance.id,
+    }
+}
+
+/// Waits until the running gateway routes `host`: it reloads instances every 500 ms, but a
+/// loaded machine can stretch that, so a fixed sleep made tests flaky. An unknown instance host
+/// answers 404; a known one sends an anonymous visitor to sign in.
+async fn wait_until_routed(dir: &GatewayDir, host: &str) {
+    let pem = std::fs::read(dir.data_dir().join("tls/self-signed.crt")).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(host, SocketAddr::from(([127, 0, 0, 1], dir.https_port)))
+        .build()
+        .unwrap();
+    let url = format!("https://{host}:{}/", dir.https_port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = client.get(&url).send().await.map(|r| r.status());
+        if matches!(&status, Ok(s) if *s != reqwest::StatusCode::NOT_FOUND) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway does not route {host} yet: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
