@@ -9,325 +9,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowcase_admin::orchestrator::docker::DockerEngine;
-use flowcase_admin::orchestrator::{Actor, Clock, Options, Orchestrator, Upstream};
-use flowcase_admin::secrets::{Key, Keyring};
-use flowcase_admin::store::{
-    Droplet, DropletType, InstanceStatus, NewDroplet, NewUser, TargetKind, User,
-};
-use flowcase_admin::{AdminError, Store};
+use common::*;
+use flowcase_admin::AdminError;
+use flowcase_admin::orchestrator::{Actor, Upstream};
+use flowcase_admin::store::{DropletType, InstanceStatus};
 use flowcase_config::UpstreamMode;
 use serde_json::Value;
-use sqlx::{Connection, Executor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const PG_ENV: &str = "FLOWCASE_TEST_POSTGRES_URL";
-const T0: i64 = 1_700_000_000_000;
-const HTTPD_PORT: u16 = 8080;
-
-// ---------------------------------------------------------------------------------------------
-// Harness
-// ---------------------------------------------------------------------------------------------
-
-/// A clock that only moves when told, so stored timestamps are exact.
-struct TestClock(std::sync::atomic::AtomicI64);
-
-impl Clock for TestClock {
-    fn now_millis(&self) -> i64 {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-/// Removes the run's containers, profile volumes and network (docker CLI, so it works from
-/// `Drop` while a test panics) and its PostgreSQL database.
-struct Cleanup {
-    run: String,
-    pg: Option<(String, String)>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let ids = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=flowcase.deployment={}", self.run),
-        ]);
-        for id in ids.split_whitespace() {
-            docker(&["rm", "-f", id]);
-        }
-        let volumes = docker(&[
-            "volume",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("name={}", self.run),
-        ]);
-        for volume in volumes.split_whitespace() {
-            docker(&["volume", "rm", "-f", volume]);
-        }
-        let mut networks = docker(&[
-            "network",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("name={}", self.run),
-        ]);
-        networks.push_str(&docker(&[
-            "network",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("label=flowcase.deployment={}", self.run),
-        ]));
-        for network in networks.split_whitespace() {
-            docker(&["network", "rm", network]);
-        }
-        if let Some((admin_url, name)) = self.pg.take() {
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
-                runtime.block_on(async {
-                    let mut conn = sqlx::PgConnection::connect(&admin_url).await.ok()?;
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await
-                    .ok()?;
-                    conn.close().await.ok()
-                })
-            })
-            .join();
-        }
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn docker_json(args: &[&str]) -> Value {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-struct Harness {
-    orch: Arc<Orchestrator>,
-    store: Store,
-    run: String,
-    tenant_id: i64,
-    _dir: tempfile::TempDir,
-    _cleanup: Cleanup,
-}
-
-fn options(run: &str) -> Options {
-    Options {
-        network: run.to_owned(),
-        upstream_mode: UpstreamMode::PublishedLoopback,
-        max_per_user: 5,
-        max_total: 50,
-        ready_timeout: Duration::from_secs(20),
-        stop_grace: Duration::from_secs(2),
-        remove_orphans: true,
-        deployment: run.to_owned(),
-    }
-}
-
-impl Harness {
-    async fn new(db: Db) -> Self {
-        Self::with(db, |_| {}).await
-    }
-
-    async fn with(db: Db, tweak: impl FnOnce(&mut Options)) -> Self {
-        let run = format!("ft{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
-        let dir = tempfile::tempdir().unwrap();
-        let mut cleanup = Cleanup {
-            run: run.clone(),
-            pg: None,
-        };
-        let url = match db {
-            Db::Sqlite => format!("sqlite://{}/flowcase.db", dir.path().display()),
-            Db::Postgres => {
-                let base = std::env::var(PG_ENV).unwrap_or_else(|_| {
-                    panic!("{PG_ENV} is not set (run scripts/test, which sets it)")
-                });
-                let admin_url = with_database(&base, "postgres");
-                let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {run}")))
-                    .await
-                    .unwrap();
-                conn.close().await.ok();
-                cleanup.pg = Some((admin_url, run.clone()));
-                with_database(&base, &run)
-            }
-        };
-        let store = Store::connect(&url).await.unwrap();
-        let tenant_id = store.create_tenant("default", true, T0).await.unwrap().id;
-        let keyring = Keyring::from_keys(vec![Key {
-            id: "k1".into(),
-            bytes: [7; 32],
-        }])
-        .unwrap();
-        let engine = DockerEngine::connect("unix:///var/run/docker.sock").unwrap();
-        let mut opts = options(&run);
-        tweak(&mut opts);
-        let orch = Orchestrator::new(
-            store.clone(),
-            Arc::new(engine),
-            keyring,
-            Arc::new(TestClock(T0.into())),
-            opts,
-        );
-        Self {
-            orch: Arc::new(orch),
-            store,
-            run,
-            tenant_id,
-            _dir: dir,
-            _cleanup: cleanup,
-        }
-    }
-
-    async fn user(&self, name: &str) -> User {
-        self.store
-            .create_user(
-                &NewUser {
-                    tenant_id: self.tenant_id,
-                    username: name.to_owned(),
-                    ..NewUser::default()
-                },
-                T0,
-            )
-            .await
-            .unwrap()
-    }
-
-    /// A droplet of the run: our labels for cleanup, a profile template private to the run.
-    async fn droplet(
-        &self,
-        name: &str,
-        kind: DropletType,
-        image: &str,
-        tweak: impl FnOnce(&mut NewDroplet),
-    ) -> Droplet {
-        let mut new = NewDroplet::new(self.tenant_id, name, kind, TargetKind::Container);
-        new.image = Some(image.to_owned());
-        new.cpu_millicores = Some(250);
-        new.memory_mb = Some(64);
-        new.profile_path = Some(format!("{}-{{user_id}}-{{droplet_id}}", self.run));
-        new.labels = BTreeMap::from([("purpose".into(), "flowcase-test".into())]);
-        tweak(&mut new);
-        self.store.create_droplet(&new, T0).await.unwrap()
-    }
-
-    async fn http_droplet(&self, name: &str, tweak: impl FnOnce(&mut NewDroplet)) -> Droplet {
-        let image = images(flowcase_test_images::httpd_image).await;
-        self.droplet(name, DropletType::Http, &image, |d| {
-            d.ports = vec![HTTPD_PORT];
-            d.health_path = Some("/health".into());
-            d.profile_mount = Some("/profile".into());
-            d.env = BTreeMap::from([
-                ("BODY".into(), format!("hello from {name}")),
-                ("PROFILE_DIR".into(), "/profile".into()),
-            ]);
-            tweak(d);
-        })
-        .await
-    }
-
-    async fn audit_actions(&self, slug: &str) -> Vec<String> {
-        let mut entries = self.store.list_audit(1000, 0).await.unwrap();
-        entries.reverse();
-        entries
-            .into_iter()
-            .filter(|e| e.target_id.as_deref() == Some(slug))
-            .map(|e| e.action)
-            .collect()
-    }
-}
-
-async fn images(build: fn() -> Result<String, String>) -> String {
-    tokio::task::spawn_blocking(build)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("building a test image failed: {e}"))
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    format!("{}/{database}{query}", &base[..path_start])
-}
-
-/// One HTTP/1.1 exchange over loopback; (status, body).
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.unwrap();
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let status = text[9..12].parse().unwrap();
-        let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
-        (status, body)
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("HTTP exchange timed out")
-}
-
-fn inspect(name: &str) -> Value {
-    docker_json(&["inspect", "--type", "container", name])[0].clone()
-}
-
-fn container_exists(name: &str) -> bool {
-    Command::new("docker")
-        .args(["inspect", "--type", "container", name])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-fn volume_exists(name: &str) -> bool {
-    Command::new("docker")
-        .args(["volume", "inspect", name])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tests
@@ -855,4 +550,364 @@ async fn racing_launches_never_exceed_the_quota() {
         }
     }
     assert_eq!((launched, refused), (3, 5));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activity and the reaper
+// ---------------------------------------------------------------------------------------------
+
+async fn status_of(h: &Harness, id: i64) -> InstanceStatus {
+    h.store.get_instance(id).await.unwrap().unwrap().status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_keeps_an_instance_alive_and_the_reaper_stops_it_when_idle() {
+    let h = Harness::with(Db::Sqlite, |o| o.idle_timeout = Duration::from_secs(3600)).await;
+    let alice = h.user("alice").await;
+    // The droplet's own timeout wins over the configured hour.
+    let droplet = h
+        .http_droplet("idle", |d| d.idle_timeout_secs = Some(60))
+        .await;
+    let (instance, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+
+    h.clock.advance(Duration::from_secs(50));
+    h.orch.activity().record(instance.id);
+    assert_eq!(h.orch.activity().pending(), 1);
+    assert!(h.orch.reap().await.unwrap().is_empty());
+    assert_eq!(h.orch.activity().pending(), 0, "the sweep flushes first");
+    let touched = h.store.get_instance(instance.id).await.unwrap().unwrap();
+    assert!(touched.last_activity_at.unwrap() >= T0 + 50_000);
+
+    // 50 s after the last activity: still alive.
+    h.clock.advance(Duration::from_secs(50));
+    assert!(h.orch.reap().await.unwrap().is_empty());
+    assert_eq!(status_of(&h, instance.id).await, InstanceStatus::Running);
+
+    // 70 s after it: stopped, and the row says why.
+    h.clock.advance(Duration::from_secs(20));
+    let report = h.orch.reap().await.unwrap();
+    assert_eq!(report.stopped_idle, vec![instance.slug.clone()]);
+    let row = h.store.get_instance(instance.id).await.unwrap().unwrap();
+    assert_eq!(row.status, InstanceStatus::Stopped);
+    assert_eq!(row.error_reason.as_deref(), Some("idle for 70 s"));
+    let name = format!("flowcase-{}", instance.slug);
+    assert_eq!(inspect(&name)["State"]["Running"], false);
+
+    // A wake gives it a full timeout again, whatever the old activity says.
+    let upstream = h.orch.ensure_running(instance.id).await.unwrap();
+    assert_eq!(http(upstream.addr, "GET", "/", "").await.0, 200);
+    h.clock.advance(Duration::from_secs(59));
+    assert!(h.orch.reap().await.unwrap().is_empty());
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        h.orch.reap().await.unwrap().stopped_idle,
+        vec![instance.slug.clone()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_destroy_and_maximum_lifetime_remove_containers_but_keep_profiles() {
+    let h = Harness::with(Db::Postgres, |o| {
+        o.idle_timeout = Duration::ZERO;
+        o.max_lifetime = Duration::from_secs(300);
+    })
+    .await;
+    let alice = h.user("alice").await;
+    let throwaway = h
+        .http_droplet("throwaway", |d| {
+            d.idle_timeout_secs = Some(60);
+            d.idle_action = flowcase_admin::store::droplets::IdleAction::Destroy;
+            d.max_lifetime_secs = Some(0);
+        })
+        .await;
+    let aging = h.http_droplet("aging", |_| {}).await;
+    let (quick, _) = h.orch.launch(&alice, &throwaway).await.unwrap();
+    let (old, _) = h.orch.launch(&alice, &aging).await.unwrap();
+    h.orch.stop(old.id, &Actor::system()).await.unwrap();
+
+    h.clock.advance(Duration::from_secs(61));
+    let report = h.orch.reap().await.unwrap();
+    assert_eq!(report.destroyed_idle, vec![quick.slug.clone()]);
+    assert!(report.destroyed_expired.is_empty() && report.stopped_idle.is_empty());
+    assert_eq!(status_of(&h, quick.id).await, InstanceStatus::Gone);
+    assert!(!container_exists(&format!("flowcase-{}", quick.slug)));
+
+    // The configured lifetime applies to the stopped instance of the droplet without its own.
+    h.clock.advance(Duration::from_secs(240));
+    let report = h.orch.reap().await.unwrap();
+    assert_eq!(report.destroyed_expired, vec![old.slug.clone()]);
+    let row = h.store.get_instance(old.id).await.unwrap().unwrap();
+    assert_eq!(row.status, InstanceStatus::Gone);
+    assert_eq!(
+        row.error_reason.as_deref(),
+        Some("its maximum lifetime is over")
+    );
+    assert!(!container_exists(&format!("flowcase-{}", old.slug)));
+    for droplet in [&throwaway, &aging] {
+        assert!(volume_exists(&format!(
+            "{}-{}-{}",
+            h.run, alice.id, droplet.id
+        )));
+    }
+    let actions = h.audit_actions(&quick.slug).await;
+    assert_eq!(
+        actions[actions.len() - 2..],
+        ["instance.destroying", "instance.gone"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events and health
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_events_reconcile_containers_changed_behind_our_back() {
+    let h = Harness::new(Db::Sqlite).await;
+    assert!(!h.orch.engine_health().up, "nobody asked the engine yet");
+    let watcher = h.orch.spawn_event_watcher();
+    let orch = Arc::clone(&h.orch);
+    eventually("engine health up", Duration::from_secs(10), || {
+        let orch = Arc::clone(&orch);
+        async move { orch.engine_health().up }
+    })
+    .await;
+
+    let alice = h.user("alice").await;
+    let bob = h.user("bob").await;
+    let droplet = h.http_droplet("events", |_| {}).await;
+    let (removed, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let (stopped, _) = h.orch.launch(&bob, &droplet).await.unwrap();
+    docker(&["rm", "-f", &format!("flowcase-{}", removed.slug)]);
+    docker(&["stop", "-t", "0", &format!("flowcase-{}", stopped.slug)]);
+    // No reconcile() call: the event stream alone moves the rows.
+    for (instance, want) in [
+        (&removed, InstanceStatus::Gone),
+        (&stopped, InstanceStatus::Stopped),
+    ] {
+        let store = h.store.clone();
+        let id = instance.id;
+        eventually(
+            "row follows the event",
+            Duration::from_secs(10),
+            move || {
+                let store = store.clone();
+                async move { store.get_instance(id).await.unwrap().unwrap().status == want }
+            },
+        )
+        .await;
+    }
+    // Our own stop is not mistaken for one behind our back.
+    let (mine, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+    h.orch.stop(mine.id, &Actor::system()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let row = h.store.get_instance(mine.id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.status, row.error_reason),
+        (InstanceStatus::Stopped, None)
+    );
+    watcher.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm pools
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_pool_hands_out_a_started_container_and_refills() {
+    let h = Harness::new(Db::Postgres).await;
+    let alice = h.user("alice").await;
+    let droplet = h
+        .http_droplet("pooled", |d| {
+            d.pool_size = 2;
+            d.pool_started = true;
+            d.profile_mount = None;
+        })
+        .await;
+    let report = h.orch.fill_pools().await.unwrap();
+    assert_eq!(report.created.len(), 2, "{report:?}");
+    let pooled: Vec<String> = report.created.clone();
+    for slug in &pooled {
+        let c = inspect(&format!("flowcase-{slug}"));
+        assert_eq!(c["State"]["Running"], true);
+        let labels = &c["Config"]["Labels"];
+        assert_eq!(labels["flowcase.pool"], droplet.id.to_string().as_str());
+        assert!(labels.get("flowcase.user").is_none(), "nobody's yet");
+        assert_eq!(c["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
+    }
+    // Pool containers are claimed: reconciliation leaves them alone.
+    let report = h.orch.reconcile().await.unwrap();
+    assert!(report.orphans_removed.is_empty() && report.pool_removed.is_empty());
+    // Started ahead, they hold capacity.
+    let host = h.orch.host_stats().await.unwrap();
+    assert_eq!(host.allocated_cpu_millicores, 500);
+    assert_eq!(host.pooled_containers, 2);
+
+    let started = Instant::now();
+    let (instance, upstream) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let took = started.elapsed();
+    eprintln!("launch from a warm pool: {took:?}");
+    assert!(
+        pooled.contains(&instance.slug),
+        "served by a pool container"
+    );
+    assert_eq!(instance.status, InstanceStatus::Running);
+    assert_eq!(instance.user_id, alice.id);
+    let (status, body) = http(upstream.addr, "GET", "/", "").await;
+    assert_eq!((status, body.as_str()), (200, "hello from pooled"));
+    assert_eq!(
+        h.audit_actions(&instance.slug).await,
+        [
+            "instance.requested",
+            "instance.starting",
+            "instance.running"
+        ]
+    );
+    assert_eq!(h.orch.pool_levels().await.unwrap()[&droplet.id], (1, 0));
+
+    // The filler (as spawn_background runs it) makes a new one.
+    let filler = h.orch.spawn_pool_filler(Duration::from_secs(3600));
+    let orch = Arc::clone(&h.orch);
+    let id = droplet.id;
+    eventually("the pool refills", Duration::from_secs(20), move || {
+        let orch = Arc::clone(&orch);
+        async move { orch.pool_levels().await.unwrap().get(&id) == Some(&(2, 0)) }
+    })
+    .await;
+    filler.abort();
+    // Handed out, the instance lives like any other: stop, wake, destroy.
+    h.orch.stop(instance.id, &Actor::system()).await.unwrap();
+    h.orch.ensure_running(instance.id).await.unwrap();
+    h.orch.destroy(instance.id, &Actor::system()).await.unwrap();
+
+    // A deactivated droplet drains its pool.
+    h.store
+        .set_droplet_active(droplet.id, false, T0 + 1)
+        .await
+        .unwrap();
+    let report = h.orch.fill_pools().await.unwrap();
+    assert_eq!(report.removed.len(), 2, "{report:?}");
+    assert!(h.orch.pool_levels().await.unwrap().is_empty());
+    for slug in report.removed {
+        assert!(!container_exists(&format!("flowcase-{slug}")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_only_pools_start_at_launch_and_profiles_get_no_pool() {
+    let h = Harness::new(Db::Sqlite).await;
+    let alice = h.user("alice").await;
+    let cold = h
+        .http_droplet("cold", |d| {
+            d.pool_size = 1;
+            d.profile_mount = None;
+        })
+        .await;
+    let profiled = h.http_droplet("profiled", |d| d.pool_size = 1).await;
+    let report = h.orch.fill_pools().await.unwrap();
+    assert_eq!(
+        report.created.len(),
+        1,
+        "only the droplet without a profile"
+    );
+    let slug = report.created[0].clone();
+    assert_eq!(
+        inspect(&format!("flowcase-{slug}"))["State"]["Status"],
+        "created"
+    );
+    // Created only: holds no capacity.
+    let host = h.orch.host_stats().await.unwrap();
+    assert_eq!(host.allocated_cpu_millicores, 0);
+
+    let (instance, upstream) = h.orch.launch(&alice, &cold).await.unwrap();
+    assert_eq!(instance.slug, slug);
+    assert_eq!(http(upstream.addr, "GET", "/", "").await.0, 200);
+    // The profile droplet launches the ordinary way, with its volume.
+    let (other, _) = h.orch.launch(&alice, &profiled).await.unwrap();
+    assert!(
+        !h.orch
+            .pool_levels()
+            .await
+            .unwrap()
+            .contains_key(&profiled.id)
+    );
+    let mounts = &inspect(&format!("flowcase-{}", other.slug))["Mounts"];
+    assert_eq!(
+        mounts[0]["Name"],
+        format!("{}-{}-{}", h.run, alice.id, profiled.id)
+    );
+
+    // A pool container that dies is dropped (and the next pass replaces it).
+    let report = h.orch.fill_pools().await.unwrap();
+    let fresh = report.created[0].clone();
+    docker(&["rm", "-f", &format!("flowcase-{fresh}")]);
+    let report = h.orch.reconcile().await.unwrap();
+    assert_eq!(report.pool_removed, vec![fresh]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group quotas and stats
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_limit_counts_the_instances_of_all_its_members() {
+    let h = Harness::new(Db::Sqlite).await;
+    let (alice, bob, carol) = (
+        h.user("alice").await,
+        h.user("bob").await,
+        h.user("carol").await,
+    );
+    let class = h
+        .store
+        .create_group(
+            &flowcase_admin::store::NewGroup {
+                tenant_id: h.tenant_id,
+                name: "class".into(),
+                description: String::new(),
+                permissions: Default::default(),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    h.store
+        .set_group_instance_limit(class.id, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.group_instance_limit(class.id).await.unwrap(),
+        Some(2)
+    );
+    h.store.add_member(alice.id, class.id).await.unwrap();
+    h.store.add_member(bob.id, class.id).await.unwrap();
+    let droplet = h.http_droplet("lab", |_| {}).await;
+    h.orch.launch(&alice, &droplet).await.unwrap();
+    let (bobs, _) = h.orch.launch(&bob, &droplet).await.unwrap();
+    match h.orch.launch(&alice, &droplet).await {
+        Err(AdminError::QuotaExceeded(reason)) => assert!(reason.contains("class"), "{reason}"),
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    h.orch.launch(&carol, &droplet).await.unwrap();
+    // Destroyed instances no longer count.
+    h.orch.destroy(bobs.id, &Actor::system()).await.unwrap();
+    h.orch.launch(&alice, &droplet).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_instance_and_host_usage() {
+    let h = Harness::new(Db::Sqlite).await;
+    let alice = h.user("alice").await;
+    let droplet = h.http_droplet("stats", |_| {}).await;
+    let (instance, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let stats = h.orch.instance_stats(instance.id).await.unwrap().unwrap();
+    assert_eq!(stats.memory_limit_bytes, 64 * 1024 * 1024);
+    assert!(stats.memory_bytes > 0 && stats.memory_bytes < stats.memory_limit_bytes);
+    assert!(stats.cpu_percent >= 0.0);
+    let host = h.orch.host_stats().await.unwrap();
+    assert!(host.cpus >= 1 && host.memory_bytes > 0);
+    assert_eq!(host.allocated_cpu_millicores, 250);
+    assert_eq!(host.allocated_memory_mb, 64);
+    assert_eq!((host.running_containers, host.unsampled), (1, 0));
+    assert!(host.used_memory_bytes >= stats.memory_bytes / 2);
+    h.orch.stop(instance.id, &Actor::system()).await.unwrap();
+    assert_eq!(h.orch.instance_stats(instance.id).await.unwrap(), None);
 }

@@ -317,9 +317,11 @@ impl Default for GuacdConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InstancesConfig {
-    /// Instances without user activity for this long are stopped (droplets may override).
+    /// Instances without user activity for this long are stopped, or destroyed if their droplet
+    /// says so (a droplet may override; 0 = never).
     pub idle_timeout: Duration,
-    /// Instances are stopped this long after they started, in use or not (droplets may override).
+    /// Instances are destroyed this long after their creation, in use or not (a droplet may
+    /// override; 0 = never).
     pub max_lifetime: Duration,
     pub max_per_user: u32,
     pub max_total: u32,

@@ -14,6 +14,7 @@ use flowcase_config::Config;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use flowcase_admin::orchestrator::activity::ActivityReporter;
 use flowcase_admin::orchestrator::docker::DockerEngine;
 use flowcase_admin::orchestrator::{Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::Keyring;
@@ -27,8 +28,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the app keeps answering after a stop or upgrade signal; below pingora's graceful
 /// shutdown timeout (`serve::server_conf`).
 const DRAIN: Duration = Duration::from_secs(3);
-/// The safety net behind Docker's event stream: rows and containers are compared this often.
-const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A directory only this process can enter, holding the control-plane socket; removed on exit.
 /// It lives under the system temp dir because socket paths are limited to 108 bytes.
@@ -62,7 +61,12 @@ pub struct ControlPlane {
     snapshot: Arc<Snapshot>,
     keyring: Keyring,
     wake_requests: std::sync::Mutex<Option<WakeRequests>>,
+    activity: Activity,
 }
+
+/// Where the front door reports instance activity; filled once the orchestrator exists (it is
+/// built on the control plane's runtime, after the front door).
+pub type Activity = Arc<std::sync::OnceLock<ActivityReporter>>;
 
 impl ControlPlane {
     pub fn new(
@@ -72,6 +76,7 @@ impl ControlPlane {
         snapshot: Arc<Snapshot>,
         keyring: Keyring,
         wake_requests: WakeRequests,
+        activity: Activity,
     ) -> Self {
         Self {
             config,
@@ -80,6 +85,7 @@ impl ControlPlane {
             snapshot,
             keyring,
             wake_requests: std::sync::Mutex::new(Some(wake_requests)),
+            activity,
         }
     }
 
@@ -92,6 +98,7 @@ impl ControlPlane {
         let engine = DockerEngine::connect(&self.config.docker.host);
         let (store, keyring) = (store.clone(), self.keyring.clone());
         let options = Options::from_config(&self.config);
+        let activity = self.activity.clone();
         async move {
             let engine = match engine {
                 Ok(engine) => engine,
@@ -110,7 +117,9 @@ impl ControlPlane {
             if let Err(e) = orchestrator.prepare().await {
                 tracing::warn!(error = %e, "the Docker engine is not ready; instances start once it is");
             }
-            orchestrator.spawn_reconciler(RECONCILE_INTERVAL);
+            // Reconciler, Docker event watcher, idle reaper, pool filler, activity flusher.
+            orchestrator.spawn_background();
+            let _ = activity.set(orchestrator.activity().clone());
             Some(orchestrator)
         }
     }

@@ -61,6 +61,7 @@ pub struct FrontDoor {
     /// Lower-cased `instances.passive_user_agents`.
     passive_agents: Vec<String>,
     assertions: Assertions,
+    activity: crate::control_plane::Activity,
 }
 
 /// Signs the identity assertion instance hosts receive, reusing one per session and host for a
@@ -138,6 +139,7 @@ impl FrontDoor {
         gate: AppHostGate,
         waker: Waker,
         signer: Arc<AssertionSigner>,
+        activity: crate::control_plane::Activity,
     ) -> Self {
         let passive_agents = config
             .instances
@@ -159,6 +161,7 @@ impl FrontDoor {
             waker,
             passive_agents,
             assertions,
+            activity,
         }
     }
 
@@ -309,6 +312,12 @@ impl FrontDoor {
                         None => return Ok(true),
                     },
                 };
+                // Monitors neither wake an instance nor keep it awake.
+                if !self.is_passive(session)
+                    && let Some(activity) = self.activity.get()
+                {
+                    activity.record(route.id);
+                }
                 ctx.target = Some(Target::Instance {
                     upstream,
                     identity: Box::new(identity),
@@ -660,7 +669,14 @@ impl ProxyHttp for FrontDoor {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.still_allowed(ctx)
+        self.still_allowed(ctx)?;
+        // What the user sends (WebSocket frames, uploads) is activity that keeps the instance up.
+        if let (Some(Target::Instance { identity, .. }), Some(activity)) =
+            (&ctx.target, self.activity.get())
+        {
+            activity.record(identity.instance_id);
+        }
+        Ok(())
     }
 
     fn response_body_filter(

@@ -40,6 +40,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let health = Arc::new(HealthState::new(certs.clone()));
     let snapshot = Snapshot::new();
     let (waker, wake_requests) = crate::wake::channel();
+    let activity = crate::control_plane::Activity::default();
     let assertions =
         Arc::new(flowcase_admin::auth::assertion::AssertionSigner::load_or_create(data_dir)?);
     let conf = server_conf(&config);
@@ -60,6 +61,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             AppHostGate::new(&config, keyring.clone(), snapshot.clone()),
             waker,
             assertions,
+            activity.clone(),
         ),
         "front door",
         certs.clone(),
@@ -88,6 +90,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             snapshot,
             keyring,
             wake_requests,
+            activity,
         ),
     );
     control.threads = Some(2);

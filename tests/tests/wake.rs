@@ -77,6 +77,7 @@ async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() 
             stop_grace: Duration::from_secs(1),
             remove_orphans: false,
             deployment: dir.deployment().to_owned(),
+            ..Options::from_config(&flowcase_config::Config::default())
         },
     );
     orchestrator.prepare().await.unwrap();

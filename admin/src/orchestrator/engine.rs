@@ -20,6 +20,10 @@ pub const LABEL_INSTANCE: &str = "flowcase.instance";
 pub const LABEL_USER: &str = "flowcase.user";
 /// Label naming the droplet (droplet id).
 pub const LABEL_DROPLET: &str = "flowcase.droplet";
+/// Label on warm pool containers (the droplet id): made ahead, nobody's at creation. Docker
+/// labels cannot change afterwards, so a pooled container handed to a user keeps this label and
+/// has no [`LABEL_USER`]; its owner is in the database.
+pub const LABEL_POOL: &str = "flowcase.pool";
 /// Label on profile volumes and on the shared network: present = created by Flowcase.
 pub const LABEL_MANAGED: &str = "flowcase.managed";
 /// Label naming the Flowcase deployment a container belongs to, so that two deployments (or
@@ -156,7 +160,7 @@ pub struct EngineEvent {
 }
 
 /// One usage sample.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ContainerStats {
     /// CPU use, in percent of one CPU (200 = two CPUs busy).
     pub cpu_percent: f64,

@@ -41,9 +41,12 @@ use flowcase_config::UpstreamMode;
 use InstanceStatus as S;
 
 /// Length of an instance slug: 20 characters of `[a-z0-9]`, about 103 bits.
-const SLUG_LEN: usize = 20;
-/// Pause between readiness probes, and between looks at a row another process is moving.
+pub(super) const SLUG_LEN: usize = 20;
+/// Longest pause between readiness probes, and the pause between looks at a row another
+/// process is moving.
 const POLL: Duration = Duration::from_millis(100);
+/// First pause between readiness probes (doubled up to [`POLL`]).
+const FIRST_POLL: Duration = Duration::from_millis(10);
 
 /// What reconciliation found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,16 +57,18 @@ pub struct ReconcileReport {
     pub stopped: Vec<String>,
     /// Containers labelled by us that no live instance claims, removed (names).
     pub orphans_removed: Vec<String>,
+    /// Warm pool containers that vanished or stopped, dropped from their pool (slugs).
+    pub pool_removed: Vec<String>,
 }
 
-fn engine_err(e: EngineError) -> AdminError {
+pub(super) fn engine_err(e: EngineError) -> AdminError {
     match e {
         EngineError::ImageMissing(image) => AdminError::ImageMissing(image),
         other => AdminError::Engine(other.to_string()),
     }
 }
 
-fn refusal_error(refusal: Refusal) -> AdminError {
+pub(super) fn refusal_error(refusal: Refusal) -> AdminError {
     match refusal {
         Refusal::UserQuota { limit } => AdminError::QuotaExceeded(format!(
             "you already have {limit} instances; stop or delete one first"
@@ -71,6 +76,9 @@ fn refusal_error(refusal: Refusal) -> AdminError {
         Refusal::TotalQuota { limit } => {
             AdminError::QuotaExceeded(format!("the server already runs {limit} instances"))
         }
+        Refusal::GroupQuota { group, limit } => AdminError::QuotaExceeded(format!(
+            "the members of group {group} already hold {limit} instances together"
+        )),
         Refusal::Capacity {
             resource,
             requested,
@@ -89,7 +97,7 @@ fn refusal_error(refusal: Refusal) -> AdminError {
     }
 }
 
-fn random_string(len: usize) -> String {
+pub(super) fn random_string(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..len)
@@ -97,7 +105,7 @@ fn random_string(len: usize) -> String {
         .collect()
 }
 
-fn random_password(len: usize) -> String {
+pub(super) fn random_password(len: usize) -> String {
     rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
         .take(len)
@@ -105,7 +113,7 @@ fn random_password(len: usize) -> String {
         .collect()
 }
 
-fn need_of(droplet: &Droplet) -> Allocation {
+pub(super) fn need_of(droplet: &Droplet) -> Allocation {
     Allocation {
         cpu_millicores: droplet
             .cpu_millicores
@@ -120,8 +128,9 @@ impl Orchestrator {
     // -----------------------------------------------------------------------------------------
 
     /// Launches a new instance of `droplet` for `user` and returns it once `running` (or the
-    /// error that ended it; the row is then `error` with the reason). The caller has checked
-    /// that the user may launch the droplet.
+    /// error that ended it; the row is then `error` with the reason). A ready container of the
+    /// droplet's warm pool is handed out when there is one ([`super::pool`]). The caller has
+    /// checked that the user may launch the droplet.
     pub async fn launch(&self, user: &User, droplet: &Droplet) -> Result<(Instance, Upstream)> {
         let actor = Actor::user(user);
         if !droplet.active {
@@ -129,6 +138,9 @@ impl Orchestrator {
                 field: "droplet",
                 reason: "this droplet is not active".into(),
             });
+        }
+        if let Some(launched) = self.launch_from_pool(user, droplet, &actor).await? {
+            return Ok(launched);
         }
         let slug = random_string(SLUG_LEN);
         let password = spec::password_env(droplet.droplet_type)
@@ -193,15 +205,24 @@ impl Orchestrator {
     /// containers apart). Call once at startup: creating it there, before any launch, avoids
     /// two processes racing to create it.
     pub async fn prepare(&self) -> Result<()> {
-        if self.options.upstream_mode == UpstreamMode::PublishedLoopback {
-            let labels = BTreeMap::from([(LABEL_MANAGED.to_owned(), "network".to_owned())]);
-            let _one_at_a_time = self.networks.lock().await;
-            self.engine
-                .ensure_isolated_network(&self.options.network, &labels)
-                .await
-                .map_err(engine_err)?;
+        let result = async {
+            self.engine.info().await?;
+            if self.options.upstream_mode == UpstreamMode::PublishedLoopback {
+                let labels = BTreeMap::from([(LABEL_MANAGED.to_owned(), "network".to_owned())]);
+                let _one_at_a_time = self.networks.lock().await;
+                self.engine
+                    .ensure_isolated_network(&self.options.network, &labels)
+                    .await?;
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        match &result {
+            Ok(()) => self.set_engine_health(true, "the container engine answers"),
+            Err(EngineError::Unavailable(reason)) => self.set_engine_health(false, reason.clone()),
+            Err(_) => {}
+        }
+        result.map_err(engine_err)
     }
 
     /// The gateway's entry point: the upstream of a running instance, starting it first when it
@@ -225,6 +246,16 @@ impl Orchestrator {
 
     /// Stops an instance's container (it can be started again); already stopped is fine.
     pub async fn stop(&self, instance_id: i64, actor: &Actor) -> Result<()> {
+        self.stop_because(instance_id, actor, None).await
+    }
+
+    /// [`Self::stop`], recording `reason` on the row and in the audit log.
+    pub(super) async fn stop_because(
+        &self,
+        instance_id: i64,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<()> {
         let instance = self.reload(instance_id).await?;
         if instance.status == S::Stopped {
             return Ok(());
@@ -248,7 +279,7 @@ impl Orchestrator {
         };
         match result {
             Ok(()) => {
-                self.transition(actor, &instance, &[S::Stopping], S::Stopped, None)
+                self.transition(actor, &instance, &[S::Stopping], S::Stopped, reason)
                     .await?;
                 Ok(())
             }
@@ -264,6 +295,16 @@ impl Orchestrator {
     /// Removes an instance's container (and its private network); the profile volume stays.
     /// The row stays too, as `gone`, for history. Destroying a `gone` instance is a no-op.
     pub async fn destroy(&self, instance_id: i64, actor: &Actor) -> Result<()> {
+        self.destroy_because(instance_id, actor, None).await
+    }
+
+    /// [`Self::destroy`], recording `reason` on the row and in the audit log.
+    pub(super) async fn destroy_because(
+        &self,
+        instance_id: i64,
+        actor: &Actor,
+        reason: Option<&str>,
+    ) -> Result<()> {
         let instance = self.reload(instance_id).await?;
         if instance.status == S::Gone {
             return Ok(());
@@ -301,7 +342,7 @@ impl Orchestrator {
         }
         match result {
             Ok(()) => {
-                self.transition(actor, &instance, &[S::Destroying], S::Gone, None)
+                self.transition(actor, &instance, &[S::Destroying], S::Gone, reason)
                     .await?;
                 Ok(())
             }
@@ -328,7 +369,8 @@ impl Orchestrator {
     }
 
     /// Makes the database agree with the engine: a settled row whose container vanished becomes
-    /// `gone`, a `running` row whose container was stopped outside becomes `stopped`, and (when
+    /// `gone`, a `running` row whose container was stopped outside becomes `stopped`, a warm pool
+    /// container that vanished (or, started ahead, stopped) is dropped from the pool, and (when
     /// [`super::Options::remove_orphans`]) containers labelled by us that no live row claims are
     /// removed. Rows in motion (requested, creating, starting, stopping, destroying) are left to
     /// the operation moving them.
@@ -343,6 +385,9 @@ impl Orchestrator {
             .list_ours(&self.options.deployment)
             .await
             .map_err(engine_err)?;
+        // Pool rows before instance rows: a launch turns a pool row into an instance row in one
+        // transaction, so in this order every container's claimant is seen in one of the two.
+        let pooled = self.store.list_pool_containers().await?;
         let rows = self.store.list_live_instances().await?;
         let containers = self
             .engine
@@ -354,19 +399,7 @@ impl Orchestrator {
             .filter_map(|c| Some((c.labels.get(LABEL_INSTANCE)?.as_str(), c)))
             .collect();
         for row in &rows {
-            if !matches!(row.status, S::Running | S::Stopped | S::Error) {
-                continue;
-            }
-            let found = by_slug.get(row.slug.as_str());
-            let change = match (row.status, found) {
-                (S::Error, None) if row.container_id.is_none() => None,
-                (_, None) => Some((S::Gone, "the container disappeared")),
-                (S::Running, Some(c)) if c.state != ContainerState::Running => {
-                    Some((S::Stopped, "the container stopped outside Flowcase"))
-                }
-                _ => None,
-            };
-            let Some((to, reason)) = change else {
+            let Some((to, reason)) = judge(row, by_slug.get(row.slug.as_str()).copied()) else {
                 continue;
             };
             if self
@@ -379,8 +412,18 @@ impl Orchestrator {
                 }
             }
         }
+        for pooled in &pooled {
+            let found = by_slug.get(pooled.slug.as_str()).copied();
+            if pool_container_lost(pooled, found) && self.drop_pool_container(pooled).await? {
+                report.pool_removed.push(pooled.slug.clone());
+            }
+        }
         if self.options.remove_orphans {
-            let live: HashSet<&str> = rows.iter().map(|r| r.slug.as_str()).collect();
+            let live: HashSet<&str> = rows
+                .iter()
+                .map(|r| r.slug.as_str())
+                .chain(pooled.iter().map(|p| p.slug.as_str()))
+                .collect();
             for container in &before {
                 let claimed = container
                     .labels
@@ -397,6 +440,39 @@ impl Orchestrator {
             }
         }
         Ok(report)
+    }
+
+    /// Reconciles the one instance (or pool container) whose container the engine just reported
+    /// dead or removed, with the same rules as [`Self::reconcile`]. Returns the new status when
+    /// an instance row moved.
+    pub async fn reconcile_container(&self, slug: &str) -> Result<Option<InstanceStatus>> {
+        // Pool first, as in `reconcile`, so a container handed out meanwhile is still found.
+        if let Some(pooled) = self.store.get_pool_container_by_slug(slug).await? {
+            let reference = pooled
+                .container_id
+                .clone()
+                .unwrap_or_else(|| spec::container_name(slug));
+            let found = self.engine.inspect(&reference).await.map_err(engine_err)?;
+            if pool_container_lost(&pooled, found.as_ref()) {
+                self.drop_pool_container(&pooled).await?;
+            }
+            return Ok(None);
+        }
+        let Some(row) = self.store.get_instance_by_slug(slug).await? else {
+            return Ok(None);
+        };
+        let reference = row
+            .container_id
+            .clone()
+            .unwrap_or_else(|| spec::container_name(slug));
+        let found = self.engine.inspect(&reference).await.map_err(engine_err)?;
+        let Some((to, reason)) = judge(&row, found.as_ref()) else {
+            return Ok(None);
+        };
+        let moved = self
+            .transition(&Actor::system(), &row, &[row.status], to, Some(reason))
+            .await?;
+        Ok(moved.then_some(to))
     }
 
     /// Runs [`Self::reconcile`] now and then every `every`, logging failures, until the task is
@@ -433,8 +509,13 @@ impl Orchestrator {
     ) -> Result<Upstream> {
         self.expect_transition(actor, instance, &[S::Requested], S::Creating)
             .await?;
-        self.ensure_network(instance, &container_spec.network)
-            .await?;
+        self.ensure_network(
+            &instance.slug,
+            Some(instance.user_id),
+            instance.droplet_id,
+            &container_spec.network,
+        )
+        .await?;
         for mount in &container_spec.mounts {
             let wanted = spec::profile_labels(instance.user_id, droplet.id);
             let labels = self
@@ -468,13 +549,7 @@ impl Orchestrator {
             )
             .await?;
         if let Some(password) = password {
-            let sealed = seal::seal(
-                &self.keyring,
-                CREDENTIALS_PURPOSE,
-                &InstanceCredentials { password },
-                i64::MAX,
-            )
-            .ok_or_else(|| AdminError::InvalidData("cannot seal instance credentials".into()))?;
+            let sealed = self.seal_password(password)?;
             self.store
                 .set_instance_credentials(instance.id, Some(&sealed))
                 .await?;
@@ -485,10 +560,34 @@ impl Orchestrator {
     }
 
     /// Starts the container of a row in `starting`, waits until ready, moves it to `running`.
-    async fn boot(
+    pub(super) async fn boot(
         &self,
         actor: &Actor,
         instance_id: i64,
+        container_id: &str,
+        droplet: &Droplet,
+    ) -> Result<Upstream> {
+        let upstream = self.start_and_locate(container_id, droplet).await?;
+        let upstream_text = upstream.to_string();
+        let instance = self.reload(instance_id).await?;
+        self.store
+            .set_instance_container(
+                instance_id,
+                Some(container_id),
+                instance.container_name.as_deref(),
+                Some(&upstream_text),
+            )
+            .await?;
+        self.wait_ready(container_id, upstream.addr, droplet)
+            .await?;
+        self.expect_transition(actor, &instance, &[S::Starting], S::Running)
+            .await?;
+        Ok(upstream)
+    }
+
+    /// Starts a container (running already is fine) and finds where the gateway reaches it.
+    pub(super) async fn start_and_locate(
+        &self,
         container_id: &str,
         droplet: &Droplet,
     ) -> Result<Upstream> {
@@ -517,24 +616,21 @@ impl Orchestrator {
                 SocketAddr::new(*ip, port)
             }
         };
-        let upstream = Upstream { addr };
-        let upstream_text = upstream.to_string();
-        let instance = self.reload(instance_id).await?;
-        self.store
-            .set_instance_container(
-                instance_id,
-                Some(container_id),
-                instance.container_name.as_deref(),
-                Some(&upstream_text),
-            )
-            .await?;
-        self.wait_ready(container_id, addr, droplet).await?;
-        self.expect_transition(actor, &instance, &[S::Starting], S::Running)
-            .await?;
-        Ok(upstream)
+        Ok(Upstream { addr })
     }
 
-    async fn wait_ready(
+    /// Seals a desktop password for the row that keeps it.
+    pub(super) fn seal_password(&self, password: String) -> Result<String> {
+        seal::seal(
+            &self.keyring,
+            CREDENTIALS_PURPOSE,
+            &InstanceCredentials { password },
+            i64::MAX,
+        )
+        .ok_or_else(|| AdminError::InvalidData("cannot seal instance credentials".into()))
+    }
+
+    pub(super) async fn wait_ready(
         &self,
         container_id: &str,
         addr: SocketAddr,
@@ -543,6 +639,9 @@ impl Orchestrator {
         let probe = Probe::for_droplet(droplet.droplet_type, droplet.health_path.as_deref());
         let timeout = self.options.ready_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
+        // Most containers answer within milliseconds of their start: look again soon, then
+        // less and less often.
+        let mut pause = FIRST_POLL;
         loop {
             let last = match probe_once(addr, &probe).await {
                 Ok(()) => return Ok(()),
@@ -562,13 +661,14 @@ impl Orchestrator {
                     ));
                 }
             }
-            if tokio::time::Instant::now() + POLL >= deadline {
+            if tokio::time::Instant::now() + pause >= deadline {
                 return Err(AdminError::NotReady(format!(
                     "not ready after {} s (last probe: {last})",
                     timeout.as_secs_f64()
                 )));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(POLL);
         }
     }
 
@@ -638,7 +738,13 @@ impl Orchestrator {
         }
     }
 
-    async fn fail_launch(&self, actor: &Actor, instance_id: i64, name: &str, error: &AdminError) {
+    pub(super) async fn fail_launch(
+        &self,
+        actor: &Actor,
+        instance_id: i64,
+        name: &str,
+        error: &AdminError,
+    ) {
         // Best effort: the row must end in `error` and no container may be left behind; with
         // no container recorded, the row can never be woken (only destroyed).
         if self.engine.remove(name).await.is_ok() {
@@ -663,7 +769,7 @@ impl Orchestrator {
     // Helpers
     // -----------------------------------------------------------------------------------------
 
-    fn exposure(&self) -> Exposure {
+    pub(super) fn exposure(&self) -> Exposure {
         match self.options.upstream_mode {
             UpstreamMode::PublishedLoopback => Exposure::LoopbackEphemeral,
             UpstreamMode::ContainerNetwork => Exposure::NetworkOnly,
@@ -674,7 +780,7 @@ impl Orchestrator {
     /// inter-container traffic off) when the gateway dials published ports; a private network
     /// per instance when the gateway dials container addresses (a gateway container on a
     /// shared network with traffic between containers off could not reach them either).
-    fn network_for(&self, droplet: &Droplet, slug: &str) -> String {
+    pub(super) fn network_for(&self, droplet: &Droplet, slug: &str) -> String {
         match self.options.upstream_mode {
             UpstreamMode::PublishedLoopback => droplet
                 .network
@@ -685,14 +791,25 @@ impl Orchestrator {
         }
     }
 
-    async fn ensure_network(&self, instance: &Instance, network: &str) -> Result<()> {
+    /// Makes sure the network of a container exists. A private per-instance network (mode
+    /// `container-network`) carries the instance's labels so reconciliation can tell it is ours;
+    /// pool containers have no user yet.
+    pub(super) async fn ensure_network(
+        &self,
+        slug: &str,
+        user_id: Option<i64>,
+        droplet_id: i64,
+        network: &str,
+    ) -> Result<()> {
         let labels = match self.options.upstream_mode {
             UpstreamMode::PublishedLoopback => {
                 BTreeMap::from([(LABEL_MANAGED.to_owned(), "network".to_owned())])
             }
             UpstreamMode::ContainerNetwork => {
-                let mut labels =
-                    spec::instance_labels(&instance.slug, instance.user_id, instance.droplet_id);
+                let mut labels = spec::instance_labels(slug, user_id.unwrap_or(0), droplet_id);
+                if user_id.is_none() {
+                    labels.remove(super::engine::LABEL_USER);
+                }
                 labels.insert(LABEL_DEPLOYMENT.to_owned(), self.options.deployment.clone());
                 labels
             }
@@ -710,7 +827,7 @@ impl Orchestrator {
             })
     }
 
-    async fn limits(&self) -> Result<AdmissionLimits> {
+    pub(super) async fn limits(&self) -> Result<AdmissionLimits> {
         let info = self.engine.info().await.map_err(engine_err)?;
         Ok(AdmissionLimits {
             max_per_user: i64::from(self.options.max_per_user),
@@ -722,7 +839,7 @@ impl Orchestrator {
         })
     }
 
-    async fn reload(&self, id: i64) -> Result<Instance> {
+    pub(super) async fn reload(&self, id: i64) -> Result<Instance> {
         self.store
             .get_instance(id)
             .await?
@@ -730,7 +847,7 @@ impl Orchestrator {
     }
 
     /// Compare-and-set transition plus its audit entry; false when the row was elsewhere.
-    async fn transition(
+    pub(super) async fn transition(
         &self,
         actor: &Actor,
         instance: &Instance,
@@ -766,7 +883,7 @@ impl Orchestrator {
         }
     }
 
-    async fn audit(
+    pub(super) async fn audit(
         &self,
         actor: &Actor,
         instance: &Instance,
@@ -809,6 +926,41 @@ impl Orchestrator {
         if Arc::strong_count(&lock) == 2 {
             map.remove(&id);
         }
+    }
+}
+
+/// What reconciliation makes of a row given its container (or its absence): a new status and
+/// why, or `None` to leave it. Only settled rows are judged.
+fn judge(
+    row: &Instance,
+    found: Option<&super::engine::ContainerInfo>,
+) -> Option<(InstanceStatus, &'static str)> {
+    if !matches!(row.status, S::Running | S::Stopped | S::Error) {
+        return None;
+    }
+    match (row.status, found) {
+        (S::Error, None) if row.container_id.is_none() => None,
+        (_, None) => Some((S::Gone, "the container disappeared")),
+        (S::Running, Some(c)) if c.state != ContainerState::Running => {
+            Some((S::Stopped, "the container stopped outside Flowcase"))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a ready pool container can no longer be handed out: its container vanished, or
+/// it was started ahead and is not running any more.
+fn pool_container_lost(
+    pooled: &crate::store::instances::PoolContainer,
+    found: Option<&super::engine::ContainerInfo>,
+) -> bool {
+    use crate::store::instances::PoolStatus;
+    if pooled.status != PoolStatus::Ready {
+        return false;
+    }
+    match found {
+        None => true,
+        Some(c) => pooled.started && c.state != ContainerState::Running,
     }
 }
 

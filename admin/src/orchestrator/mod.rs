@@ -6,16 +6,31 @@
 //! - [`spec`]: the container an instance gets (pure: limits, hardening, labels, profile volume);
 //! - [`ready`]: when a started container counts as ready;
 //! - [`lifecycle`]: launch, start, stop, destroy, `ensure_running` for the gateway and
-//!   reconciliation, every transition persisted and audited.
+//!   reconciliation, every transition persisted and audited;
+//! - [`activity`]: what the gateway saw users do, batched into the database; [`reaper`]: idle
+//!   and expired instances stopped or destroyed;
+//! - [`events`]: the engine's event stream and the engine's health (`/readyz`);
+//! - [`pool`]: warm pools of containers made ahead;
+//! - [`stats`]: CPU and memory per instance and for the host;
+//! - [`catalogue`]: droplet definitions as operators write them (command line, JSON catalogue).
 //!
-//! Time comes from a [`Clock`] so that stored timestamps are testable; waits use tokio's
-//! monotonic timers and are all bounded.
+//! [`Orchestrator::spawn_background`] starts every background task (reconciler, event watcher,
+//! reaper, pool filler, activity flusher) in one call.
+//!
+//! Time comes from a [`Clock`] so that stored timestamps and idle decisions are testable; waits
+//! use tokio's monotonic timers and are all bounded.
 
+pub mod activity;
+pub mod catalogue;
 pub mod docker;
 pub mod engine;
+pub mod events;
 pub mod lifecycle;
+pub mod pool;
 pub mod ready;
+pub mod reaper;
 pub mod spec;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,8 +44,13 @@ use serde::{Deserialize, Serialize};
 use crate::secrets::Keyring;
 use crate::store::{Store, User};
 
+pub use activity::ActivityReporter;
 pub use engine::{Engine, EngineError};
+pub use events::EngineHealth;
 pub use lifecycle::ReconcileReport;
+pub use pool::PoolReport;
+pub use reaper::ReapReport;
+pub use stats::{HostStats, InstanceStats};
 
 /// Purpose the per-instance credentials are sealed for (AEAD associated data).
 pub const CREDENTIALS_PURPOSE: &str = "instance-credentials";
@@ -71,6 +91,44 @@ pub struct Options {
     /// Value of the `flowcase.deployment` label: reconciliation only ever touches containers
     /// of its own deployment.
     pub deployment: String,
+    /// Instances without activity for this long are stopped (or destroyed, per droplet) unless
+    /// their droplet says otherwise; zero = never.
+    pub idle_timeout: Duration,
+    /// Instances are destroyed this long after their creation unless their droplet says
+    /// otherwise; zero = never.
+    pub max_lifetime: Duration,
+    /// How often the background tasks run.
+    pub intervals: Intervals,
+}
+
+/// Periods of the background tasks started by [`Orchestrator::spawn_background`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intervals {
+    /// Full reconciliation with the engine (the safety net under the event stream).
+    pub reconcile: Duration,
+    /// Idle and lifetime sweep.
+    pub reap: Duration,
+    /// Warm pool top-up (launches also nudge it at once).
+    pub pool: Duration,
+    /// Activity batch written to the database.
+    pub activity_flush: Duration,
+    /// Health ping of the engine while its event stream is open.
+    pub engine_ping: Duration,
+    /// Longest pause between reconnection attempts while the engine is down.
+    pub engine_backoff_max: Duration,
+}
+
+impl Default for Intervals {
+    fn default() -> Self {
+        Self {
+            reconcile: Duration::from_secs(60),
+            reap: Duration::from_secs(15),
+            pool: Duration::from_secs(10),
+            activity_flush: Duration::from_secs(5),
+            engine_ping: Duration::from_secs(10),
+            engine_backoff_max: Duration::from_secs(15),
+        }
+    }
 }
 
 impl Options {
@@ -85,6 +143,9 @@ impl Options {
             stop_grace: Duration::from_secs(10),
             remove_orphans: true,
             deployment: config.docker.deployment.clone(),
+            idle_timeout: config.instances.idle_timeout.get(),
+            max_lifetime: config.instances.max_lifetime.get(),
+            intervals: Intervals::default(),
         }
     }
 }
@@ -152,6 +213,14 @@ pub struct Orchestrator {
     /// Serialises network creation: Docker 20.10 lets two concurrent creates of one name both
     /// succeed, and containers then fail on an ambiguous network name.
     networks: tokio::sync::Mutex<()>,
+    /// Activity seen by the gateway, not yet written.
+    activity: ActivityReporter,
+    /// The engine as the event watcher last saw it.
+    health: Mutex<EngineHealth>,
+    /// Wakes the pool filler early (a launch took a container, one died).
+    pool_wanted: tokio::sync::Notify,
+    /// One pool top-up at a time in this process.
+    pool_filling: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Orchestrator {
@@ -171,6 +240,8 @@ impl Orchestrator {
         clock: Arc<dyn Clock>,
         options: Options,
     ) -> Self {
+        let activity = ActivityReporter::new(Arc::clone(&clock));
+        let health = Mutex::new(EngineHealth::unknown(clock.now_millis()));
         Self {
             store,
             engine,
@@ -179,7 +250,27 @@ impl Orchestrator {
             options,
             starting: Mutex::new(HashMap::new()),
             networks: tokio::sync::Mutex::new(()),
+            activity,
+            health,
+            pool_wanted: tokio::sync::Notify::new(),
+            pool_filling: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Starts every background task: the periodic reconciler, the engine event watcher (which
+    /// also keeps [`Self::engine_health`] current and reconnects with backoff), the idle and
+    /// lifetime reaper, the warm pool filler and the activity flusher. The control plane calls
+    /// this once after [`Self::prepare`]; the tasks run until aborted (dropping the handles
+    /// leaves them running).
+    pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let every = self.options.intervals;
+        vec![
+            self.spawn_reconciler(every.reconcile),
+            self.spawn_event_watcher(),
+            self.spawn_reaper(every.reap),
+            self.spawn_pool_filler(every.pool),
+            self.spawn_activity_flusher(every.activity_flush),
+        ]
     }
 
     /// Its settings.

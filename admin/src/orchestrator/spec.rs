@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::engine::{
     ContainerSpec, Exposure, LABEL_DEPLOYMENT, LABEL_DROPLET, LABEL_INSTANCE, LABEL_MANAGED,
-    LABEL_USER, VolumeMount,
+    LABEL_POOL, LABEL_USER, VolumeMount,
 };
 use crate::error::{AdminError, Result};
 use crate::store::{Droplet, DropletType, TargetKind};
@@ -174,7 +174,38 @@ pub fn profile_volume_name(droplet: &Droplet, user_id: i64, user_name: &str) -> 
     Ok(name.to_owned())
 }
 
-fn validate_caps(caps: &[String]) -> Result<Vec<String>> {
+/// Why a droplet cannot keep a warm pool, or `None` when it can. A pooled container is created
+/// before anyone asks for it, so it cannot carry a user's profile volume (Docker cannot add a
+/// mount to an existing container, and recreating it at hand-out would cost what the pool
+/// saves): droplets with a profile mount get no pool.
+pub fn pool_refusal(droplet: &Droplet) -> Option<&'static str> {
+    if droplet.target != TargetKind::Container {
+        Some("an external droplet has no containers to pool")
+    } else if droplet
+        .profile_mount
+        .as_deref()
+        .is_some_and(|m| !m.trim().is_empty())
+    {
+        Some("a warm pool cannot hold per-user profiles: remove the profile mount or the pool")
+    } else {
+        None
+    }
+}
+
+/// The container of a warm pool place: the droplet's container with the future instance slug,
+/// marked as pooled and owned by nobody. `input.user_id`/`user_name` are ignored.
+pub fn pool_spec(droplet: &Droplet, input: &SpecInput<'_>) -> Result<ContainerSpec> {
+    if let Some(reason) = pool_refusal(droplet) {
+        return Err(invalid("pool_size", reason));
+    }
+    let mut spec = container_spec(droplet, input)?;
+    spec.labels.remove(LABEL_USER);
+    spec.labels
+        .insert(LABEL_POOL.to_owned(), droplet.id.to_string());
+    Ok(spec)
+}
+
+pub(crate) fn validate_caps(caps: &[String]) -> Result<Vec<String>> {
     caps.iter()
         .map(|cap| {
             let upper = cap.trim().to_ascii_uppercase();
@@ -194,7 +225,7 @@ fn validate_caps(caps: &[String]) -> Result<Vec<String>> {
         .collect()
 }
 
-fn validate_mount(path: &str) -> Result<String> {
+pub(crate) fn validate_mount(path: &str) -> Result<String> {
     let ok = path.starts_with('/')
         && path != "/"
         && !path.split('/').any(|part| part == ".." || part == ".")
@@ -340,6 +371,8 @@ mod tests {
             pids_limit: None,
             health_path: None,
             profile_mount: Some("/home/user".into()),
+            idle_action: crate::store::droplets::IdleAction::Stop,
+            pool_started: false,
             created_at: 0,
             updated_at: 0,
         }
@@ -475,6 +508,18 @@ mod tests {
         d.image = Some("x".into());
         d.target = TargetKind::External;
         assert!(container_spec(&d, &input(None)).is_err());
+    }
+
+    #[test]
+    fn pool_containers_belong_to_nobody_and_never_hold_a_profile() {
+        let mut d = droplet(DropletType::Vnc);
+        assert!(pool_spec(&d, &input(Some("pw"))).is_err(), "profile mount");
+        d.profile_mount = None;
+        let spec = pool_spec(&d, &input(Some("pw"))).unwrap();
+        assert!(!spec.labels.contains_key("flowcase.user"));
+        assert_eq!(spec.labels["flowcase.pool"], "7");
+        assert_eq!(spec.labels["flowcase.instance"], "abc123");
+        assert!(spec.mounts.is_empty());
     }
 
     #[test]

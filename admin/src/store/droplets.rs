@@ -29,6 +29,16 @@ text_enum! {
 }
 
 text_enum! {
+    /// What the idle reaper does with an instance nobody used for its idle timeout.
+    pub enum IdleAction {
+        /// Stop the container; the next visit wakes it.
+        Stop = "stop",
+        /// Remove the container (the profile volume stays); the user launches anew.
+        Destroy = "destroy",
+    }
+}
+
+text_enum! {
     /// Where the droplet runs.
     pub enum TargetKind {
         /// A container started per user from `image`.
@@ -44,7 +54,8 @@ macro_rules! columns {
          cpu_millicores, memory_mb, ports_json, env_json, labels_json, profile_path, network, \
          idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, external_host, \
          external_port, external_username, external_credentials, cap_add_json, read_only_root, \
-         pids_limit, health_path, profile_mount, created_at, updated_at"
+         pids_limit, health_path, profile_mount, idle_action, pool_started, created_at, \
+         updated_at"
     };
 }
 
@@ -82,11 +93,14 @@ pub struct Droplet {
     pub profile_path: Option<String>,
     /// Docker network to attach to.
     pub network: Option<String>,
-    /// Stop an instance after this long without activity.
+    /// Stop (or destroy, per `idle_action`) an instance after this long without activity;
+    /// `None` = the configured default, 0 = never.
     pub idle_timeout_secs: Option<i64>,
-    /// Stop an instance this long after it started, whatever its activity.
+    /// Destroy an instance this long after it was created, whatever its activity; `None` = the
+    /// configured default, 0 = never.
     pub max_lifetime_secs: Option<i64>,
-    /// Number of pre-started spare instances.
+    /// Number of containers kept created (or started, with `pool_started`) ahead for launches.
+    /// Only for droplets without a profile: a pooled container exists before its user does.
     pub pool_size: i64,
     /// Icon URL or asset name.
     pub icon: Option<String>,
@@ -111,6 +125,10 @@ pub struct Droplet {
     pub health_path: Option<String>,
     /// Where the persistent profile volume is mounted in the container; `None` = no profile.
     pub profile_mount: Option<String>,
+    /// What the reaper does with an idle instance.
+    pub idle_action: IdleAction,
+    /// Whether warm pool containers are started (and ready) ahead, not only created.
+    pub pool_started: bool,
     /// Creation time, unix milliseconds.
     pub created_at: i64,
     /// Last modification time, unix milliseconds.
@@ -149,6 +167,8 @@ impl Droplet {
             pids_limit: row.try_get("pids_limit")?,
             health_path: row.try_get("health_path")?,
             profile_mount: row.try_get("profile_mount")?,
+            idle_action: get_enum(row, "idle_action")?,
+            pool_started: get_flag(row, "pool_started")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -214,6 +234,10 @@ pub struct NewDroplet {
     pub health_path: Option<String>,
     /// Profile mount point in the container (`None` = no profile).
     pub profile_mount: Option<String>,
+    /// What the reaper does with an idle instance.
+    pub idle_action: IdleAction,
+    /// Start warm pool containers ahead.
+    pub pool_started: bool,
 }
 
 impl NewDroplet {
@@ -253,6 +277,8 @@ impl NewDroplet {
             pids_limit: None,
             health_path: None,
             profile_mount: None,
+            idle_action: IdleAction::Stop,
+            pool_started: false,
         }
     }
 }
@@ -266,9 +292,10 @@ impl Store {
              network, idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, \
              external_host, external_port, external_username, external_credentials, \
              cap_add_json, read_only_root, pids_limit, health_path, profile_mount, \
-             created_at, updated_at) \
+             idle_action, pool_started, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $29) RETURNING ",
+             $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $31) \
+             RETURNING ",
             columns!()
         ))
         .bind(new.tenant_id)
@@ -299,6 +326,8 @@ impl Store {
         .bind(new.pids_limit)
         .bind(new.health_path.as_deref())
         .bind(new.profile_mount.as_deref())
+        .bind(new.idle_action.as_str())
+        .bind(flag(new.pool_started))
         .bind(now)
         .fetch_one(&self.pool)
         .await?;

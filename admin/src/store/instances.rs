@@ -247,6 +247,32 @@ impl Store {
         expect_one(result, "instance")
     }
 
+    /// Notes the activity the gateway saw since the last batch: one `(instance id, unix ms)` per
+    /// instance, in one transaction. Times only move forward (two gateway processes may report
+    /// out of order); ids without a row are skipped. Returns how many rows moved.
+    pub async fn touch_instances(&self, seen: &[(i64, i64)]) -> Result<u64> {
+        if seen.is_empty() {
+            return Ok(0);
+        }
+        // Immediate on SQLite: it writes anyway, and waiting for the lock up front is what
+        // the busy timeout covers.
+        let mut tx = self.begin_write().await?;
+        let mut moved = 0;
+        for &(id, at) in seen {
+            let result = sqlx::query(
+                "UPDATE instances SET last_activity_at = $2 \
+                 WHERE id = $1 AND (last_activity_at IS NULL OR last_activity_at < $2)",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            moved += result.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
     /// Deletes an instance row (its container must already be gone).
     pub async fn delete_instance(&self, id: i64) -> Result<()> {
         let result = sqlx::query("DELETE FROM instances WHERE id = $1")
@@ -309,6 +335,13 @@ pub enum Refusal {
         /// The total limit.
         limit: i64,
     },
+    /// The members of one of the user's groups together hold that group's `limit`.
+    GroupQuota {
+        /// The group's name.
+        group: String,
+        /// The group's limit (`groups.max_instances`).
+        limit: i64,
+    },
     /// Running this instance would allocate more CPU or memory than the engine has.
     Capacity {
         /// `"cpu"` (millicores) or `"memory"` (MiB).
@@ -351,28 +384,10 @@ impl Store {
     ) -> Result<std::result::Result<Instance, Refusal>> {
         let mut tx = self.begin_write().await?;
         self.lock_admissions(&mut tx).await?;
-        let user_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM instances WHERE user_id = $1 AND status IN {QUOTA_STATUSES}"
-        )))
-        .bind(new.user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if user_count >= limits.max_per_user {
-            return Ok(Err(Refusal::UserQuota {
-                limit: limits.max_per_user,
-            }));
+        if let Some(refusal) = quota_refusal(&mut tx, new.user_id, limits).await? {
+            return Ok(Err(refusal));
         }
-        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM instances WHERE status IN {QUOTA_STATUSES}"
-        )))
-        .fetch_one(&mut *tx)
-        .await?;
-        if total >= limits.max_total {
-            return Ok(Err(Refusal::TotalQuota {
-                limit: limits.max_total,
-            }));
-        }
-        let held = allocated(&mut tx, limits, None).await?;
+        let held = allocated(&mut tx, limits, None, None).await?;
         if let Some(refusal) = capacity_refusal(limits, held, need) {
             return Ok(Err(refusal));
         }
@@ -429,7 +444,7 @@ impl Store {
         if instance.container_id.is_none() {
             return Ok(StartClaim::Ended(instance.status));
         }
-        let held = allocated(&mut tx, limits, Some(id)).await?;
+        let held = allocated(&mut tx, limits, Some(id), None).await?;
         if let Some(refusal) = capacity_refusal(limits, held, need) {
             return Ok(StartClaim::Refused(refusal));
         }
@@ -503,7 +518,7 @@ impl Store {
     /// droplets without limits.
     pub async fn allocated_resources(&self, limits: &AdmissionLimits) -> Result<Allocation> {
         let mut conn = self.pool.acquire().await?;
-        allocated(&mut conn, limits, None).await
+        allocated(&mut conn, limits, None, None).await
     }
 
     async fn lock_admissions(&self, tx: &mut sqlx::AnyConnection) -> Result<()> {
@@ -519,18 +534,79 @@ impl Store {
     }
 }
 
+/// The per-user, total and per-group quotas, checked for one more instance of `user_id`.
+async fn quota_refusal(
+    conn: &mut sqlx::AnyConnection,
+    user_id: i64,
+    limits: &AdmissionLimits,
+) -> Result<Option<Refusal>> {
+    let user_count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM instances WHERE user_id = $1 AND status IN {QUOTA_STATUSES}"
+    )))
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if user_count >= limits.max_per_user {
+        return Ok(Some(Refusal::UserQuota {
+            limit: limits.max_per_user,
+        }));
+    }
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM instances WHERE status IN {QUOTA_STATUSES}"
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    if total >= limits.max_total {
+        return Ok(Some(Refusal::TotalQuota {
+            limit: limits.max_total,
+        }));
+    }
+    // Each limited group of the user, with what all its members hold together.
+    let groups = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT g.name, g.max_instances, \
+           (SELECT COUNT(*) FROM instances i WHERE i.status IN {QUOTA_STATUSES} \
+              AND i.user_id IN (SELECT m2.user_id FROM memberships m2 \
+                                WHERE m2.group_id = g.id)) AS held \
+         FROM groups g JOIN memberships m ON m.group_id = g.id \
+         WHERE m.user_id = $1 AND g.max_instances IS NOT NULL ORDER BY g.id"
+    )))
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &groups {
+        let limit: i64 = row.try_get("max_instances")?;
+        let held: i64 = row.try_get("held")?;
+        if held >= limit {
+            return Ok(Some(Refusal::GroupQuota {
+                group: row.try_get("name")?,
+                limit,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// CPU and memory held by instances that run or are about to, and by warm pool containers
+/// started ahead (they run too), leaving out one instance and one pool container (the row being
+/// started or handed out, which is charged as the need instead).
 async fn allocated(
     conn: &mut sqlx::AnyConnection,
     limits: &AdmissionLimits,
     except: Option<i64>,
+    except_pool: Option<i64>,
 ) -> Result<Allocation> {
     let rows = sqlx::query(
         "SELECT d.cpu_millicores, d.memory_mb FROM instances i \
          JOIN droplets d ON d.id = i.droplet_id \
          WHERE i.status IN ('requested', 'creating', 'starting', 'running', 'stopping') \
-         AND i.id <> $1",
+         AND i.id <> $1 \
+         UNION ALL \
+         SELECT d.cpu_millicores, d.memory_mb FROM pool_containers p \
+         JOIN droplets d ON d.id = p.droplet_id \
+         WHERE p.started = 1 AND p.id <> $2",
     )
     .bind(except.unwrap_or(-1))
+    .bind(except_pool.unwrap_or(-1))
     .fetch_all(&mut *conn)
     .await?;
     let mut sum = Allocation::default();
@@ -565,4 +641,310 @@ fn capacity_refusal(
         });
     }
     None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group limits.
+// ---------------------------------------------------------------------------------------------
+
+impl Store {
+    /// Sets how many instances the members of a group may hold together (`None` = no limit).
+    pub async fn set_group_instance_limit(&self, group_id: i64, limit: Option<i64>) -> Result<()> {
+        let result = sqlx::query("UPDATE groups SET max_instances = $2 WHERE id = $1")
+            .bind(group_id)
+            .bind(limit)
+            .execute(&self.pool)
+            .await?;
+        expect_one(result, "group")
+    }
+
+    /// The instance limit of a group (`None` = no limit).
+    pub async fn group_instance_limit(&self, group_id: i64) -> Result<Option<i64>> {
+        let limit: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT max_instances FROM groups WHERE id = $1")
+                .bind(group_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        limit.ok_or(crate::error::AdminError::NotFound("group"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm pools: containers made ahead for a droplet, handed out by launches.
+// ---------------------------------------------------------------------------------------------
+
+text_enum! {
+    /// Where a pool container is in its short life.
+    pub enum PoolStatus {
+        /// Reserved; its container is being created (and started).
+        Creating = "creating",
+        /// Can be handed out.
+        Ready = "ready",
+    }
+}
+
+macro_rules! pool_columns {
+    () => {
+        "id, droplet_id, slug, status, started, droplet_version, container_id, container_name, \
+         upstream, credentials, created_at"
+    };
+}
+
+/// A container of a droplet's warm pool, nobody's yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolContainer {
+    /// Primary key.
+    pub id: i64,
+    /// The droplet it was made for.
+    pub droplet_id: i64,
+    /// The slug the instance will have (the container's name and label already carry it).
+    pub slug: String,
+    /// Creating or ready.
+    pub status: PoolStatus,
+    /// Started ahead (counts against host capacity).
+    pub started: bool,
+    /// The droplet's `updated_at` when it was made; another value means the droplet changed.
+    pub droplet_version: i64,
+    /// Engine id, once created.
+    pub container_id: Option<String>,
+    /// Container name, once created.
+    pub container_name: Option<String>,
+    /// Where the gateway will reach it, once started.
+    pub upstream: Option<String>,
+    /// The sealed desktop password the container was given; never serialized.
+    #[serde(skip)]
+    pub credentials: Option<String>,
+    /// Reservation time, unix milliseconds.
+    pub created_at: i64,
+}
+
+impl PoolContainer {
+    fn from_row(row: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            droplet_id: row.try_get("droplet_id")?,
+            slug: row.try_get("slug")?,
+            status: get_enum(row, "status")?,
+            started: super::codec::get_flag(row, "started")?,
+            droplet_version: row.try_get("droplet_version")?,
+            container_id: row.try_get("container_id")?,
+            container_name: row.try_get("container_name")?,
+            upstream: row.try_get("upstream")?,
+            credentials: row.try_get("credentials")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// What to reserve with [`Store::reserve_pool_container`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPoolContainer {
+    /// The droplet.
+    pub droplet_id: i64,
+    /// The future instance slug.
+    pub slug: String,
+    /// Whether it will be started ahead.
+    pub started: bool,
+    /// The droplet's `updated_at`.
+    pub droplet_version: i64,
+}
+
+/// Outcome of [`Store::reserve_pool_container`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolReservation {
+    /// Reserved: the caller creates the container.
+    Reserved(PoolContainer),
+    /// The pool already holds `pool_size` containers of the current droplet version.
+    Full,
+    /// A started container would not fit the host.
+    Refused(Refusal),
+}
+
+/// Outcome of [`Store::admit_from_pool`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolAdmission {
+    /// The instance was admitted and owns the pool container's slug and container now.
+    Taken(Box<(Instance, PoolContainer)>),
+    /// No ready container of the current droplet version: launch the ordinary way.
+    Empty,
+    /// A quota or the host capacity refuses the instance.
+    Refused(Refusal),
+}
+
+impl Store {
+    /// Reserves a place in a droplet's warm pool when it holds fewer than `pool_size` containers
+    /// of `droplet_version`, and (for a started one) the host has room, in one write transaction
+    /// serialised like admissions, so two gateway processes filling one pool cannot overfill it.
+    pub async fn reserve_pool_container(
+        &self,
+        new: &NewPoolContainer,
+        pool_size: i64,
+        limits: &AdmissionLimits,
+        need: Allocation,
+        now: i64,
+    ) -> Result<PoolReservation> {
+        let mut tx = self.begin_write().await?;
+        self.lock_admissions(&mut tx).await?;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pool_containers WHERE droplet_id = $1 AND droplet_version = $2",
+        )
+        .bind(new.droplet_id)
+        .bind(new.droplet_version)
+        .fetch_one(&mut *tx)
+        .await?;
+        if held >= pool_size {
+            return Ok(PoolReservation::Full);
+        }
+        if new.started {
+            let allocation = allocated(&mut tx, limits, None, None).await?;
+            if let Some(refusal) = capacity_refusal(limits, allocation, need) {
+                return Ok(PoolReservation::Refused(refusal));
+            }
+        }
+        let row = sqlx::query(concat!(
+            "INSERT INTO pool_containers (droplet_id, slug, status, started, droplet_version, \
+             created_at) VALUES ($1, $2, 'creating', $3, $4, $5) RETURNING ",
+            pool_columns!()
+        ))
+        .bind(new.droplet_id)
+        .bind(new.slug.as_str())
+        .bind(super::codec::flag(new.started))
+        .bind(new.droplet_version)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let reserved = PoolContainer::from_row(&row)?;
+        tx.commit().await?;
+        Ok(PoolReservation::Reserved(reserved))
+    }
+
+    /// Records the container of a reserved pool place (before it is started, so a failure
+    /// after this point can always find and remove it).
+    pub async fn set_pool_container(
+        &self,
+        id: i64,
+        container_id: &str,
+        container_name: &str,
+        credentials: Option<&str>,
+    ) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE pool_containers SET container_id = $2, container_name = $3, \
+             credentials = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(container_id)
+        .bind(container_name)
+        .bind(credentials)
+        .execute(&self.pool)
+        .await?;
+        expect_one(result, "pool container")
+    }
+
+    /// Marks a pool container ready to be handed out; false when it was removed meanwhile.
+    pub async fn set_pool_container_ready(&self, id: i64, upstream: Option<&str>) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE pool_containers SET status = 'ready', upstream = $2 \
+             WHERE id = $1 AND status = 'creating'",
+        )
+        .bind(id)
+        .bind(upstream)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Every pool container, of all droplets, oldest first.
+    pub async fn list_pool_containers(&self) -> Result<Vec<PoolContainer>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            pool_columns!(),
+            " FROM pool_containers ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(PoolContainer::from_row).collect()
+    }
+
+    /// The pool container with this slug.
+    pub async fn get_pool_container_by_slug(&self, slug: &str) -> Result<Option<PoolContainer>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            pool_columns!(),
+            " FROM pool_containers WHERE slug = $1"
+        ))
+        .bind(slug)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(PoolContainer::from_row).transpose()
+    }
+
+    /// Forgets a pool container (its container must be removed by the caller); false when a
+    /// launch took it or someone else removed it first.
+    pub async fn delete_pool_container(&self, id: i64) -> Result<bool> {
+        let result = sqlx::query("DELETE FROM pool_containers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Admits a new instance of `new.droplet_id` for `new.user_id` (same quotas as
+    /// [`Store::admit_instance`]) by handing it the oldest ready pool container of
+    /// `droplet_version`: in one write transaction the pool row goes and the instance row comes,
+    /// with the pool's slug, container, upstream and credentials and status `starting`. So a
+    /// container is never claimed by both tables nor by neither.
+    pub async fn admit_from_pool(
+        &self,
+        new: &NewInstance,
+        droplet_version: i64,
+        limits: &AdmissionLimits,
+        need: Allocation,
+        now: i64,
+    ) -> Result<PoolAdmission> {
+        let mut tx = self.begin_write().await?;
+        self.lock_admissions(&mut tx).await?;
+        if let Some(refusal) = quota_refusal(&mut tx, new.user_id, limits).await? {
+            return Ok(PoolAdmission::Refused(refusal));
+        }
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            pool_columns!(),
+            " FROM pool_containers WHERE droplet_id = $1 AND droplet_version = $2 \
+             AND status = 'ready' AND container_id IS NOT NULL ORDER BY created_at, id LIMIT 1"
+        ))
+        .bind(new.droplet_id)
+        .bind(droplet_version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(pooled) = row.as_ref().map(PoolContainer::from_row).transpose()? else {
+            return Ok(PoolAdmission::Empty);
+        };
+        let held = allocated(&mut tx, limits, None, Some(pooled.id)).await?;
+        if let Some(refusal) = capacity_refusal(limits, held, need) {
+            return Ok(PoolAdmission::Refused(refusal));
+        }
+        sqlx::query("DELETE FROM pool_containers WHERE id = $1")
+            .bind(pooled.id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(concat!(
+            "INSERT INTO instances (slug, droplet_id, user_id, status, container_id, \
+             container_name, upstream, credentials, created_at) \
+             VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7, $8) RETURNING ",
+            columns!()
+        ))
+        .bind(pooled.slug.as_str())
+        .bind(new.droplet_id)
+        .bind(new.user_id)
+        .bind(pooled.container_id.as_deref())
+        .bind(pooled.container_name.as_deref())
+        .bind(pooled.upstream.as_deref())
+        .bind(pooled.credentials.as_deref())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let instance = Instance::from_row(&row)?;
+        tx.commit().await?;
+        Ok(PoolAdmission::Taken(Box::new((instance, pooled))))
+    }
 }

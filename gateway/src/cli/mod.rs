@@ -2,6 +2,7 @@
 //! the same way (file named by `--config` or `FLOWCASE_CONFIG`, then the environment) and exits
 //! non-zero with a message naming the problem.
 
+mod droplet;
 mod user;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,13 @@ enum Command {
         #[command(subcommand)]
         command: user::UserCommand,
     },
+    /// Manage the droplet catalogue (add, list, import a JSON catalogue).
+    Droplet {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: droplet::DropletCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -84,6 +92,7 @@ pub fn run() -> ExitCode {
             })
         }),
         Command::User { config, command } => with_config(&config, |c| user::run(c, command)),
+        Command::Droplet { config, command } => with_config(&config, |c| droplet::run(c, command)),
     }
 }
 

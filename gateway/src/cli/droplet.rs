@@ -1,0 +1,326 @@
+//! `flowcase droplet …`: fill the catalogue from the shell or a script. `add` takes one droplet
+//! as flags, `import` a JSON catalogue (an array of objects keyed like the flags; see the
+//! README), `list` prints what is there. Flags and catalogue entries go through the same
+//! parser (`flowcase_admin::orchestrator::catalogue`), so both refuse the same mistakes, each
+//! named by its field (and, for a catalogue, the entry's index).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use flowcase_admin::orchestrator::catalogue::{self, Definition, EntryError};
+use flowcase_admin::store::{Droplet, Store, Tenant, now_millis};
+use flowcase_config::Config;
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, Subcommand)]
+pub enum DropletCommand {
+    /// Add one container droplet.
+    Add(Box<AddArgs>),
+    /// List droplets.
+    List,
+    /// Import a JSON catalogue: valid entries are added, invalid ones are reported (exit 1).
+    Import {
+        /// The catalogue file (`-` for standard input).
+        file: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Display name, unique in the tenant.
+    #[arg(long)]
+    name: String,
+    /// How users reach it: http, vnc, rdp or ssh.
+    #[arg(long = "type", value_name = "TYPE")]
+    droplet_type: String,
+    /// Container image (must be present on the engine, or pulled by an admin).
+    #[arg(long)]
+    image: String,
+    /// The container port the gateway talks to.
+    #[arg(long)]
+    port: String,
+    /// Another container port to expose (repeatable).
+    #[arg(long, value_name = "PORT")]
+    extra_port: Vec<String>,
+    /// CPU limit in cores (0.5, 2).
+    #[arg(long)]
+    cores: Option<String>,
+    /// Memory limit in MiB.
+    #[arg(long, value_name = "MB")]
+    memory: Option<String>,
+    /// Process limit.
+    #[arg(long)]
+    pids_limit: Option<String>,
+    /// http: the path that must answer before an instance counts as ready.
+    #[arg(long, value_name = "PATH")]
+    health_path: Option<String>,
+    /// Where each user's persistent profile volume is mounted.
+    #[arg(long, value_name = "PATH")]
+    profile_mount: Option<String>,
+    /// Profile volume name template; must contain {user_id}.
+    #[arg(long, value_name = "TEMPLATE")]
+    profile_path: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Docker label KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// Group allowed to launch it (repeatable).
+    #[arg(long, value_name = "NAME")]
+    group: Vec<String>,
+    /// Stop idle instances after this long (30m, 2h; 0 = never; default: the configuration's).
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Destroy instances this long after creation (12h; 0 = never; default: the configuration's).
+    #[arg(long, value_name = "DURATION")]
+    max_lifetime: Option<String>,
+    /// What happens to an idle instance: stop (default) or destroy.
+    #[arg(long, value_name = "ACTION")]
+    idle_action: Option<String>,
+    /// Containers kept ready ahead (not with --profile-mount).
+    #[arg(long, value_name = "N")]
+    pool_size: Option<String>,
+    /// Start pool containers ahead, not only create them.
+    #[arg(long)]
+    pool_started: bool,
+    /// Capability given back after all are dropped (repeatable; from Docker's default set).
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Read-only root filesystem (with a private /tmp and /run).
+    #[arg(long)]
+    read_only_root: bool,
+    /// Docker network to attach to (must keep containers apart).
+    #[arg(long)]
+    network: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    #[arg(long)]
+    icon: Option<String>,
+    /// Add it hidden (not launchable until activated).
+    #[arg(long)]
+    inactive: bool,
+}
+
+impl AddArgs {
+    /// The flags as a catalogue entry, so they meet the catalogue's checks.
+    fn to_entry(&self) -> Value {
+        let mut entry = Map::new();
+        let mut put = |key: &str, value: Value| {
+            entry.insert(key.to_owned(), value);
+        };
+        put("name", json!(self.name));
+        put("type", json!(self.droplet_type));
+        put("image", json!(self.image));
+        put("port", json!(self.port));
+        let optional = [
+            ("cores", &self.cores),
+            ("memory", &self.memory),
+            ("pids_limit", &self.pids_limit),
+            ("health_path", &self.health_path),
+            ("profile_mount", &self.profile_mount),
+            ("profile_path", &self.profile_path),
+            ("idle_timeout", &self.idle_timeout),
+            ("max_lifetime", &self.max_lifetime),
+            ("idle_action", &self.idle_action),
+            ("pool_size", &self.pool_size),
+            ("network", &self.network),
+            ("description", &self.description),
+            ("icon", &self.icon),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                put(key, json!(value));
+            }
+        }
+        let lists = [
+            ("extra_port", &self.extra_port),
+            ("env", &self.env),
+            ("label", &self.label),
+            ("group", &self.group),
+            ("cap_add", &self.cap_add),
+        ];
+        for (key, values) in lists {
+            if !values.is_empty() {
+                put(key, json!(values));
+            }
+        }
+        if self.pool_started {
+            put("pool_started", json!(true));
+        }
+        if self.read_only_root {
+            put("read_only_root", json!(true));
+        }
+        if self.inactive {
+            put("active", json!(false));
+        }
+        Value::Object(entry)
+    }
+}
+
+pub fn run(config: Config, command: DropletCommand) -> anyhow::Result<()> {
+    crate::cli::block_on(async move {
+        let store = Store::open(&config)
+            .await
+            .context("cannot open the database")?;
+        let result = execute(&store, command).await;
+        store.close().await;
+        result
+    })
+}
+
+async fn tenant(store: &Store) -> anyhow::Result<Tenant> {
+    store
+        .default_tenant()
+        .await?
+        .context("the database has no default tenant: start `flowcase serve` once first")
+}
+
+async fn execute(store: &Store, command: DropletCommand) -> anyhow::Result<()> {
+    match command {
+        DropletCommand::Add(args) => {
+            let definition = catalogue::parse_entry(0, &args.to_entry())
+                .map_err(|e| anyhow::anyhow!(field_errors(&e)))?;
+            let tenant = tenant(store).await?;
+            match catalogue::create(store, tenant.id, &definition, now_millis()).await? {
+                Ok(droplet) => {
+                    println!("added droplet {} (id {})", droplet.name, droplet.id);
+                    Ok(())
+                }
+                Err(errors) => bail!(
+                    "{}",
+                    field_errors(&EntryError {
+                        index: 0,
+                        name: None,
+                        errors
+                    })
+                ),
+            }
+        }
+        DropletCommand::List => list(store).await,
+        DropletCommand::Import { file } => import(store, &file).await,
+    }
+}
+
+/// One flag per problem, named as typed (`--memory: ...`).
+fn field_errors(error: &EntryError) -> String {
+    error
+        .errors
+        .iter()
+        .map(|e| format!("--{}: {}", e.field.replace('_', "-"), e.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn import(store: &Store, file: &str) -> anyhow::Result<()> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+    };
+    let entries = catalogue::parse_catalogue(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    let tenant = tenant(store).await?;
+    let (mut imported, mut refused) = (0usize, 0usize);
+    for (index, entry) in entries.into_iter().enumerate() {
+        let outcome = match entry {
+            Ok(definition) => create(store, tenant.id, index, &definition).await?,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(droplet) => {
+                imported += 1;
+                println!(
+                    "entry {index}: imported {} (id {})",
+                    droplet.name, droplet.id
+                );
+            }
+            Err(e) => {
+                refused += 1;
+                eprintln!("{file}: {e}");
+            }
+        }
+    }
+    println!("{imported} droplet(s) imported, {refused} refused");
+    if refused > 0 {
+        bail!(
+            "{refused} catalogue entr{} refused",
+            if refused == 1 { "y" } else { "ies" }
+        );
+    }
+    Ok(())
+}
+
+async fn create(
+    store: &Store,
+    tenant_id: i64,
+    index: usize,
+    definition: &Definition,
+) -> anyhow::Result<Result<Droplet, EntryError>> {
+    Ok(
+        catalogue::create(store, tenant_id, definition, now_millis())
+            .await?
+            .map_err(|errors| EntryError {
+                index,
+                name: Some(definition.droplet.name.clone()),
+                errors,
+            }),
+    )
+}
+
+fn duration(secs: Option<i64>) -> String {
+    match secs {
+        None => "default".into(),
+        Some(0) => "never".into(),
+        Some(s) => flowcase_config::Duration::from_secs(u64::try_from(s).unwrap_or(0)).to_string(),
+    }
+}
+
+async fn list(store: &Store) -> anyhow::Result<()> {
+    let groups: BTreeMap<i64, String> = store
+        .list_groups()
+        .await?
+        .into_iter()
+        .map(|g| (g.id, g.name))
+        .collect();
+    println!(
+        "{:>4}  {:<20} {:<5} {:<32} {:>5} {:>5} {:>6} {:<8} {:<16} {:<9} groups",
+        "id", "name", "type", "image", "port", "cores", "MiB", "idle", "pool", "state"
+    );
+    for d in store.list_droplets().await? {
+        let names: Vec<&str> = store
+            .droplet_group_ids(d.id)
+            .await?
+            .iter()
+            .filter_map(|id| groups.get(id).map(String::as_str))
+            .collect();
+        let port = d
+            .ports
+            .first()
+            .map_or_else(|| "-".to_owned(), ToString::to_string);
+        let cores = d
+            .cpu_millicores
+            .map_or_else(|| "-".to_owned(), |m| format!("{}", m as f64 / 1000.0));
+        let pool = match (d.pool_size, d.pool_started) {
+            (0, _) => "-".to_owned(),
+            (n, true) => format!("{n} started"),
+            (n, false) => format!("{n} created"),
+        };
+        println!(
+            "{:>4}  {:<20} {:<5} {:<32} {:>5} {:>5} {:>6} {:<8} {:<16} {:<9} {}",
+            d.id,
+            d.name,
+            d.droplet_type,
+            d.image.as_deref().unwrap_or("-"),
+            port,
+            cores,
+            d.memory_mb
+                .map_or_else(|| "-".to_owned(), |m| m.to_string()),
+            format!("{} {}", duration(d.idle_timeout_secs), d.idle_action),
+            pool,
+            if d.active { "active" } else { "inactive" },
+            names.join(",")
+        );
+    }
+    Ok(())
+}

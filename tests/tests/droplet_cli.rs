@@ -1,0 +1,235 @@
+//! `flowcase droplet add|list|import` through the real binary: flags and catalogue entries are
+//! validated field by field, mistakes are named (entry index and field for a catalogue), valid
+//! entries are imported next to refused ones, and what was stored is what was asked.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use flowcase_admin::Store;
+use flowcase_admin::store::droplets::IdleAction;
+use flowcase_e2e::GatewayDir;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn droplet_commands_fill_and_show_the_catalogue() {
+    let dir = GatewayDir::new();
+    assert!(dir.cli(&["migrate"]).status.success());
+    let add_web = [
+        "droplet",
+        "add",
+        "--name",
+        "Web",
+        "--type",
+        "http",
+        "--image",
+        "example/web:1",
+        "--port",
+        "8080",
+        "--cores",
+        "0.5",
+        "--memory",
+        "128",
+        "--health-path",
+        "/health",
+        "--env",
+        "GREETING=hello world",
+        "--env",
+        "MODE=a=b",
+        "--group",
+        "User",
+        "--idle-timeout",
+        "30m",
+        "--idle-action",
+        "destroy",
+        "--pool-size",
+        "2",
+        "--pool-started",
+    ];
+    // The catalogue lives in the default tenant that the first start creates.
+    let early = dir.cli(&add_web);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(
+        stderr(&early).contains("flowcase serve"),
+        "{}",
+        stderr(&early)
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut gw = flowcase_e2e::Gateway::start(&dir).await;
+        gw.stop();
+    });
+
+    let out = dir.cli(&add_web);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("added droplet Web"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Every bad flag is named, nothing is stored.
+    let bad = dir.cli(&[
+        "droplet",
+        "add",
+        "--name",
+        "Bad",
+        "--type",
+        "telnet",
+        "--image",
+        "x",
+        "--port",
+        "0",
+        "--memory",
+        "lots",
+        "--env",
+        "NOEQUALS",
+        "--cap-add",
+        "SYS_ADMIN",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = stderr(&bad);
+    for flag in ["--type", "--port", "--memory", "--env", "--cap-add"] {
+        assert!(
+            err.contains(&format!("{flag}: ")),
+            "{flag} not named: {err}"
+        );
+    }
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--pool-size", "1", "--profile-mount", "/home/user"],
+            "--pool-size: a warm pool cannot hold per-user profiles",
+        ),
+        (
+            &[
+                "--profile-mount",
+                "/home/user",
+                "--profile-path",
+                "/p/{user_name}",
+            ],
+            "{user_id}",
+        ),
+        (&["--group", "Nobody"], "--group: no group named \"Nobody\""),
+        (&["--idle-timeout", "soon"], "--idle-timeout: "),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec![
+            "droplet", "add", "--name", "Odd", "--type", "vnc", "--image", "x", "--port", "5900",
+        ];
+        args.extend_from_slice(extra);
+        let out = dir.cli(&args);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+    }
+    let dup = dir.cli(&add_web);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
+
+    // A catalogue: good entries are imported, bad ones named by index and field.
+    let catalogue = dir.dir.path().join("catalogue.json");
+    std::fs::write(
+        &catalogue,
+        r#"[
+          {"name": "Desktop", "type": "vnc", "image": "example/desk:2", "port": 5900,
+           "memory": 1024, "profile_mount": "/home/user", "profile_path": "home-{user_id}",
+           "group": ["User", "Admin"], "max_lifetime": "12h", "read_only_root": true},
+          {"name": "Broken", "type": "http", "image": "x", "port": 80, "memory": "lots",
+           "colour": "red"},
+          {"name": "Lost", "type": "ssh", "image": "x", "port": 22, "group": ["Ghosts"]},
+          {"name": "Shell", "type": "ssh", "image": "example/ssh:1", "port": "22",
+           "cores": "2", "idle_timeout": 0, "label": {"team": "ops"}}
+        ]"#,
+    )
+    .unwrap();
+    let out = dir.cli(&["droplet", "import", catalogue.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "refused entries fail the command"
+    );
+    let (shown, err) = (stdout(&out), stderr(&out));
+    assert!(
+        shown.contains("2 droplet(s) imported, 2 refused"),
+        "{shown}"
+    );
+    assert!(err.contains("entry 1 (\"Broken\"): "), "{err}");
+    assert!(err.contains("memory: must be a whole number"), "{err}");
+    assert!(err.contains("colour: unknown field"), "{err}");
+    assert!(
+        err.contains("entry 2 (\"Lost\"): group: no group named \"Ghosts\""),
+        "{err}"
+    );
+    assert!(
+        !err.contains("entry 0") && !err.contains("entry 3"),
+        "{err}"
+    );
+
+    let not_a_catalogue = dir.dir.path().join("object.json");
+    std::fs::write(&not_a_catalogue, r#"{"droplets": []}"#).unwrap();
+    let out = dir.cli(&["droplet", "import", not_a_catalogue.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("JSON array"), "{}", stderr(&out));
+
+    let list = stdout(&dir.cli(&["droplet", "list"]));
+    let row = |name: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{list}"))
+            .to_owned()
+    };
+    let web = row("Web");
+    for part in [
+        "http",
+        "example/web:1",
+        "8080",
+        "0.5",
+        "128",
+        "30m destroy",
+        "2 started",
+        "User",
+    ] {
+        assert!(web.contains(part), "{part} missing: {web}");
+    }
+    assert!(row("Desktop").contains("Admin,User") || row("Desktop").contains("User,Admin"));
+    assert!(row("Shell").contains("never"), "{}", row("Shell"));
+    for absent in ["Broken", "Lost", "Bad", "Odd"] {
+        assert!(
+            !list
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(absent)),
+            "{absent} was stored:\n{list}"
+        );
+    }
+
+    // What was stored is what was asked.
+    rt.block_on(async {
+        let url = format!("sqlite://{}/flowcase.db", dir.data_dir().display());
+        let store = Store::connect(&url).await.unwrap();
+        let droplets = store.list_droplets().await.unwrap();
+        let web = droplets.iter().find(|d| d.name == "Web").unwrap();
+        assert_eq!(web.cpu_millicores, Some(500));
+        assert_eq!(web.env["GREETING"], "hello world");
+        assert_eq!(web.env["MODE"], "a=b");
+        assert_eq!(web.idle_timeout_secs, Some(1800));
+        assert_eq!(web.idle_action, IdleAction::Destroy);
+        assert_eq!((web.pool_size, web.pool_started), (2, true));
+        assert_eq!(web.health_path.as_deref(), Some("/health"));
+        let desk = droplets.iter().find(|d| d.name == "Desktop").unwrap();
+        assert_eq!(desk.max_lifetime_secs, Some(12 * 3600));
+        assert_eq!(desk.profile_path.as_deref(), Some("home-{user_id}"));
+        assert!(desk.read_only_root);
+        let shell = droplets.iter().find(|d| d.name == "Shell").unwrap();
+        assert_eq!(shell.idle_timeout_secs, Some(0));
+        assert_eq!(shell.labels["team"], "ops");
+        assert_eq!(shell.ports, vec![22]);
+        store.close().await;
+    });
+}
