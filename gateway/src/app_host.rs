@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use flowcase_admin::auth::app_host::{self, AppIdentity, CODE_TTL_MS};
+use flowcase_admin::auth::session::cookie_values;
 use flowcase_admin::secrets::Keyring;
 use flowcase_config::{Config, origin};
 
@@ -62,12 +63,8 @@ impl AppHostGate {
         if path == app_host::AUTH_PATH {
             return self.enter(host, route, query, now);
         }
-        let valid = cookies
-            .iter()
-            .flat_map(|h| h.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(name, _)| *name == app_host::APP_COOKIE)
-            .filter_map(|(_, value)| app_host::open_cookie(&self.keyring, value, host, now))
+        let valid = cookie_values(cookies.iter().copied(), app_host::APP_COOKIE)
+            .filter_map(|value| app_host::open_cookie(&self.keyring, value, host, now))
             .find(|id| id.instance_id == route.id && !self.snapshot.is_revoked(&id.session));
         match valid {
             Some(identity) => Decision::Allow(identity),

@@ -130,14 +130,25 @@ pub fn clear_cookie() -> String {
     format!("{COOKIE_NAME}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
-/// The session secret in a request's `Cookie` headers.
-pub fn cookie_secret<'a>(cookie_headers: impl Iterator<Item = &'a str>) -> Option<String> {
+/// Every value of the cookie `name` in a request's `Cookie` headers (a browser may send a name
+/// twice, e.g. set by two paths).
+pub fn cookie_values<'a>(
+    cookie_headers: impl Iterator<Item = &'a str>,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> {
     cookie_headers
         .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value.trim_matches('"').to_owned())
+        .filter(move |(n, _)| *n == name)
+        .map(|(_, value)| value.trim_matches('"'))
         .filter(|v| !v.is_empty())
+}
+
+/// The session secret in a request's `Cookie` headers.
+pub fn cookie_secret<'a>(cookie_headers: impl Iterator<Item = &'a str>) -> Option<String> {
+    cookie_values(cookie_headers, COOKIE_NAME)
+        .next()
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

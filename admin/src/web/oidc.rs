@@ -132,12 +132,11 @@ fn clear(name: &str) -> String {
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
+    let values = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.to_owned())
+        .filter_map(|v| v.to_str().ok());
+    session::cookie_values(values, name)
+        .next()
+        .map(str::to_owned)
 }
