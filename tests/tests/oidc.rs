@@ -373,6 +373,18 @@ async fn refresh_keeps_the_session_and_the_provider_ending_it_ends_ours_and_logo
     assert_eq!(env.sign_in(&browser, "bob").await.status(), 303);
     let (_, me) = env.me(&browser).await;
     let csrf = me["csrf_token"].as_str().unwrap().to_owned();
+    // Browsers check form-action against the redirect a sign-out form follows: the provider's
+    // origin must be allowed, or the logout form seems to do nothing.
+    let dashboard = browser.get(env.url("/dashboard")).send().await.unwrap();
+    let csp = dashboard.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let form_action = csp
+        .split(';')
+        .find(|d| d.trim().starts_with("form-action"))
+        .unwrap();
+    assert!(form_action.contains(&env.provider.issuer), "{csp}");
     let resp = browser
         .post(env.url("/logout"))
         .header("origin", env.gw.origin())

@@ -212,6 +212,18 @@ impl<S: Send + Sync> FromRequestParts<S> for PageUser {
     }
 }
 
+/// `scheme://host[:port]` of a URL, for a CSP source list; None for anything unexpected.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let safe = matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    safe.then(|| format!("{scheme}://{authority}"))
+}
+
 /// Adds the headers every response of ours carries.
 pub async fn security_headers(
     State(state): State<AppState>,
@@ -224,14 +236,25 @@ pub async fn security_headers(
     // its action: signing in on the way to an instance posts to /login, which redirects to
     // /app-auth, which redirects to the instance host. With `'self'` alone Chromium blocks that
     // last hop and the login form seems to do nothing.
-    let instance_hosts = flowcase_config::origin(
+    // The same goes for signing out, which redirects to an identity provider's end-session
+    // page: its origin is allowed too.
+    let mut form_targets = vec![flowcase_config::origin(
         &format!("*.{}", server.apps_domain.as_str()),
         server.effective_https_port(),
+    )];
+    form_targets.extend(
+        state
+            .config
+            .auth
+            .oidc
+            .iter()
+            .filter_map(|p| origin_of(&p.issuer_url)),
     );
     let csp = format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
          connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
-         form-action 'self' {instance_hosts}"
+         form-action 'self' {}",
+        form_targets.join(" ")
     );
     let headers = response.headers_mut();
     for (name, value) in [
