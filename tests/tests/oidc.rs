@@ -213,6 +213,7 @@ async fn first_login_creates_the_user_with_mapped_groups_and_the_next_login_upda
         .unwrap()
         .to_owned();
     assert!(row.contains("Admin") && row.contains("User"), "{row}");
+    let first_id = me["user"]["id"].clone();
 
     // The provider now says alice is only staff: the next login takes Admin away. The restarted
     // provider also has new signing keys, which the gateway must fetch.
@@ -225,7 +226,10 @@ async fn first_login_creates_the_user_with_mapped_groups_and_the_next_login_upda
     let again = env.browser();
     assert_eq!(env.sign_in(&again, "alice").await.status(), 303);
     let (_, me) = env.me(&again).await;
-    assert_eq!(me["user"]["id"], me["user"]["id"]);
+    assert_eq!(
+        me["user"]["id"], first_id,
+        "the same account signs in again"
+    );
     assert_eq!(
         me["user"]["permissions"]["admin_panel"], false,
         "groups are re-applied at login"

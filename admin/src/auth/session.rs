@@ -127,7 +127,12 @@ pub fn set_cookie(secret: &str, session: &Session, now: i64) -> String {
 }
 
 pub fn clear_cookie() -> String {
-    format!("{COOKIE_NAME}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0")
+    clear_named(COOKIE_NAME)
+}
+
+/// `Set-Cookie` that removes one of our host-only cookies.
+pub fn clear_named(name: &str) -> String {
+    format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
 /// Every value of the cookie `name` in a request's `Cookie` headers (a browser may send a name

@@ -101,7 +101,7 @@ pub async fn callback(
                 )
                 .await;
             let mut response = failure_page(&e);
-            set_cookie(response.headers_mut(), &clear(LOGIN_COOKIE));
+            set_cookie(response.headers_mut(), &session::clear_named(LOGIN_COOKIE));
             return response;
         }
     };
@@ -112,7 +112,7 @@ pub async fn callback(
                 response.headers_mut(),
                 &session::set_cookie(&secret, &session, now),
             );
-            set_cookie(response.headers_mut(), &clear(LOGIN_COOKIE));
+            set_cookie(response.headers_mut(), &session::clear_named(LOGIN_COOKIE));
             response
         }
         Err(e) => failure_page(&e),
@@ -125,10 +125,6 @@ fn failure_page(e: &AdminError) -> Response {
         _ => StatusCode::UNAUTHORIZED,
     };
     error_page(status, &super::error::public_message(e))
-}
-
-fn clear(name: &str) -> String {
-    format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
