@@ -10,6 +10,7 @@
 //! - [`orchestrator`]: droplets become instances, instances become containers (life cycle,
 //!   quotas, readiness, the engine interface and its Docker implementation);
 //! - [`web`]: the pages and JSON API, served behind the gateway's front door;
+//! - [`metrics`]: the control plane's Prometheus metrics;
 //! - [`error`]: the crate's error type.
 
 pub mod access;
@@ -17,6 +18,7 @@ pub mod accounts;
 pub mod auth;
 pub mod docker;
 pub mod error;
+pub mod metrics;
 pub mod orchestrator;
 pub mod secrets;
 pub mod store;

@@ -237,13 +237,24 @@ impl AcmeManager {
         self.resolver
             .set_challenge_responder(name, state.resolver());
         let name = name.to_owned();
+        let resolver = self.resolver.clone();
         let mut state = Box::pin(state);
         tokio::spawn(async move {
             while let Some(event) = state.next().await {
                 match event {
-                    Ok(event) => tracing::info!(name = %name, event = ?event, "acme"),
+                    Ok(event) => {
+                        if matches!(event, rustls_acme::EventOk::DeployedNewCert) {
+                            resolver.record_acme_order(true);
+                        }
+                        tracing::info!(name = %name, event = ?event, "acme");
+                    }
                     // rustls-acme retries with a growing back-off (up to 18 hours).
-                    Err(e) => tracing::error!(name = %name, error = %e, "acme: will retry"),
+                    Err(e) => {
+                        if matches!(e, rustls_acme::EventError::Order(_)) {
+                            resolver.record_acme_order(false);
+                        }
+                        tracing::error!(name = %name, error = %e, "acme: will retry");
+                    }
                 }
             }
         })

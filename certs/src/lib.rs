@@ -21,7 +21,7 @@ mod service;
 
 pub use acme::{AcmeChallengeKind, AcmeManager, AcmeSettings, NameAuthority};
 pub use files::FileSource;
-pub use resolver::{CertResolver, CertStatus};
+pub use resolver::{AcmeOrderCounts, CertResolver, CertStatus};
 pub use self_signed::{SelfSigned, ensure_self_signed};
 pub use service::CertificateService;
 

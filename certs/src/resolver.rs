@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -48,6 +49,17 @@ pub struct CertResolver {
     on_miss: ArcSwapOption<MissHook>,
     /// The name whose certificate `/readyz` reports (the public host) once it has one.
     primary: ArcSwapOption<String>,
+    orders_valid: AtomicU64,
+    orders_failed: AtomicU64,
+}
+
+/// ACME orders finished since the process started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcmeOrderCounts {
+    /// Certificates issued.
+    pub valid: u64,
+    /// Orders the ACME server or the validation refused (rustls-acme retries them later).
+    pub failed: u64,
 }
 
 impl std::fmt::Debug for CertResolver {
@@ -136,6 +148,41 @@ impl CertResolver {
     pub fn http01_key_authorization(&self, host: &str, token: &str) -> Option<String> {
         let challenges = self.challenges.load();
         challenges.get(host)?.get_http_01_key_auth(token)
+    }
+
+    /// Records the end of an ACME order, for the metrics.
+    pub(crate) fn record_acme_order(&self, valid: bool) {
+        let counter = if valid {
+            &self.orders_valid
+        } else {
+            &self.orders_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn acme_orders(&self) -> AcmeOrderCounts {
+        AcmeOrderCounts {
+            valid: self.orders_valid.load(Ordering::Relaxed),
+            failed: self.orders_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The certificates of the names the configuration asks for: the default one and the
+    /// primary name's own. Instance hosts' on-demand certificates are left out: one per
+    /// instance would make an unbounded metric label.
+    pub fn configured_statuses(&self) -> Vec<CertStatus> {
+        let mut statuses: Vec<CertStatus> = self
+            .default
+            .load()
+            .iter()
+            .map(|l| l.status.clone())
+            .collect();
+        if let Some(primary) = self.primary.load().as_deref()
+            && let Some(loaded) = self.named.load().get(primary.as_str())
+        {
+            statuses.push(loaded.status.clone());
+        }
+        statuses
     }
 
     /// The certificate of the primary name when it has one, else the default.

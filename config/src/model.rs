@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub http_listen: SocketAddr,
     pub https_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// A file holding the bearer token `/metrics` requires; none = `/metrics` is open to anyone
+    /// who reaches `metrics_listen`.
+    pub metrics_token_file: Option<PathBuf>,
     /// The HTTPS port browsers use in links and redirects; 0 means the port of `https_listen`
     /// (differs when a load balancer or port mapping sits in front).
     pub public_https_port: u16,
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             https_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            metrics_token_file: None,
             public_https_port: 0,
             trusted_proxies: Vec::new(),
         }

@@ -16,6 +16,7 @@ use pingora::services::background::BackgroundService;
 
 use flowcase_admin::orchestrator::activity::ActivityReporter;
 use flowcase_admin::orchestrator::docker::DockerEngine;
+use flowcase_admin::orchestrator::metered::Metered;
 use flowcase_admin::orchestrator::{Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::Keyring;
 
@@ -109,7 +110,7 @@ impl ControlPlane {
             };
             let orchestrator = Arc::new(Orchestrator::new(
                 store,
-                Arc::new(engine),
+                Arc::new(Metered(Arc::new(engine))),
                 keyring,
                 Arc::new(SystemClock),
                 options,
@@ -172,10 +173,17 @@ impl ControlPlane {
             self.snapshot.clone(),
         ));
         // The engine may be slow or down: pages and logins must not wait for it.
+        let orchestrator_cell = Arc::new(std::sync::OnceLock::new());
+        flowcase_admin::metrics::spawn_collector(
+            store.clone(),
+            self.config.database.max_connections,
+            orchestrator_cell.clone(),
+        );
         if let Some(requests) = self.wake_requests.lock().ok().and_then(|mut w| w.take()) {
             let orchestrator = self.orchestrator(&store);
             tokio::spawn(async move {
                 if let Some(orchestrator) = orchestrator.await {
+                    let _ = orchestrator_cell.set(orchestrator.clone());
                     crate::wake::serve(orchestrator, requests).await;
                 }
             });
@@ -246,6 +254,7 @@ async fn probe(
                 Err(_) => Check::failed("no answer within 2 s".into()),
             },
         };
+        flowcase_admin::metrics::docker_up(docker_check.ok == Some(true));
         health.docker.store(Arc::new(docker_check));
         tokio::time::sleep(PROBE_INTERVAL).await;
     }

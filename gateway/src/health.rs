@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use flowcase_admin::auth::tokens;
 use flowcase_certs::CertResolver;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -108,11 +109,30 @@ fn secs(t: SystemTime) -> u64 {
 
 pub struct HealthApp {
     state: Arc<HealthState>,
+    /// Digest of the bearer token `/metrics` requires, if any. Compared as digests so the
+    /// comparison's timing says nothing about the token.
+    metrics_token_digest: Option<String>,
 }
 
 impl HealthApp {
-    pub fn new(state: Arc<HealthState>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<HealthState>, metrics_token: Option<String>) -> Self {
+        Self {
+            state,
+            metrics_token_digest: metrics_token.as_deref().map(tokens::digest),
+        }
+    }
+
+    fn may_read_metrics(&self, session: &ServerSession) -> bool {
+        let Some(expected) = &self.metrics_token_digest else {
+            return true;
+        };
+        session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|presented| tokens::digest(presented.trim()) == *expected)
     }
 }
 
@@ -149,6 +169,18 @@ impl ServeHttp for HealthApp {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
                 response(status, "application/json", body.to_string().into_bytes())
+            }
+            "/metrics" if !self.may_read_metrics(session) => {
+                let mut resp = response(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain; charset=utf-8",
+                    b"a bearer token is required\n".to_vec(),
+                );
+                resp.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                resp
             }
             "/metrics" => {
                 let mut buf = Vec::new();

@@ -7,6 +7,7 @@ mod cli;
 mod control_plane;
 mod health;
 mod logging;
+mod metrics;
 mod proxy;
 mod redirect;
 mod routing;

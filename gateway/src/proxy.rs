@@ -129,6 +129,8 @@ pub struct RequestCtx {
     target: Option<Target>,
     request_id: String,
     started: Instant,
+    /// When the upstream was chosen, for the upstream connect and response times.
+    upstream_chosen: Option<Instant>,
 }
 
 impl FrontDoor {
@@ -506,6 +508,7 @@ impl ProxyHttp for FrontDoor {
             target: None,
             request_id: new_request_id(),
             started: Instant::now(),
+            upstream_chosen: None,
         }
     }
 
@@ -559,7 +562,37 @@ impl ProxyHttp for FrontDoor {
         };
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.read_timeout = Some(Duration::from_secs(120));
+        ctx.upstream_chosen = Some(Instant::now());
         Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let seconds = match (reused, ctx.upstream_chosen) {
+            (false, Some(chosen)) => chosen.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        crate::metrics::upstream_connected(seconds);
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chosen) = ctx.upstream_chosen.take() {
+            crate::metrics::upstream_responded(chosen.elapsed().as_secs_f64());
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -692,8 +725,14 @@ impl ProxyHttp for FrontDoor {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
+        let latency = ctx.started.elapsed();
+        crate::metrics::request(&ctx.class, req.uri.path(), status, latency.as_secs_f64());
         let user = match &ctx.target {
             Some(Target::Instance { identity, .. }) => Some(identity.username.as_str()),
+            _ => None,
+        };
+        let instance = match &ctx.class {
+            HostClass::Instance { slug } => Some(slug.as_str()),
             _ => None,
         };
         tracing::info!(
@@ -701,11 +740,12 @@ impl ProxyHttp for FrontDoor {
             request_id = %ctx.request_id,
             host_class = ctx.class.label(),
             user,
+            instance,
             method = %req.method,
             path = req.uri.path(),
             status,
             bytes = session.body_bytes_sent(),
-            latency_ms = ctx.started.elapsed().as_millis() as u64,
+            latency_ms = latency.as_millis() as u64,
             error = error.map(|e| e.to_string()),
         );
     }

@@ -37,6 +37,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let run_dir = config.server.data_dir.join("run");
     flowcase_admin::secrets::create_private_dir(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    crate::metrics::register(certs.clone());
     let health = Arc::new(HealthState::new(certs.clone()));
     let snapshot = Snapshot::new();
     let (waker, wake_requests) = crate::wake::channel();
@@ -77,7 +78,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
 
     let mut metrics = pingora::services::listening::Service::new(
         "metrics and health".into(),
-        HealthApp::new(health.clone()),
+        HealthApp::new(health.clone(), metrics_token(&config)?),
     );
     metrics.add_tcp(&config.server.metrics_listen.to_string());
 
@@ -179,6 +180,27 @@ fn load_certificates(
             Ok(CertificateService::Acme(manager))
         }
     }
+}
+
+/// The bearer token `/metrics` requires, from `server.metrics_token_file`.
+fn metrics_token(config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(path) = &config.server.metrics_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "server.metrics_token_file: cannot read {}: {e}",
+            path.display()
+        )
+    })?;
+    let token = token.trim();
+    if token.len() < 16 {
+        anyhow::bail!(
+            "server.metrics_token_file: {} must hold a token of at least 16 characters",
+            path.display()
+        );
+    }
+    Ok(Some(token.to_owned()))
 }
 
 fn serve_self_signed(config: &Config, certs: &CertResolver) -> anyhow::Result<()> {

@@ -90,14 +90,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsFront<A> {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.tls_handshake(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
+                    crate::metrics::tls_handshake(false);
                     tracing::debug!(error = %e, "TLS handshake failed");
                     return None;
                 }
                 Err(_) => {
+                    crate::metrics::tls_handshake(false);
                     tracing::debug!("TLS handshake timed out");
                     return None;
                 }
             };
+        crate::metrics::tls_handshake(true);
         if let Some(ALPN::Custom(proto)) = tls.selected_alpn_proto()
             && proto.protocol() == ACME_TLS_ALPN
         {

@@ -54,13 +54,23 @@ pub async fn echo_instance(dir: &GatewayDir, owner: &str, slug: &str) -> EchoIns
         .unwrap()
         .unwrap_or_else(|| panic!("no user {owner}"));
     let now = now_millis();
-    let droplet = store
-        .create_droplet(
-            &NewDroplet::new(tenant.id, "Echo", DropletType::Http, TargetKind::Container),
-            now,
-        )
+    // One "Echo" droplet per gateway, shared by every echo instance, as a catalogue would.
+    let existing = store
+        .list_droplets()
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == "Echo" && d.tenant_id == tenant.id);
+    let droplet = match existing {
+        Some(droplet) => droplet,
+        None => store
+            .create_droplet(
+                &NewDroplet::new(tenant.id, "Echo", DropletType::Http, TargetKind::Container),
+                now,
+            )
+            .await
+            .unwrap(),
+    };
     let instance = store
         .create_instance(
             &NewInstance {

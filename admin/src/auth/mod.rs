@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::accounts;
 use crate::error::{AdminError, Result};
+use crate::metrics::{self, LoginMethod, LoginResult};
 use crate::secrets::Keyring;
 use crate::store::{ApiKey, NewApiKey, NewAuditEntry, Permissions, Store, User};
 
@@ -217,6 +218,7 @@ impl Auth {
                 now,
             )
             .await;
+            metrics::login(LoginMethod::Password, LoginResult::Throttled);
             let retry_after_secs = u64::try_from(wait_ms.max(0))
                 .unwrap_or(0)
                 .div_ceil(1000)
@@ -246,6 +248,7 @@ impl Auth {
                     now,
                 )
                 .await;
+                metrics::login(LoginMethod::Password, LoginResult::Failure);
                 return Err(AdminError::InvalidCredentials);
             }
         };
@@ -260,6 +263,7 @@ impl Auth {
             now,
         )
         .await;
+        metrics::login(LoginMethod::Password, LoginResult::Success);
         let permissions = self.store.user_permissions(user.id).await?;
         let principal = Principal {
             user,
@@ -316,6 +320,7 @@ impl Auth {
             now,
         )
         .await;
+        metrics::login(LoginMethod::Oidc, LoginResult::Success);
         Ok((secret, session))
     }
 

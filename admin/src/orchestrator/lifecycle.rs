@@ -132,6 +132,20 @@ impl Orchestrator {
     /// droplet's warm pool is handed out when there is one ([`super::pool`]). The caller has
     /// checked that the user may launch the droplet.
     pub async fn launch(&self, user: &User, droplet: &Droplet) -> Result<(Instance, Upstream)> {
+        let started = std::time::Instant::now();
+        let result = self.launch_unmetered(user, droplet).await;
+        match &result {
+            Ok(_) => crate::metrics::launched(started.elapsed().as_secs_f64()),
+            Err(e) => crate::metrics::launch_failed(crate::web::error::classify(e).1),
+        }
+        result
+    }
+
+    async fn launch_unmetered(
+        &self,
+        user: &User,
+        droplet: &Droplet,
+    ) -> Result<(Instance, Upstream)> {
         let actor = Actor::user(user);
         if !droplet.active {
             return Err(AdminError::InvalidInput {
@@ -702,9 +716,14 @@ impl Orchestrator {
                     let Some(container_id) = claimed.container_id.clone() else {
                         return Err(AdminError::InvalidData("no container to start".into()));
                     };
+                    let woke = std::time::Instant::now();
                     return match self.boot(actor, instance_id, &container_id, &droplet).await {
-                        Ok(upstream) => Ok(upstream),
+                        Ok(upstream) => {
+                            crate::metrics::woke(woke.elapsed().as_secs_f64());
+                            Ok(upstream)
+                        }
                         Err(e) => {
+                            crate::metrics::launch_failed(crate::web::error::classify(&e).1);
                             // Leave nothing running that the row does not account for.
                             let _ = self.engine.stop(&container_id, Duration::ZERO).await;
                             let reason = format!("start failed: {e}");

@@ -26,6 +26,7 @@ pub mod docker;
 pub mod engine;
 pub mod events;
 pub mod lifecycle;
+pub mod metered;
 pub mod pool;
 pub mod ready;
 pub mod reaper;

@@ -164,7 +164,13 @@ impl Orchestrator {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                match this.reap().await {
+                let result = this.reap().await;
+                if let Ok(report) = &result {
+                    crate::metrics::reaped("stop", report.stopped_idle.len());
+                    crate::metrics::reaped("destroy", report.destroyed_idle.len());
+                    crate::metrics::reaped("expire", report.destroyed_expired.len());
+                }
+                match result {
                     Ok(report) if !report.is_empty() => {
                         tracing::info!(?report, "idle and lifetime sweep");
                     }

@@ -33,6 +33,20 @@ pub struct InstanceStats {
     pub memory_limit_bytes: u64,
 }
 
+/// The engine's size and what instances hold of it: cheap (no per-container sample), for the
+/// metrics collector.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Capacity {
+    /// Logical CPUs of the engine.
+    pub cpus: i64,
+    /// Memory of the engine, bytes.
+    pub memory_bytes: i64,
+    /// CPU limits of running (and starting) instances and started pool containers, millicores.
+    pub allocated_cpu_millicores: i64,
+    /// Memory limits of the same, MiB.
+    pub allocated_memory_mb: i64,
+}
+
 /// The host as the orchestrator sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostStats {
@@ -80,6 +94,19 @@ impl Orchestrator {
             Err(EngineError::NotFound(_)) => Ok(None),
             Err(e) => Err(engine_err(e)),
         }
+    }
+
+    /// Engine size and what is allocated of it, without sampling containers.
+    pub async fn capacity(&self) -> Result<Capacity> {
+        let limits = self.limits().await?;
+        let allocated = self.store.allocated_resources(&limits).await?;
+        let info = self.engine.info().await.map_err(engine_err)?;
+        Ok(Capacity {
+            cpus: info.cpus,
+            memory_bytes: info.memory_bytes,
+            allocated_cpu_millicores: allocated.cpu_millicores,
+            allocated_memory_mb: allocated.memory_mb,
+        })
     }
 
     /// Engine size, what is allocated, and what the deployment's running containers use now.

@@ -16,6 +16,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod codec;
 pub mod droplets;
+pub mod gauges;
 pub mod groups;
 pub mod identities;
 pub mod instances;
@@ -39,6 +40,7 @@ pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use codec::{now_millis, unix_millis};
 pub use droplets::{Droplet, DropletType, NewDroplet, TargetKind};
+pub use gauges::GaugeCounts;
 pub use groups::{Group, NewGroup, Permissions};
 pub use instances::{
     AdmissionLimits, Allocation, Instance, InstanceStatus, NewInstance, Refusal, StartClaim,

@@ -100,6 +100,10 @@ pub async fn callback(
                     now,
                 )
                 .await;
+            crate::metrics::login(
+                crate::metrics::LoginMethod::Oidc,
+                crate::metrics::LoginResult::Failure,
+            );
             let mut response = failure_page(&e);
             set_cookie(response.headers_mut(), &session::clear_named(LOGIN_COOKIE));
             return response;
