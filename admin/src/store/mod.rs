@@ -15,6 +15,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod codec;
+pub mod copy;
 pub mod droplets;
 pub mod gauges;
 pub mod groups;

@@ -58,6 +58,21 @@ enum Command {
         #[command(subcommand)]
         command: droplet::DropletCommand,
     },
+    /// Copy every row of the configured database into a new, empty PostgreSQL database (the
+    /// move from SQLite to PostgreSQL). Stop the gateway first.
+    CopyDatabase {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The target, `postgres://USER:PASSWORD@HOST:PORT/DATABASE`. Prefer the environment
+        /// variable: a command line is visible to every user of the machine.
+        #[arg(
+            long,
+            env = "FLOWCASE_COPY_TO",
+            value_name = "URL",
+            hide_env_values = true
+        )]
+        to: String,
+    },
     /// Print the version.
     Version,
 }
@@ -93,7 +108,33 @@ pub fn run() -> ExitCode {
         }),
         Command::User { config, command } => with_config(&config, |c| user::run(c, command)),
         Command::Droplet { config, command } => with_config(&config, |c| droplet::run(c, command)),
+        Command::CopyDatabase { config, to } => with_config(&config, |c| copy_database(&c, &to)),
     }
+}
+
+fn copy_database(config: &Config, to: &str) -> anyhow::Result<()> {
+    if !to.starts_with("postgres://") && !to.starts_with("postgresql://") {
+        anyhow::bail!("--to must be a postgres:// URL");
+    }
+    block_on(async {
+        let source = flowcase_admin::Store::open(config).await?;
+        let backend = source.backend().as_str();
+        let target = flowcase_admin::Store::connect(to)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the target database: {e}"))?;
+        let result = source.copy_into(&target).await;
+        source.close().await;
+        target.close().await;
+        let report = result?;
+        let total: u64 = report.iter().map(|(_, n)| n).sum();
+        for (table, rows) in &report {
+            println!("{table:<24} {rows:>8} rows");
+        }
+        println!(
+            "copied {total} rows from {backend} into PostgreSQL; point database.url at it and start the gateway"
+        );
+        Ok(())
+    })
 }
 
 fn with_config(arg: &ConfigArg, f: impl FnOnce(Config) -> anyhow::Result<()>) -> ExitCode {
