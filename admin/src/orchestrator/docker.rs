@@ -49,17 +49,22 @@ impl std::fmt::Debug for DockerEngine {
 }
 
 impl DockerEngine {
-    /// Wraps a client (see [`crate::docker::connect`]); nothing is sent until the first call.
-    pub fn new(docker: Docker) -> Self {
-        Self {
-            base: docker,
-            negotiated: Arc::new(OnceCell::new()),
-        }
-    }
-
-    /// Connects to `host` (`unix:///...` or `tcp://...`), lazily.
+    /// A client for `host` (`unix:///path` or `tcp://host:port`; the config has checked the
+    /// scheme). Nothing is sent until the first call, so a gateway starts while Docker is down
+    /// and reports it until it comes back.
     pub fn connect(host: &str) -> Result<Self, String> {
-        crate::docker::connect(host).map(Self::new)
+        const TIMEOUT_SECS: u64 = 30;
+        let client = if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(host, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        };
+        let base =
+            client.map_err(|e| format!("cannot set up the Docker client for {host}: {e}"))?;
+        Ok(Self {
+            base,
+            negotiated: Arc::new(OnceCell::new()),
+        })
     }
 
     async fn client(&self) -> EngineResult<&Docker> {
@@ -270,6 +275,12 @@ impl Engine for DockerEngine {
         Ok(EngineInfo {
             cpus: info.ncpu.unwrap_or(0),
             memory_bytes: info.mem_total.unwrap_or(0),
+            description: format!(
+                "Docker Engine {}",
+                info.server_version
+                    .as_deref()
+                    .unwrap_or("(unknown version)")
+            ),
         })
     }
 

@@ -50,13 +50,15 @@ pub enum EngineError {
     Other(String),
 }
 
-/// The engine's size, for the capacity check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The engine's size, for the capacity check, and what it is, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineInfo {
     /// Logical CPUs.
     pub cpus: i64,
     /// Memory in bytes.
     pub memory_bytes: i64,
+    /// Product and version, e.g. `Docker Engine 20.10.24`.
+    pub description: String,
 }
 
 /// How the gateway will reach a container port.

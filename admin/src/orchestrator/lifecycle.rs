@@ -206,7 +206,7 @@ impl Orchestrator {
     /// two processes racing to create it.
     pub async fn prepare(&self) -> Result<()> {
         let result = async {
-            self.engine.info().await?;
+            let info = self.engine.info().await?;
             if self.options.upstream_mode == UpstreamMode::PublishedLoopback {
                 let labels = BTreeMap::from([(LABEL_MANAGED.to_owned(), "network".to_owned())]);
                 let _one_at_a_time = self.networks.lock().await;
@@ -214,15 +214,15 @@ impl Orchestrator {
                     .ensure_isolated_network(&self.options.network, &labels)
                     .await?;
             }
-            Ok(())
+            Ok(info)
         }
         .await;
         match &result {
-            Ok(()) => self.set_engine_health(true, "the container engine answers"),
+            Ok(info) => self.set_engine_health(true, super::events::answers(info)),
             Err(EngineError::Unavailable(reason)) => self.set_engine_health(false, reason.clone()),
             Err(_) => {}
         }
-        result.map_err(engine_err)
+        result.map(|_| ()).map_err(engine_err)
     }
 
     /// The gateway's entry point: the upstream of a running instance, starting it first when it
