@@ -29,12 +29,14 @@ use super::engine::{
 };
 use super::ready::{Probe, probe_once};
 use super::spec::{self, SpecInput};
-use super::{Actor, CREDENTIALS_PURPOSE, InstanceCredentials, Orchestrator, Upstream};
+use super::{
+    Actor, CREDENTIALS_PURPOSE, InstanceCredentials, Orchestrator, Upstream, desktop_target,
+};
 use crate::error::{AdminError, Result};
 use crate::secrets::seal;
 use crate::store::{
     AdmissionLimits, Allocation, Droplet, Instance, InstanceStatus, NewAuditEntry, NewInstance,
-    Refusal, StartClaim, User,
+    Refusal, StartClaim, TargetKind, User,
 };
 use flowcase_config::UpstreamMode;
 
@@ -138,6 +140,9 @@ impl Orchestrator {
                 field: "droplet",
                 reason: "this droplet is not active".into(),
             });
+        }
+        if droplet.target == TargetKind::External {
+            return self.launch_external(user, droplet, &actor).await;
         }
         if let Some(launched) = self.launch_from_pool(user, droplet, &actor).await? {
             return Ok(launched);
@@ -326,6 +331,11 @@ impl Orchestrator {
                 "instance is already being destroyed".into(),
             ));
         }
+        if self.is_external(&instance).await? {
+            self.transition(actor, &instance, &[S::Destroying], S::Gone, reason)
+                .await?;
+            return Ok(());
+        }
         // By name as well as by id: a launch may have created the container but not yet
         // recorded its id.
         let name = spec::container_name(&instance.slug);
@@ -398,7 +408,16 @@ impl Orchestrator {
             .iter()
             .filter_map(|c| Some((c.labels.get(LABEL_INSTANCE)?.as_str(), c)))
             .collect();
-        for row in &rows {
+        // External hosts have no container to agree with.
+        let external: HashSet<i64> = self
+            .store
+            .list_droplets()
+            .await?
+            .into_iter()
+            .filter(|d| d.target == TargetKind::External)
+            .map(|d| d.id)
+            .collect();
+        for row in rows.iter().filter(|r| !external.contains(&r.droplet_id)) {
             let Some((to, reason)) = judge(row, by_slug.get(row.slug.as_str()).copied()) else {
                 continue;
             };
@@ -461,6 +480,9 @@ impl Orchestrator {
         let Some(row) = self.store.get_instance_by_slug(slug).await? else {
             return Ok(None);
         };
+        if self.is_external(&row).await? {
+            return Ok(None);
+        }
         let reference = row
             .container_id
             .clone()
@@ -493,6 +515,86 @@ impl Orchestrator {
                 }
             }
         })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // External hosts: rows only, the engine is never asked
+    // -----------------------------------------------------------------------------------------
+
+    /// An instance of an external host: admitted under the same quotas as a container (no CPU
+    /// or memory is charged), `running` at once, its upstream the host.
+    async fn launch_external(
+        &self,
+        user: &User,
+        droplet: &Droplet,
+        actor: &Actor,
+    ) -> Result<(Instance, Upstream)> {
+        let (host, port) = external_host(droplet)?;
+        let upstream = resolve_external(&host, port).await?;
+        let limits = AdmissionLimits {
+            cpu_capacity_millicores: i64::MAX,
+            memory_capacity_mb: i64::MAX,
+            ..self.quota_limits()
+        };
+        let instance = self
+            .store
+            .admit_instance(
+                &NewInstance {
+                    slug: random_string(SLUG_LEN),
+                    droplet_id: droplet.id,
+                    user_id: user.id,
+                    status: S::Requested,
+                },
+                &limits,
+                Allocation::default(),
+                self.now(),
+            )
+            .await?
+            .map_err(refusal_error)?;
+        self.audit(actor, &instance, None, S::Requested, None)
+            .await?;
+        self.store
+            .set_instance_container(
+                instance.id,
+                None,
+                None,
+                Some(&desktop_target::host_port(&host, port)),
+            )
+            .await?;
+        self.expect_transition(actor, &instance, &[S::Requested], S::Running)
+            .await?;
+        Ok((self.reload(instance.id).await?, upstream))
+    }
+
+    /// Wakes a stopped (or failed) external host instance: nothing to start, the row moves.
+    async fn start_external(
+        &self,
+        actor: &Actor,
+        instance: &Instance,
+        droplet: &Droplet,
+    ) -> Result<Upstream> {
+        let (host, port) = external_host(droplet)?;
+        let upstream = resolve_external(&host, port).await?;
+        if instance.status == S::Running
+            || self
+                .transition(actor, instance, &[S::Stopped, S::Error], S::Running, None)
+                .await?
+        {
+            return Ok(upstream);
+        }
+        Err(AdminError::Conflict(format!(
+            "the instance is {} and cannot be started",
+            self.reload(instance.id).await?.status
+        )))
+    }
+
+    /// Whether the instance belongs to an external host droplet.
+    pub(super) async fn is_external(&self, instance: &Instance) -> Result<bool> {
+        Ok(self
+            .store
+            .get_droplet(instance.droplet_id)
+            .await?
+            .is_some_and(|d| d.target == TargetKind::External))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -682,6 +784,9 @@ impl Orchestrator {
                 .get_droplet(instance.droplet_id)
                 .await?
                 .ok_or(AdminError::NotFound("droplet"))?;
+            if droplet.target == TargetKind::External {
+                return self.start_external(actor, &instance, &droplet).await;
+            }
             let limits = self.limits().await?;
             match self
                 .store
@@ -830,13 +935,22 @@ impl Orchestrator {
     pub(super) async fn limits(&self) -> Result<AdmissionLimits> {
         let info = self.engine.info().await.map_err(engine_err)?;
         Ok(AdmissionLimits {
-            max_per_user: i64::from(self.options.max_per_user),
-            max_total: i64::from(self.options.max_total),
             cpu_capacity_millicores: info.cpus.saturating_mul(1000),
             memory_capacity_mb: info.memory_bytes / (1024 * 1024),
+            ..self.quota_limits()
+        })
+    }
+
+    /// The instance quotas, with no engine capacity (zero) filled in.
+    fn quota_limits(&self) -> AdmissionLimits {
+        AdmissionLimits {
+            max_per_user: i64::from(self.options.max_per_user),
+            max_total: i64::from(self.options.max_total),
+            cpu_capacity_millicores: 0,
+            memory_capacity_mb: 0,
             default_cpu_millicores: spec::DEFAULT_CPU_MILLICORES,
             default_memory_mb: spec::DEFAULT_MEMORY_MB,
-        })
+        }
     }
 
     pub(super) async fn reload(&self, id: i64) -> Result<Instance> {
@@ -929,6 +1043,42 @@ impl Orchestrator {
     }
 }
 
+/// The host and port of an external droplet.
+fn external_host(droplet: &Droplet) -> Result<(String, u16)> {
+    match (droplet.external_host.clone(), droplet.external_port) {
+        (Some(host), Some(port)) if !host.is_empty() => Ok((host, port)),
+        _ => Err(AdminError::InvalidInput {
+            field: "host",
+            reason: format!("external droplet {:?} has no host and port", droplet.name),
+        }),
+    }
+}
+
+/// How long resolving an external host's name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The address of an external host, resolved now: a name that does not resolve fails the launch
+/// with a clear error instead of a tunnel that never connects. The row keeps the name, which is
+/// what guacd is given.
+async fn resolve_external(host: &str, port: u16) -> Result<Upstream> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(Upstream {
+            addr: SocketAddr::new(ip, port),
+        });
+    }
+    let unreachable =
+        |reason: String| AdminError::NotReady(format!("cannot resolve {host}: {reason}"));
+    let mut addrs = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((bare, port)))
+        .await
+        .map_err(|_| unreachable(format!("no answer within {} s", RESOLVE_TIMEOUT.as_secs())))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    addrs
+        .next()
+        .map(|addr| Upstream { addr })
+        .ok_or_else(|| unreachable("no address".into()))
+}
+
 /// What reconciliation makes of a row given its container (or its absence): a new status and
 /// why, or `None` to leave it. Only settled rows are judged.
 fn judge(
@@ -975,7 +1125,7 @@ fn exited_error(info: &super::engine::ContainerInfo) -> Result<()> {
     Ok(())
 }
 
-fn parse_upstream(instance: &Instance) -> Option<Upstream> {
+pub(super) fn parse_upstream(instance: &Instance) -> Option<Upstream> {
     instance
         .upstream
         .as_deref()?

@@ -12,7 +12,13 @@
 //! - [`events`]: the engine's event stream and the engine's health (`/readyz`);
 //! - [`pool`]: warm pools of containers made ahead;
 //! - [`stats`]: CPU and memory per instance and for the host;
-//! - [`catalogue`]: droplet definitions as operators write them (command line, JSON catalogue).
+//! - [`catalogue`]: droplet definitions as operators write them (command line, JSON catalogue);
+//! - [`desktop_target`]: where guacd connects for a desktop instance (container or external
+//!   host) and the sealed credentials of external hosts.
+//!
+//! External host droplets (VNC, RDP, SSH servers that are not ours) have instances too, without
+//! a container: launching one writes a `running` row whose upstream is the host, stopping and
+//! destroying only move the row, and the engine is never asked about them.
 //!
 //! [`Orchestrator::spawn_background`] starts every background task (reconciler, event watcher,
 //! reaper, pool filler, activity flusher) in one call.
@@ -22,6 +28,7 @@
 
 pub mod activity;
 pub mod catalogue;
+pub mod desktop_target;
 pub mod docker;
 pub mod engine;
 pub mod events;
@@ -45,6 +52,7 @@ use crate::secrets::Keyring;
 use crate::store::{Store, User};
 
 pub use activity::ActivityReporter;
+pub use desktop_target::{DesktopTarget, ExternalCredentials};
 pub use engine::{Engine, EngineError};
 pub use events::EngineHealth;
 pub use lifecycle::ReconcileReport;
