@@ -397,3 +397,65 @@ async fn a_container_desktop_target_is_its_published_port_and_its_own_password()
         AdminError::InvalidInput { .. }
     ));
 }
+
+#[tokio::test]
+async fn external_credentials_round_trip_on_postgresql_sealed() {
+    let h = Harness::new(Db::Postgres).await;
+    let engine = Arc::new(RecordingEngine::default());
+    let clock = Arc::new(TestClock::new(T0));
+    let orch = orchestrator(
+        &h.store,
+        ring("k1", 7),
+        Arc::clone(&engine),
+        Arc::clone(&clock),
+    );
+    let alice = h.user("alice").await;
+    let mut new = NewDroplet::new(h.tenant_id, "Shell", DropletType::Ssh, TargetKind::External);
+    new.external_host = Some("::1".into());
+    new.external_port = Some(2222);
+    new.external_username = Some("ops".into());
+    let droplet = h.store.create_droplet(&new, T0).await.unwrap();
+    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n";
+    store_external_credentials(
+        &h.store,
+        &ring("k1", 7),
+        &droplet,
+        &ExternalCredentials {
+            private_key: Some(key.into()),
+            passphrase: Some(SECRET.into()),
+            ..Default::default()
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    let droplet = h.store.get_droplet(droplet.id).await.unwrap().unwrap();
+    let (instance, upstream) = orch.launch(&alice, &droplet).await.unwrap();
+    assert_eq!(upstream.addr.to_string(), "[::1]:2222");
+    assert_eq!(instance.upstream.as_deref(), Some("[::1]:2222"));
+
+    let mut raw = sqlx::PgConnection::connect(&h.url).await.unwrap();
+    let (sealed,): (Vec<u8>,) =
+        sqlx::query_as("SELECT external_credentials FROM droplets WHERE id = $1")
+            .bind(droplet.id)
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+    let text = String::from_utf8_lossy(&sealed);
+    assert!(
+        !text.contains(SECRET) && !text.contains("OPENSSH"),
+        "{text}"
+    );
+    raw.close().await.unwrap();
+
+    let store = Store::connect(&h.url).await.unwrap();
+    let restarted = orchestrator(&store, ring("k1", 7), Arc::clone(&engine), clock);
+    let target = restarted.desktop_target(instance.id).await.unwrap();
+    assert_eq!((target.hostname.as_str(), target.port), ("::1", 2222));
+    assert_eq!(target.private_key.as_deref(), Some(key));
+    assert_eq!(target.passphrase.as_deref(), Some(SECRET));
+    assert_eq!(target.password, None);
+    assert_eq!(target.guacd_args()["private-key"], key);
+    store.close().await;
+    assert_eq!(engine.count.load(Ordering::SeqCst), 0);
+}
