@@ -64,8 +64,21 @@ impl Engine for RecordingEngine {
     ) -> EngineResult<()> {
         self.note("ensure_isolated_network")
     }
+    async fn ensure_private_network(
+        &self,
+        _: &str,
+        _: &BTreeMap<String, String>,
+    ) -> EngineResult<()> {
+        self.note("ensure_private_network")
+    }
     async fn remove_network(&self, _: &str) -> EngineResult<()> {
         self.note("remove_network")
+    }
+    async fn connect_network(&self, _: &str, _: &str) -> EngineResult<()> {
+        self.note("connect_network")
+    }
+    async fn disconnect_network(&self, _: &str, _: &str) -> EngineResult<()> {
+        self.note("disconnect_network")
     }
     async fn ensure_volume(
         &self,

@@ -222,6 +222,10 @@ impl Orchestrator {
             Ok(info)
         }
         .await;
+        if result.is_ok() && self.options.upstream_mode == UpstreamMode::ContainerNetwork {
+            // Found now, so a configured name that does not exist shows at startup.
+            self.gateway_container().await?;
+        }
         match &result {
             Ok(info) => self.set_engine_health(true, super::events::answers(info)),
             Err(EngineError::Unavailable(reason)) => self.set_engine_health(false, reason.clone()),
@@ -344,11 +348,7 @@ impl Orchestrator {
             result = self.engine.remove(id).await.map_err(engine_err);
         }
         if result.is_ok() && self.options.upstream_mode == UpstreamMode::ContainerNetwork {
-            result = self
-                .engine
-                .remove_network(&spec::container_name(&instance.slug))
-                .await
-                .map_err(engine_err);
+            result = self.remove_instance_network(&name).await;
         }
         match result {
             Ok(()) => {
@@ -858,6 +858,10 @@ impl Orchestrator {
                 .set_instance_container(instance_id, None, None, None)
                 .await;
         }
+        if self.options.upstream_mode == UpstreamMode::ContainerNetwork {
+            // The private network is named after the container.
+            let _ = self.remove_instance_network(name).await;
+        }
         if let Ok(instance) = self.reload(instance_id).await {
             let reason = error.to_string();
             let from = [S::Requested, S::Creating, S::Starting];
@@ -920,16 +924,27 @@ impl Orchestrator {
             }
         };
         let _one_at_a_time = self.networks.lock().await;
-        self.engine
-            .ensure_isolated_network(network, &labels)
-            .await
-            .map_err(|e| match e {
-                EngineError::Conflict(reason) => AdminError::InvalidInput {
-                    field: "network",
-                    reason,
-                },
-                other => engine_err(other),
-            })
+        let ensured = match self.options.upstream_mode {
+            UpstreamMode::PublishedLoopback => {
+                self.engine.ensure_isolated_network(network, &labels).await
+            }
+            // The gateway's container joins it and must reach the instance, so traffic between
+            // members stays on; the instance is alone in it otherwise.
+            UpstreamMode::ContainerNetwork => {
+                self.engine.ensure_private_network(network, &labels).await
+            }
+        };
+        ensured.map_err(|e| match e {
+            EngineError::Conflict(reason) => AdminError::InvalidInput {
+                field: "network",
+                reason,
+            },
+            other => engine_err(other),
+        })?;
+        if self.options.upstream_mode == UpstreamMode::ContainerNetwork {
+            self.attach_gateway(network).await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn limits(&self) -> Result<AdmissionLimits> {

@@ -11,6 +11,8 @@
 //!   and expired instances stopped or destroyed;
 //! - [`events`]: the engine's event stream and the engine's health (`/readyz`);
 //! - [`pool`]: warm pools of containers made ahead;
+//! - [`gateway_container`]: mode `container-network`, the gateway's own container attached to
+//!   every instance network;
 //! - [`stats`]: CPU and memory per instance and for the host;
 //! - [`catalogue`]: droplet definitions as operators write them (command line, JSON catalogue);
 //! - [`desktop_target`]: where guacd connects for a desktop instance (container or external
@@ -32,6 +34,7 @@ pub mod desktop_target;
 pub mod docker;
 pub mod engine;
 pub mod events;
+pub mod gateway_container;
 pub mod lifecycle;
 pub mod pool;
 pub mod ready;
@@ -107,6 +110,9 @@ pub struct Options {
     pub max_lifetime: Duration,
     /// How often the background tasks run.
     pub intervals: Intervals,
+    /// Mode `container-network`: the gateway's own container (name or id); `None` = found from
+    /// inside the container, or none for a gateway on the host.
+    pub gateway_container: Option<String>,
 }
 
 /// Periods of the background tasks started by [`Orchestrator::spawn_background`].
@@ -154,6 +160,8 @@ impl Options {
             idle_timeout: config.instances.idle_timeout.get(),
             max_lifetime: config.instances.max_lifetime.get(),
             intervals: Intervals::default(),
+            gateway_container: Some(config.docker.gateway_container.clone())
+                .filter(|c| !c.is_empty()),
         }
     }
 }
@@ -229,6 +237,8 @@ pub struct Orchestrator {
     pool_wanted: tokio::sync::Notify,
     /// One pool top-up at a time in this process.
     pool_filling: tokio::sync::Mutex<()>,
+    /// The gateway's own container, once found (mode `container-network`).
+    gateway: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl fmt::Debug for Orchestrator {
@@ -262,6 +272,7 @@ impl Orchestrator {
             health,
             pool_wanted: tokio::sync::Notify::new(),
             pool_filling: tokio::sync::Mutex::new(()),
+            gateway: tokio::sync::OnceCell::new(),
         }
     }
 
