@@ -912,8 +912,32 @@ async fn stats_report_instance_and_host_usage() {
     assert_eq!(host.allocated_memory_mb, 64);
     assert_eq!((host.running_containers, host.unsampled), (1, 0));
     assert!(host.used_memory_bytes >= stats.memory_bytes / 2);
+
+    // The one call the metrics make: host totals and each running instance, labelled.
+    let usage = h.orch.usage().await.unwrap();
+    assert_eq!(usage.host.running_containers, 1);
+    assert_eq!(usage.instances.len(), 1);
+    let one = &usage.instances[0];
+    assert_eq!(
+        (
+            one.instance_id,
+            one.slug.as_str(),
+            one.droplet_id,
+            one.user_id
+        ),
+        (instance.id, instance.slug.as_str(), droplet.id, alice.id)
+    );
+    assert_eq!(one.memory_limit_bytes, 64 * 1024 * 1024);
+    assert!(one.memory_bytes > 0);
+
     h.orch.stop(instance.id, &Actor::system()).await.unwrap();
     assert_eq!(h.orch.instance_stats(instance.id).await.unwrap(), None);
+    let usage = h.orch.usage().await.unwrap();
+    assert!(
+        usage.instances.is_empty(),
+        "stopped instances have no figures"
+    );
+    assert_eq!(usage.host.running_containers, 0);
 }
 
 /// Removes the stand-in "gateway" container when the test ends, pass or fail.

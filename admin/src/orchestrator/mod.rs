@@ -61,7 +61,7 @@ pub use events::EngineHealth;
 pub use lifecycle::ReconcileReport;
 pub use pool::PoolReport;
 pub use reaper::ReapReport;
-pub use stats::{HostStats, InstanceStats};
+pub use stats::{HostStats, InstanceStats, InstanceUsage, Usage};
 
 /// Purpose the per-instance credentials are sealed for (AEAD associated data).
 pub const CREDENTIALS_PURPOSE: &str = "instance-credentials";
