@@ -401,6 +401,23 @@ async fn a_container_desktop_target_is_its_published_port_and_its_own_password()
         .await
         .unwrap();
     assert!(banner.starts_with(b"RFB "), "{banner:?}");
+    // Under another key file, the per-instance password does not open, and the error says so.
+    let other_key = Orchestrator::new(
+        h.store.clone(),
+        Arc::new(RecordingEngine::default()),
+        ring("k1", 9),
+        Arc::clone(&h.clock) as Arc<dyn Clock>,
+        options(&h.run),
+    );
+    let err = other_key
+        .desktop_target(instance.id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not fit") && err.contains(&instance.slug),
+        "{err}"
+    );
 
     // An http droplet is no desktop.
     let web = h.http_droplet("web", |_| {}).await;

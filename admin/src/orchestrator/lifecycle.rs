@@ -372,7 +372,19 @@ impl Orchestrator {
             .as_deref()
             .map(|sealed| {
                 seal::open(&self.keyring, CREDENTIALS_PURPOSE, sealed, self.now()).ok_or_else(
-                    || AdminError::InvalidData("instance credentials cannot be opened".into()),
+                    || {
+                        let why = match seal::sealed_key_id(sealed) {
+                            Some(id) if self.keyring.by_id(&id).is_none() => {
+                                format!("sealed under key {id:?}, which the key file does not hold")
+                            }
+                            Some(id) => format!("key {id:?} of the key file does not fit"),
+                            None => "damaged".to_owned(),
+                        };
+                        AdminError::InvalidData(format!(
+                            "the desktop password of instance {} cannot be opened: {why}",
+                            instance.slug
+                        ))
+                    },
                 )
             })
             .transpose()
