@@ -6,7 +6,6 @@
 //! - [`auth`]: sessions, logins, API keys, CSRF and origin checks;
 //! - [`access`]: the one authorization layer of the admin API (permission flags, tenant scope);
 //! - [`secrets`]: the key file that seals tokens and stored credentials;
-//! - [`docker`]: the Docker engine client;
 //! - [`orchestrator`]: droplets become instances, instances become containers (life cycle,
 //!   quotas, readiness, the engine interface and its Docker implementation);
 //! - [`web`]: the pages and JSON API, served behind the gateway's front door;
@@ -16,7 +15,6 @@
 pub mod access;
 pub mod accounts;
 pub mod auth;
-pub mod docker;
 pub mod error;
 pub mod metrics;
 pub mod orchestrator;

@@ -283,18 +283,18 @@ fn result_of(result: LoginResult) -> &'static str {
     }
 }
 
-/// Refreshes the state gauges every few seconds until the process ends. `orchestrator` is
-/// filled once the engine client exists; until then host figures are left as they are.
+/// Refreshes the state gauges every few seconds until the process ends. Without an
+/// orchestrator (no engine client) the host figures are left out.
 pub fn spawn_collector(
     store: Store,
     max_connections: u32,
-    orchestrator: Arc<std::sync::OnceLock<Arc<Orchestrator>>>,
+    orchestrator: Option<Arc<Orchestrator>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let state = &*STATE;
         state.db_max.set(i64::from(max_connections));
         loop {
-            collect_once(state, &store, orchestrator.get()).await;
+            collect_once(state, &store, orchestrator.as_ref()).await;
             tokio::time::sleep(COLLECT_EVERY).await;
         }
     })

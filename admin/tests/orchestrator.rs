@@ -509,12 +509,16 @@ async fn container_network_mode_reaches_instances_by_address() {
             .as_object()
             .is_none_or(|p| p.is_empty())
     );
-    // Its own network, named after it, with inter-container traffic off.
+    // Its own network, named after it, holding only it (and a gateway container, when there is
+    // one: see the next test), so instances stay apart.
     let network = docker_json(&["network", "inspect", &name]);
-    assert_eq!(
-        network[0]["Options"]["com.docker.network.bridge.enable_icc"],
-        "false"
-    );
+    let members: Vec<String> = network[0]["Containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["Name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(members, vec![name.clone()]);
     let (status, body) = http(upstream.addr, "GET", "/", "").await;
     assert_eq!((status, body.as_str()), (200, "hello from private"));
     h.orch.destroy(instance.id, &Actor::system()).await.unwrap();
@@ -908,6 +912,146 @@ async fn stats_report_instance_and_host_usage() {
     assert_eq!(host.allocated_memory_mb, 64);
     assert_eq!((host.running_containers, host.unsampled), (1, 0));
     assert!(host.used_memory_bytes >= stats.memory_bytes / 2);
+
+    // The one call the metrics make: host totals and each running instance, labelled.
+    let usage = h.orch.usage().await.unwrap();
+    assert_eq!(usage.host.running_containers, 1);
+    assert_eq!(usage.instances.len(), 1);
+    let one = &usage.instances[0];
+    assert_eq!(
+        (
+            one.instance_id,
+            one.slug.as_str(),
+            one.droplet_id,
+            one.user_id
+        ),
+        (instance.id, instance.slug.as_str(), droplet.id, alice.id)
+    );
+    assert_eq!(one.memory_limit_bytes, 64 * 1024 * 1024);
+    assert!(one.memory_bytes > 0);
+
     h.orch.stop(instance.id, &Actor::system()).await.unwrap();
     assert_eq!(h.orch.instance_stats(instance.id).await.unwrap(), None);
+    let usage = h.orch.usage().await.unwrap();
+    assert!(
+        usage.instances.is_empty(),
+        "stopped instances have no figures"
+    );
+    assert_eq!(usage.host.running_containers, 0);
+}
+
+/// Removes the stand-in "gateway" container when the test ends, pass or fail.
+struct StandIn(String);
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        docker(&["rm", "-f", &self.0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_network_mode_attaches_the_gateway_container_to_each_instance_network() {
+    let h = Harness::with(Db::Sqlite, |o| {
+        o.upstream_mode = UpstreamMode::ContainerNetwork;
+        o.gateway_container = Some(format!("{}-gateway", o.deployment));
+    })
+    .await;
+    // A container standing in for a gateway that runs in a container: our HTTP server, whose
+    // `/connect/<ip>/<port>` dials from inside it. Published on loopback so the test can ask.
+    let image = images(flowcase_test_images::httpd_image).await;
+    let gateway = format!("{}-gateway", h.run);
+    let _stand_in = StandIn(gateway.clone());
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &gateway,
+            "-p",
+            "127.0.0.1::8080",
+            &image,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let published = docker(&["port", &gateway, "8080/tcp"]);
+    let gateway_addr: SocketAddr = published.lines().next().unwrap().trim().parse().unwrap();
+    h.orch.prepare().await.unwrap();
+
+    let alice = h.user("alice").await;
+    let droplet = h.http_droplet("inside", |_| {}).await;
+    let (instance, upstream) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let name = format!("flowcase-{}", instance.slug);
+
+    // The upstream (returned and stored for the front door's snapshot) is the instance's
+    // address on its own network.
+    let c = inspect(&name);
+    let ip = c["NetworkSettings"]["Networks"][&name]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(upstream.addr.to_string(), format!("{ip}:{HTTPD_PORT}"));
+    let row = h.store.get_instance(instance.id).await.unwrap().unwrap();
+    assert_eq!(
+        row.upstream.as_deref(),
+        Some(upstream.addr.to_string().as_str())
+    );
+
+    // The stand-in is attached to that network, and reaches the instance from inside.
+    let g = inspect(&gateway);
+    assert!(
+        g["NetworkSettings"]["Networks"][&name].is_object(),
+        "the gateway container is on the instance network: {}",
+        g["NetworkSettings"]["Networks"]
+    );
+    let (status, body) = http(
+        gateway_addr,
+        "GET",
+        &format!("/connect/{ip}/{HTTPD_PORT}"),
+        "",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "connected"));
+
+    // A second instance gets a network of its own; the stand-in joins that one too.
+    let (other, other_upstream) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let other_name = format!("flowcase-{}", other.slug);
+    assert!(inspect(&gateway)["NetworkSettings"]["Networks"][&other_name].is_object());
+    let (_, across) = http(
+        gateway_addr,
+        "GET",
+        &format!("/connect/{}/{}", other_upstream.addr.ip(), HTTPD_PORT),
+        "",
+    )
+    .await;
+    assert_eq!(across, "connected", "the gateway reaches both");
+
+    // Destroy detaches the stand-in and removes the network.
+    h.orch.destroy(instance.id, &Actor::system()).await.unwrap();
+    assert!(
+        inspect(&gateway)["NetworkSettings"]["Networks"][&name].is_null(),
+        "detached at destroy"
+    );
+    let gone = Command::new("docker")
+        .args(["network", "inspect", &name])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "the instance network is removed");
+    h.orch.destroy(other.id, &Actor::system()).await.unwrap();
+    assert!(inspect(&gateway)["NetworkSettings"]["Networks"][&other_name].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_gateway_container_that_does_not_exist_is_a_startup_error() {
+    let h = Harness::with(Db::Sqlite, |o| {
+        o.upstream_mode = UpstreamMode::ContainerNetwork;
+        o.gateway_container = Some(format!("{}-missing", o.deployment));
+    })
+    .await;
+    let err = h.orch.prepare().await.unwrap_err();
+    assert!(err.to_string().contains("gateway_container"), "{err}");
 }

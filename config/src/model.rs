@@ -201,6 +201,10 @@ pub struct DockerConfig {
     /// Label value marking this installation's containers: reconciliation only ever touches
     /// containers of its own deployment, so two installations can share one engine.
     pub deployment: String,
+    /// Mode `container-network`: the gateway's own container (name or id), connected to each
+    /// instance's network; empty = found from inside the container (`/proc/self/mountinfo`,
+    /// `/proc/self/cgroup`, the host name), or none when the gateway runs on the host.
+    pub gateway_container: String,
 }
 
 impl Default for DockerConfig {
@@ -210,6 +214,7 @@ impl Default for DockerConfig {
             network: "flowcase".into(),
             upstream_mode: UpstreamMode::PublishedLoopback,
             deployment: "flowcase".into(),
+            gateway_container: String::new(),
         }
     }
 }
@@ -554,6 +559,17 @@ impl Config {
             return invalid(
                 "docker.host",
                 format!("`{docker}` must start with unix:// or tcp://"),
+            );
+        }
+        let gateway = &self.docker.gateway_container;
+        if gateway.len() > 128
+            || !gateway
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        {
+            return invalid(
+                "docker.gateway_container",
+                format!("`{gateway}` is not a container name or id"),
             );
         }
         let a = &self.auth;

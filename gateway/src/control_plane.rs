@@ -90,39 +90,18 @@ impl ControlPlane {
         }
     }
 
-    /// The orchestrator over the configured Docker engine. Docker being down is not fatal:
-    /// instances cannot start until it comes back, everything else works.
-    fn orchestrator(
-        &self,
-        store: &Store,
-    ) -> impl std::future::Future<Output = Option<Arc<Orchestrator>>> + Send + 'static {
-        let engine = DockerEngine::connect(&self.config.docker.host);
-        let (store, keyring) = (store.clone(), self.keyring.clone());
-        let options = Options::from_config(&self.config);
-        let activity = self.activity.clone();
-        async move {
-            let engine = match engine {
-                Ok(engine) => engine,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot set up the Docker engine client");
-                    return None;
-                }
-            };
-            let orchestrator = Arc::new(Orchestrator::new(
-                store,
-                Arc::new(Metered(Arc::new(engine))),
-                keyring,
-                Arc::new(SystemClock),
-                options,
-            ));
-            if let Err(e) = orchestrator.prepare().await {
-                tracing::warn!(error = %e, "the Docker engine is not ready; instances start once it is");
-            }
-            // Reconciler, Docker event watcher, idle reaper, pool filler, activity flusher.
-            orchestrator.spawn_background();
-            let _ = activity.set(orchestrator.activity().clone());
-            Some(orchestrator)
-        }
+    /// The orchestrator over the configured Docker engine, or why its client cannot be set up.
+    /// Docker being down is not fatal: instances cannot start until it comes back, everything
+    /// else works.
+    fn orchestrator(&self, store: &Store) -> Result<Arc<Orchestrator>, String> {
+        let engine = DockerEngine::connect(&self.config.docker.host)?;
+        Ok(Arc::new(Orchestrator::new(
+            store.clone(),
+            Arc::new(Metered(Arc::new(engine))),
+            self.keyring.clone(),
+            Arc::new(SystemClock),
+            Options::from_config(&self.config),
+        )))
     }
 
     async fn connect_store(&self, shutdown: &mut ShutdownWatch) -> Option<Store> {
@@ -166,24 +145,37 @@ impl ControlPlane {
         let Some(store) = self.connect_store(&mut shutdown).await else {
             return;
         };
-        let docker = flowcase_admin::docker::connect(&self.config.docker.host);
-        tokio::spawn(probe(store.clone(), docker, self.health.clone()));
+        let orchestrator = self.orchestrator(&store);
+        if let Err(e) = &orchestrator {
+            tracing::error!(error = %e, "cannot set up the Docker engine client");
+        }
+        tokio::spawn(probe(
+            store.clone(),
+            orchestrator.clone(),
+            self.health.clone(),
+        ));
         tokio::spawn(crate::snapshot::refresh_forever(
             store.clone(),
             self.snapshot.clone(),
         ));
-        // The engine may be slow or down: pages and logins must not wait for it.
-        let orchestrator_cell = Arc::new(std::sync::OnceLock::new());
         flowcase_admin::metrics::spawn_collector(
             store.clone(),
             self.config.database.max_connections,
-            orchestrator_cell.clone(),
+            orchestrator.clone().ok(),
         );
-        if let Some(requests) = self.wake_requests.lock().ok().and_then(|mut w| w.take()) {
-            let orchestrator = self.orchestrator(&store);
+        // The engine may be slow or down: pages and logins must not wait for it.
+        let requests = self.wake_requests.lock().ok().and_then(|mut w| w.take());
+        if let Ok(orchestrator) = orchestrator {
+            let activity = self.activity.clone();
             tokio::spawn(async move {
-                if let Some(orchestrator) = orchestrator.await {
-                    let _ = orchestrator_cell.set(orchestrator.clone());
+                if let Err(e) = orchestrator.prepare().await {
+                    tracing::warn!(error = %e, "the Docker engine is not ready; instances start once it is");
+                }
+                // Reconciler, Docker event watcher (which keeps the engine health `/readyz`
+                // reports), idle reaper, pool filler, activity flusher.
+                orchestrator.spawn_background();
+                let _ = activity.set(orchestrator.activity().clone());
+                if let Some(requests) = requests {
                     crate::wake::serve(orchestrator, requests).await;
                 }
             });
@@ -229,10 +221,12 @@ fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     tokio::net::UnixListener::bind(path)
 }
 
-/// Keeps the health snapshot fresh so `/readyz` never waits on the database or Docker.
+/// Keeps the health snapshot fresh so `/readyz` never waits on the database or Docker. The
+/// Docker check is the orchestrator's own view of its engine (kept by its event watcher), so
+/// `/readyz` reports the engine instances actually run on, not a second client's opinion.
 async fn probe(
     store: Store,
-    docker: Result<flowcase_admin::docker::Docker, String>,
+    orchestrator: Result<Arc<Orchestrator>, String>,
     health: Arc<HealthState>,
 ) {
     let backend = store.backend().as_str().to_owned();
@@ -243,16 +237,16 @@ async fn probe(
             Err(_) => Check::failed("no answer within 2 s".into()),
         };
         health.database.store(Arc::new(db));
-        let docker_check = match &docker {
+        let docker_check = match &orchestrator {
             Err(e) => Check::failed(e.clone()),
-            Ok(docker) => match tokio::time::timeout(PROBE_TIMEOUT, docker.version()).await {
-                Ok(Ok(v)) => Check::ok(format!(
-                    "Docker Engine {}",
-                    v.version.as_deref().unwrap_or("(unknown version)")
-                )),
-                Ok(Err(e)) => Check::failed(e.to_string()),
-                Err(_) => Check::failed("no answer within 2 s".into()),
-            },
+            Ok(orchestrator) => {
+                let engine = orchestrator.engine_health();
+                if engine.up {
+                    Check::ok(engine.message)
+                } else {
+                    Check::failed(engine.message)
+                }
+            }
         };
         flowcase_admin::metrics::docker_up(docker_check.ok == Some(true));
         health.docker.store(Arc::new(docker_check));

@@ -233,3 +233,137 @@ fn droplet_commands_fill_and_show_the_catalogue() {
         store.close().await;
     });
 }
+
+#[test]
+fn external_hosts_take_their_secret_from_stdin_or_a_file_never_from_an_argument() {
+    const STDIN_SECRET: &str = "Tr0ub4dor-and-3";
+    const FILE_SECRET: &str = "W1ndows-Passw0rd";
+    const ARG_SECRET: &str = "hunter2-on-the-command-line";
+    let dir = GatewayDir::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut gw = flowcase_e2e::Gateway::start(&dir).await;
+        gw.stop();
+    });
+    let vnc = [
+        "droplet",
+        "add",
+        "--name",
+        "Lab",
+        "--type",
+        "vnc",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5901",
+    ];
+
+    // A password as an argument is refused, whatever its spelling, and never echoed.
+    for flag in [
+        vec!["--password", ARG_SECRET],
+        vec![&format!("--password={ARG_SECRET}")[..]],
+    ] {
+        let args: Vec<&str> = vnc.iter().copied().chain(flag.iter().copied()).collect();
+        let out = dir.cli(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--password-stdin"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains(ARG_SECRET) && !stdout(&out).contains(ARG_SECRET));
+    }
+    let out = dir.cli(&["droplet", "list"]);
+    assert!(!stdout(&out).contains("Lab"), "nothing was added");
+    // Secrets go with --host only.
+    let out = dir.cli_with_stdin(
+        &[
+            "droplet",
+            "add",
+            "--name",
+            "C",
+            "--type",
+            "vnc",
+            "--image",
+            "i",
+            "--port",
+            "5900",
+            "--password-stdin",
+        ],
+        "x\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--host"), "{}", stderr(&out));
+
+    let out = dir.cli_with_stdin(
+        &[&vnc[..], &["--password-stdin"][..]].concat(),
+        &format!("{STDIN_SECRET}\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secret_file = dir.data_dir().join("rdp.secret");
+    std::fs::write(&secret_file, format!("{FILE_SECRET}\n")).unwrap();
+    let out = dir.cli(&[
+        "droplet",
+        "add",
+        "--name",
+        "Windows",
+        "--type",
+        "rdp",
+        "--host",
+        "rdp.example.test",
+        "--username",
+        "bob",
+        "--domain",
+        "CORP",
+        "--param",
+        "security=nla",
+        "--password-file",
+        secret_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The list shows where the hosts are, never their secrets.
+    let listed = stdout(&dir.cli(&["droplet", "list"]));
+    assert!(listed.contains("127.0.0.1:5901"), "{listed}");
+    assert!(listed.contains("bob@rdp.example.test:3389"), "{listed}");
+    assert!(
+        !listed.contains(STDIN_SECRET) && !listed.contains(FILE_SECRET),
+        "{listed}"
+    );
+
+    // Stored sealed under the gateway's key file: the raw column holds no clear text, and the
+    // key file opens it.
+    rt.block_on(async {
+        let url = format!("sqlite://{}", dir.data_dir().join("flowcase.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let keyring =
+            flowcase_admin::secrets::ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
+        for (name, secret) in [("Lab", STDIN_SECRET), ("Windows", FILE_SECRET)] {
+            let droplet = store
+                .list_droplets()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|d| d.name == name)
+                .unwrap();
+            let raw = droplet.external_credentials.clone().unwrap();
+            assert!(!String::from_utf8_lossy(&raw).contains(secret));
+            let opened = flowcase_admin::orchestrator::desktop_target::open_external_credentials(
+                &keyring, &droplet,
+            )
+            .unwrap();
+            assert_eq!(opened.password.as_deref(), Some(secret));
+        }
+        let windows = store
+            .list_droplets()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| d.name == "Windows")
+            .unwrap();
+        assert_eq!(windows.external_domain.as_deref(), Some("CORP"));
+        assert_eq!(windows.external_params["security"], "nla");
+        assert_eq!(windows.external_port, Some(3389));
+        store.close().await;
+    });
+}

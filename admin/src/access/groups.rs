@@ -1,4 +1,5 @@
-//! Groups: list, read, create, change (name, description, permission flags), delete.
+//! Groups: list, read, create, change (name, description, permission flags, instance limit),
+//! delete.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +36,23 @@ pub struct GroupChanges {
     pub description: Option<String>,
     #[serde(default)]
     pub permissions: Option<BTreeMap<String, bool>>,
+    /// Instances the members may hold together: a number sets the limit, `null` removes it,
+    /// absent keeps it. A launch beyond it fails with `quota_exceeded`.
+    #[serde(default, deserialize_with = "present")]
+    pub instance_limit: Option<Option<i64>>,
 }
+
+/// Marks a field that is present (even as `null`) as `Some`, so "absent" and "null" differ.
+fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// Largest group instance limit accepted (far above any real deployment; catches typos).
+pub const MAX_INSTANCE_LIMIT: i64 = 100_000;
 
 /// A group, and whether it is one of the built-in groups (which cannot be deleted or renamed).
 #[derive(Debug, Clone, Serialize)]
@@ -176,7 +193,8 @@ impl Access<'_> {
         self.group_view(group).await
     }
 
-    /// `edit_groups`. Built-in groups keep their names and the built-in Admin group keeps every
+    /// `edit_groups` over the group's tenant (its administrators; the instance limit as well).
+    /// Built-in groups keep their names and the built-in Admin group keeps every
     /// right; no change may leave the principal or the protected administrator with fewer
     /// rights.
     pub async fn update_group(
@@ -210,6 +228,18 @@ impl Access<'_> {
                 "the built-in Admin group keeps every right".into(),
             ));
         }
+        let instance_limit = match changes.instance_limit {
+            Some(Some(limit)) if !(0..=MAX_INSTANCE_LIMIT).contains(&limit) => {
+                return Err(AdminError::InvalidInput {
+                    field: "instance_limit",
+                    reason: format!(
+                        "must be a whole number from 0 to {MAX_INSTANCE_LIMIT}, or null for no limit"
+                    ),
+                });
+            }
+            Some(limit) => limit,
+            None => group.instance_limit,
+        };
         self.check_grantable(&permissions)?;
         if permissions != group.permissions {
             self.check_members_keep_rights(id, Some(&permissions))
@@ -229,8 +259,19 @@ impl Access<'_> {
                 flag_changes(&group.permissions, &permissions),
             );
         }
+        if instance_limit != group.instance_limit {
+            diff.insert(
+                "instance_limit".into(),
+                serde_json::json!([group.instance_limit, instance_limit]),
+            );
+        }
         if diff.is_empty() {
             return self.group_view(group).await;
+        }
+        if instance_limit != group.instance_limit {
+            self.store()
+                .set_group_instance_limit(id, instance_limit)
+                .await?;
         }
         let updated = self
             .store()

@@ -53,6 +53,30 @@ pub const FIELDS: [&str; 23] = [
 /// Keys accepted besides [`FIELDS`] (rarely set; kept out of the main table).
 const MORE_FIELDS: [&str; 3] = ["icon", "registry", "active"];
 
+/// Keys of external host droplets (`host` makes an entry one; its password or key is never in
+/// a catalogue: `flowcase droplet add` reads it from standard input or a file).
+pub const EXTERNAL_FIELDS: [&str; 4] = ["host", "username", "domain", "param"];
+
+/// Keys that only make sense for a container (refused next to `host`).
+const CONTAINER_ONLY: [&str; 16] = [
+    "image",
+    "extra_port",
+    "cores",
+    "memory",
+    "pids_limit",
+    "health_path",
+    "profile_mount",
+    "profile_path",
+    "env",
+    "label",
+    "pool_size",
+    "pool_started",
+    "cap_add",
+    "read_only_root",
+    "network",
+    "registry",
+];
+
 /// One problem with one key of an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -337,16 +361,30 @@ pub fn parse_entry(index: usize, value: &Value) -> Result<Definition, EntryError
         errors: Vec::new(),
     };
     for key in entry.keys() {
-        if !FIELDS.contains(&key.as_str()) && !MORE_FIELDS.contains(&key.as_str()) {
+        let key = key.as_str();
+        if key == "password" || key == "private_key" || key == "passphrase" {
+            r.fail(
+                key,
+                "secrets are never read from a catalogue or the command line: use `flowcase \
+                 droplet add --password-stdin` (or --password-file, --private-key-file)",
+            );
+        } else if !FIELDS.contains(&key)
+            && !MORE_FIELDS.contains(&key)
+            && !EXTERNAL_FIELDS.contains(&key)
+        {
             r.fail(
                 key,
                 format!(
-                    "unknown field (known: {}, {})",
+                    "unknown field (known: {}, {}, {})",
                     FIELDS.join(", "),
-                    MORE_FIELDS.join(", ")
+                    MORE_FIELDS.join(", "),
+                    EXTERNAL_FIELDS.join(", ")
                 ),
             );
         }
+    }
+    if r.get("host").is_some() {
+        return parse_external(index, r);
     }
 
     let name = r.required_string("name");
@@ -557,7 +595,8 @@ fn catalogue_field(field: &'static str) -> &'static str {
     }
 }
 
-fn preview(new: &NewDroplet) -> Droplet {
+/// The droplet `new` would become (id 0), for checks that need a whole droplet.
+pub(crate) fn preview(new: &NewDroplet) -> Droplet {
     Droplet {
         id: 0,
         tenant_id: new.tenant_id,
@@ -579,10 +618,10 @@ fn preview(new: &NewDroplet) -> Droplet {
         pool_size: new.pool_size,
         icon: new.icon.clone(),
         active: new.active,
-        external_host: None,
-        external_port: None,
-        external_username: None,
-        external_credentials: None,
+        external_host: new.external_host.clone(),
+        external_port: new.external_port,
+        external_username: new.external_username.clone(),
+        external_credentials: new.external_credentials.clone(),
         cap_add: new.cap_add.clone(),
         read_only_root: new.read_only_root,
         pids_limit: new.pids_limit,
@@ -590,6 +629,8 @@ fn preview(new: &NewDroplet) -> Droplet {
         profile_mount: new.profile_mount.clone(),
         idle_action: new.idle_action,
         pool_started: new.pool_started,
+        external_domain: new.external_domain.clone(),
+        external_params: new.external_params.clone(),
         created_at: 0,
         updated_at: 0,
     }
@@ -605,6 +646,149 @@ fn preview_input() -> spec::SpecInput<'static> {
         password: None,
         deployment: "preview",
     }
+}
+
+/// A host name or address: letters, digits, `.`, `-`, `_`, or an IPv6 address (`:`; brackets
+/// allowed).
+fn host_ok(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    !bare.is_empty()
+        && bare.len() <= 253
+        && (bare.parse::<std::net::Ipv6Addr>().is_ok()
+            || bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+}
+
+/// An entry with `host`: an external VNC, RDP or SSH host (no container).
+fn parse_external(index: usize, mut r: Reader<'_>) -> Result<Definition, EntryError> {
+    let name = r.required_string("name");
+    if let Some(n) = &name
+        && (n.chars().count() > 100 || n.chars().any(char::is_control))
+    {
+        r.fail(
+            "name",
+            "must be at most 100 characters, without control characters",
+        );
+    }
+    let droplet_type = r.required_string("type").and_then(|t| match t.parse() {
+        Ok(DropletType::Http) => {
+            r.fail(
+                "type",
+                "an external host is a vnc, rdp or ssh desktop; web apps are containers",
+            );
+            None
+        }
+        Ok(kind) => Some(kind),
+        Err(_) => {
+            r.fail("type", format!("{t:?} is not one of vnc, rdp, ssh"));
+            None
+        }
+    });
+    for key in CONTAINER_ONLY {
+        if r.get(key).is_some() {
+            r.fail(key, "only container droplets have this (not with host)");
+        }
+    }
+    let host = r.required_string("host");
+    if let Some(h) = &host
+        && !host_ok(h)
+    {
+        r.fail("host", format!("{h:?} is not a host name or address"));
+    }
+    let port = match r.get("port") {
+        Some(v) => r.port("port", v),
+        None => droplet_type.map(|kind| {
+            let bare = NewDroplet::new(0, "", kind, TargetKind::External);
+            spec::upstream_port(&preview(&bare))
+        }),
+    };
+    let username = r.string("username").filter(|u| !u.is_empty());
+    if let Some(u) = &username
+        && (u.chars().count() > 256 || u.chars().any(char::is_control))
+    {
+        r.fail(
+            "username",
+            "must be at most 256 characters, without control characters",
+        );
+    }
+    let domain = r.string("domain").filter(|d| !d.is_empty());
+    if domain.is_some() && droplet_type.is_some_and(|t| t != DropletType::Rdp) {
+        r.fail("domain", "only rdp hosts have a domain");
+    }
+    if let Some(d) = &domain
+        && (d.chars().count() > 256 || d.chars().any(char::is_control))
+    {
+        r.fail(
+            "domain",
+            "must be at most 256 characters, without control characters",
+        );
+    }
+    let params = r.pairs("param");
+    for key in params.keys() {
+        let own = [
+            "hostname",
+            "port",
+            "username",
+            "password",
+            "private-key",
+            "passphrase",
+            "domain",
+        ];
+        if own.contains(&key.as_str()) {
+            r.fail(
+                "param",
+                format!("{key:?} is set from the droplet's own fields"),
+            );
+        } else if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            r.fail("param", format!("{key:?} is not a guacd parameter name"));
+        }
+    }
+    let idle_timeout_secs = r.duration_secs("idle_timeout");
+    let max_lifetime_secs = r.duration_secs("max_lifetime");
+    let idle_action = r.string("idle_action").and_then(|a| {
+        let parsed = a.parse::<IdleAction>().ok();
+        if parsed.is_none() {
+            r.fail("idle_action", format!("{a:?} is not stop or destroy"));
+        }
+        parsed
+    });
+    let groups = r.strings("group");
+    if groups.iter().any(String::is_empty) {
+        r.fail("group", "group names must not be empty");
+    }
+    let description = r.string("description").unwrap_or_default();
+    if description.chars().count() > 2000 {
+        r.fail("description", "must be at most 2000 characters");
+    }
+    let icon = r.string("icon").filter(|i| !i.is_empty());
+    let active = r.boolean("active");
+    let (Some(name), Some(droplet_type), Some(host), Some(port), true) =
+        (name.clone(), droplet_type, host, port, r.errors.is_empty())
+    else {
+        return Err(EntryError {
+            index,
+            name,
+            errors: r.errors,
+        });
+    };
+    let mut droplet = NewDroplet::new(0, name, droplet_type, TargetKind::External);
+    droplet.description = description;
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    droplet.external_host = Some(bare.map_or(host.clone(), str::to_owned));
+    droplet.external_port = Some(port);
+    droplet.external_username = username;
+    droplet.external_domain = domain;
+    droplet.external_params = params;
+    droplet.idle_timeout_secs = idle_timeout_secs;
+    droplet.max_lifetime_secs = max_lifetime_secs;
+    droplet.idle_action = idle_action.unwrap_or(IdleAction::Stop);
+    droplet.icon = icon;
+    droplet.active = active.unwrap_or(true);
+    Ok(Definition { droplet, groups })
 }
 
 /// Reads a catalogue: a JSON array of entries. Returns one result per entry, in order, or an
@@ -780,6 +964,51 @@ mod tests {
         assert!(results[0].is_ok());
         assert_eq!(results[1].as_ref().unwrap_err().index, 1);
         assert!(results[2].is_ok());
+    }
+
+    #[test]
+    fn external_hosts_take_host_fields_and_never_secrets() {
+        let def = parse_entry(
+            0,
+            &json!({"name": "Win", "type": "rdp", "host": "10.0.0.5", "username": "bob",
+                    "domain": "CORP", "param": {"security": "nla"}, "group": ["User"]}),
+        )
+        .unwrap();
+        let d = def.droplet;
+        assert_eq!(d.target, TargetKind::External);
+        assert_eq!(d.external_host.as_deref(), Some("10.0.0.5"));
+        assert_eq!(d.external_port, Some(3389), "the protocol's usual port");
+        assert_eq!(d.external_domain.as_deref(), Some("CORP"));
+        assert_eq!(d.external_params["security"], "nla");
+        assert_eq!(d.image, None);
+
+        let errors = fields(parse_entry(
+            1,
+            &json!({"name": "x", "type": "vnc", "host": "bad host!", "image": "i",
+                    "domain": "CORP", "password": "hunter2", "param": {"password": "p"}}),
+        ));
+        for field in ["host", "image", "domain", "password", "param"] {
+            assert!(errors.iter().any(|f| f == field), "{field}: {errors:?}");
+        }
+        let err = parse_entry(2, &json!({"name": "w", "type": "http", "host": "h"})).unwrap_err();
+        assert!(err.to_string().contains("type"), "{err}");
+        assert!(
+            !parse_entry(
+                3,
+                &json!({"name": "y", "type": "vnc", "host": "h", "password": "hunter2"})
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("hunter2"),
+            "a refused secret is not echoed"
+        );
+        assert!(
+            parse_entry(
+                4,
+                &json!({"name": "v6", "type": "ssh", "host": "[::1]", "port": 2222})
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
     ContainerSummaryStateEnum, EndpointSettings, HostConfig, Mount, MountType,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, VolumeCreateRequest,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
+    PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
@@ -49,17 +50,22 @@ impl std::fmt::Debug for DockerEngine {
 }
 
 impl DockerEngine {
-    /// Wraps a client (see [`crate::docker::connect`]); nothing is sent until the first call.
-    pub fn new(docker: Docker) -> Self {
-        Self {
-            base: docker,
-            negotiated: Arc::new(OnceCell::new()),
-        }
-    }
-
-    /// Connects to `host` (`unix:///...` or `tcp://...`), lazily.
+    /// A client for `host` (`unix:///path` or `tcp://host:port`; the config has checked the
+    /// scheme). Nothing is sent until the first call, so a gateway starts while Docker is down
+    /// and reports it until it comes back.
     pub fn connect(host: &str) -> Result<Self, String> {
-        crate::docker::connect(host).map(Self::new)
+        const TIMEOUT_SECS: u64 = 30;
+        let client = if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(host, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        };
+        let base =
+            client.map_err(|e| format!("cannot set up the Docker client for {host}: {e}"))?;
+        Ok(Self {
+            base,
+            negotiated: Arc::new(OnceCell::new()),
+        })
     }
 
     async fn client(&self) -> EngineResult<&Docker> {
@@ -270,6 +276,12 @@ impl Engine for DockerEngine {
         Ok(EngineInfo {
             cpus: info.ncpu.unwrap_or(0),
             memory_bytes: info.mem_total.unwrap_or(0),
+            description: format!(
+                "Docker Engine {}",
+                info.server_version
+                    .as_deref()
+                    .unwrap_or("(unknown version)")
+            ),
         })
     }
 
@@ -322,6 +334,73 @@ impl Engine for DockerEngine {
             Err(EngineError::Conflict(format!(
                 "network {name} lets containers reach each other; create it with -o {ICC_OPTION}=false"
             )))
+        }
+    }
+
+    async fn ensure_private_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> EngineResult<()> {
+        let docker = self.client().await?;
+        match docker
+            .inspect_network(name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(engine_error(e)),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([(ICC_OPTION.to_owned(), "true".to_owned())])),
+            labels: Some(hash_map(labels)),
+            ..Default::default()
+        };
+        match docker.create_network(request).await {
+            // 409: another process created it in between.
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => Ok(()),
+            Err(e) => Err(engine_error(e)),
+        }
+    }
+
+    async fn connect_network(&self, network: &str, container: &str) -> EngineResult<()> {
+        let request = NetworkConnectRequest {
+            container: container.to_owned(),
+            endpoint_config: None,
+        };
+        match self.client().await?.connect_network(network, request).await {
+            Ok(()) => Ok(()),
+            // Docker answers 403 "endpoint ... already exists" for a second attach.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 403,
+                message,
+            }) if message.contains("already exists") => Ok(()),
+            Err(e) => Err(engine_error(e)),
+        }
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> EngineResult<()> {
+        let request = NetworkDisconnectRequest {
+            container: container.to_owned(),
+            force: Some(true),
+        };
+        match self
+            .client()
+            .await?
+            .disconnect_network(network, request)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            // Not attached (any more): what we wanted.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 403 | 500,
+                message,
+            }) if message.contains("is not connected") => Ok(()),
+            Err(e) => Err(engine_error(e)),
         }
     }
 

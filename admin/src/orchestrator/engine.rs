@@ -50,13 +50,15 @@ pub enum EngineError {
     Other(String),
 }
 
-/// The engine's size, for the capacity check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The engine's size, for the capacity check, and what it is, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineInfo {
     /// Logical CPUs.
     pub cpus: i64,
     /// Memory in bytes.
     pub memory_bytes: i64,
+    /// Product and version, e.g. `Docker Engine 20.10.24`.
+    pub description: String,
 }
 
 /// How the gateway will reach a container port.
@@ -188,8 +190,21 @@ pub trait Engine: Send + Sync + 'static {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> EngineResult<()>;
+    /// Makes sure a network private to one instance exists (created labelled if missing). Its
+    /// members may talk to each other: they are the instance and, in mode `container-network`,
+    /// the gateway's container, which must reach it; instances are kept apart by each having
+    /// its own.
+    async fn ensure_private_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> EngineResult<()>;
     /// Removes a network (missing is fine).
     async fn remove_network(&self, name: &str) -> EngineResult<()>;
+    /// Attaches a container to a network (already attached is fine).
+    async fn connect_network(&self, network: &str, container: &str) -> EngineResult<()>;
+    /// Detaches a container from a network (not attached, or either missing, is fine).
+    async fn disconnect_network(&self, network: &str, container: &str) -> EngineResult<()>;
     /// Makes sure a named volume exists; creates it with `labels` if missing. Returns the labels
     /// of the volume as it is (the caller checks ownership).
     async fn ensure_volume(

@@ -51,6 +51,11 @@ impl EngineHealth {
     }
 }
 
+/// The health message of an engine that answered.
+pub(super) fn answers(info: &super::engine::EngineInfo) -> String {
+    format!("{} answers", info.description)
+}
+
 impl Orchestrator {
     /// The engine's health, for `/readyz`. Kept current by the event watcher started with
     /// [`Self::spawn_background`] (and by [`Self::prepare`]).
@@ -77,9 +82,10 @@ impl Orchestrator {
         health.message = message;
     }
 
-    async fn ping_engine(&self) -> Result<(), String> {
+    /// Asks the engine for its info; on success the health message names the engine.
+    async fn ping_engine(&self) -> Result<String, String> {
         match tokio::time::timeout(PING_TIMEOUT, self.engine.info()).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(info)) => Ok(answers(&info)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {PING_TIMEOUT:?}")),
         }
@@ -92,13 +98,15 @@ impl Orchestrator {
             let max = this.options.intervals.engine_backoff_max.max(BACKOFF_START);
             let mut backoff = BACKOFF_START;
             loop {
-                if let Err(reason) = this.ping_engine().await {
-                    this.set_engine_health(false, reason);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(max);
-                    continue;
+                match this.ping_engine().await {
+                    Ok(message) => this.set_engine_health(true, message),
+                    Err(reason) => {
+                        this.set_engine_health(false, reason);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(max);
+                        continue;
+                    }
                 }
-                this.set_engine_health(true, "the container engine answers");
                 let reason = this.watch_events().await;
                 this.set_engine_health(false, reason);
                 backoff = BACKOFF_START;
@@ -147,10 +155,9 @@ impl Orchestrator {
                         }
                     }
                 },
-                _ = ping.tick() => {
-                    if let Err(reason) = self.ping_engine().await {
-                        return reason;
-                    }
+                _ = ping.tick() => match self.ping_engine().await {
+                    Ok(message) => self.set_engine_health(true, message),
+                    Err(reason) => return reason,
                 }
             }
         }

@@ -29,12 +29,14 @@ use super::engine::{
 };
 use super::ready::{Probe, probe_once};
 use super::spec::{self, SpecInput};
-use super::{Actor, CREDENTIALS_PURPOSE, InstanceCredentials, Orchestrator, Upstream};
+use super::{
+    Actor, CREDENTIALS_PURPOSE, InstanceCredentials, Orchestrator, Upstream, desktop_target,
+};
 use crate::error::{AdminError, Result};
 use crate::secrets::seal;
 use crate::store::{
     AdmissionLimits, Allocation, Droplet, Instance, InstanceStatus, NewAuditEntry, NewInstance,
-    Refusal, StartClaim, User,
+    Refusal, StartClaim, TargetKind, User,
 };
 use flowcase_config::UpstreamMode;
 
@@ -153,6 +155,9 @@ impl Orchestrator {
                 reason: "this droplet is not active".into(),
             });
         }
+        if droplet.target == TargetKind::External {
+            return self.launch_external(user, droplet, &actor).await;
+        }
         if let Some(launched) = self.launch_from_pool(user, droplet, &actor).await? {
             return Ok(launched);
         }
@@ -220,7 +225,7 @@ impl Orchestrator {
     /// two processes racing to create it.
     pub async fn prepare(&self) -> Result<()> {
         let result = async {
-            self.engine.info().await?;
+            let info = self.engine.info().await?;
             if self.options.upstream_mode == UpstreamMode::PublishedLoopback {
                 let labels = BTreeMap::from([(LABEL_MANAGED.to_owned(), "network".to_owned())]);
                 let _one_at_a_time = self.networks.lock().await;
@@ -228,15 +233,19 @@ impl Orchestrator {
                     .ensure_isolated_network(&self.options.network, &labels)
                     .await?;
             }
-            Ok(())
+            Ok(info)
         }
         .await;
+        if result.is_ok() && self.options.upstream_mode == UpstreamMode::ContainerNetwork {
+            // Found now, so a configured name that does not exist shows at startup.
+            self.gateway_container().await?;
+        }
         match &result {
-            Ok(()) => self.set_engine_health(true, "the container engine answers"),
+            Ok(info) => self.set_engine_health(true, super::events::answers(info)),
             Err(EngineError::Unavailable(reason)) => self.set_engine_health(false, reason.clone()),
             Err(_) => {}
         }
-        result.map_err(engine_err)
+        result.map(|_| ()).map_err(engine_err)
     }
 
     /// The gateway's entry point: the upstream of a running instance, starting it first when it
@@ -340,6 +349,11 @@ impl Orchestrator {
                 "instance is already being destroyed".into(),
             ));
         }
+        if self.is_external(&instance).await? {
+            self.transition(actor, &instance, &[S::Destroying], S::Gone, reason)
+                .await?;
+            return Ok(());
+        }
         // By name as well as by id: a launch may have created the container but not yet
         // recorded its id.
         let name = spec::container_name(&instance.slug);
@@ -348,11 +362,7 @@ impl Orchestrator {
             result = self.engine.remove(id).await.map_err(engine_err);
         }
         if result.is_ok() && self.options.upstream_mode == UpstreamMode::ContainerNetwork {
-            result = self
-                .engine
-                .remove_network(&spec::container_name(&instance.slug))
-                .await
-                .map_err(engine_err);
+            result = self.remove_instance_network(&name).await;
         }
         match result {
             Ok(()) => {
@@ -376,7 +386,19 @@ impl Orchestrator {
             .as_deref()
             .map(|sealed| {
                 seal::open(&self.keyring, CREDENTIALS_PURPOSE, sealed, self.now()).ok_or_else(
-                    || AdminError::InvalidData("instance credentials cannot be opened".into()),
+                    || {
+                        let why = match seal::sealed_key_id(sealed) {
+                            Some(id) if self.keyring.by_id(&id).is_none() => {
+                                format!("sealed under key {id:?}, which the key file does not hold")
+                            }
+                            Some(id) => format!("key {id:?} of the key file does not fit"),
+                            None => "damaged".to_owned(),
+                        };
+                        AdminError::InvalidData(format!(
+                            "the desktop password of instance {} cannot be opened: {why}",
+                            instance.slug
+                        ))
+                    },
                 )
             })
             .transpose()
@@ -412,7 +434,16 @@ impl Orchestrator {
             .iter()
             .filter_map(|c| Some((c.labels.get(LABEL_INSTANCE)?.as_str(), c)))
             .collect();
-        for row in &rows {
+        // External hosts have no container to agree with.
+        let external: HashSet<i64> = self
+            .store
+            .list_droplets()
+            .await?
+            .into_iter()
+            .filter(|d| d.target == TargetKind::External)
+            .map(|d| d.id)
+            .collect();
+        for row in rows.iter().filter(|r| !external.contains(&r.droplet_id)) {
             let Some((to, reason)) = judge(row, by_slug.get(row.slug.as_str()).copied()) else {
                 continue;
             };
@@ -475,6 +506,9 @@ impl Orchestrator {
         let Some(row) = self.store.get_instance_by_slug(slug).await? else {
             return Ok(None);
         };
+        if self.is_external(&row).await? {
+            return Ok(None);
+        }
         let reference = row
             .container_id
             .clone()
@@ -507,6 +541,86 @@ impl Orchestrator {
                 }
             }
         })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // External hosts: rows only, the engine is never asked
+    // -----------------------------------------------------------------------------------------
+
+    /// An instance of an external host: admitted under the same quotas as a container (no CPU
+    /// or memory is charged), `running` at once, its upstream the host.
+    async fn launch_external(
+        &self,
+        user: &User,
+        droplet: &Droplet,
+        actor: &Actor,
+    ) -> Result<(Instance, Upstream)> {
+        let (host, port) = external_host(droplet)?;
+        let upstream = resolve_external(&host, port).await?;
+        let limits = AdmissionLimits {
+            cpu_capacity_millicores: i64::MAX,
+            memory_capacity_mb: i64::MAX,
+            ..self.quota_limits()
+        };
+        let instance = self
+            .store
+            .admit_instance(
+                &NewInstance {
+                    slug: random_string(SLUG_LEN),
+                    droplet_id: droplet.id,
+                    user_id: user.id,
+                    status: S::Requested,
+                },
+                &limits,
+                Allocation::default(),
+                self.now(),
+            )
+            .await?
+            .map_err(refusal_error)?;
+        self.audit(actor, &instance, None, S::Requested, None)
+            .await?;
+        self.store
+            .set_instance_container(
+                instance.id,
+                None,
+                None,
+                Some(&desktop_target::host_port(&host, port)),
+            )
+            .await?;
+        self.expect_transition(actor, &instance, &[S::Requested], S::Running)
+            .await?;
+        Ok((self.reload(instance.id).await?, upstream))
+    }
+
+    /// Wakes a stopped (or failed) external host instance: nothing to start, the row moves.
+    async fn start_external(
+        &self,
+        actor: &Actor,
+        instance: &Instance,
+        droplet: &Droplet,
+    ) -> Result<Upstream> {
+        let (host, port) = external_host(droplet)?;
+        let upstream = resolve_external(&host, port).await?;
+        if instance.status == S::Running
+            || self
+                .transition(actor, instance, &[S::Stopped, S::Error], S::Running, None)
+                .await?
+        {
+            return Ok(upstream);
+        }
+        Err(AdminError::Conflict(format!(
+            "the instance is {} and cannot be started",
+            self.reload(instance.id).await?.status
+        )))
+    }
+
+    /// Whether the instance belongs to an external host droplet.
+    pub(super) async fn is_external(&self, instance: &Instance) -> Result<bool> {
+        Ok(self
+            .store
+            .get_droplet(instance.droplet_id)
+            .await?
+            .is_some_and(|d| d.target == TargetKind::External))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -696,6 +810,9 @@ impl Orchestrator {
                 .get_droplet(instance.droplet_id)
                 .await?
                 .ok_or(AdminError::NotFound("droplet"))?;
+            if droplet.target == TargetKind::External {
+                return self.start_external(actor, &instance, &droplet).await;
+            }
             let limits = self.limits().await?;
             match self
                 .store
@@ -772,6 +889,10 @@ impl Orchestrator {
                 .set_instance_container(instance_id, None, None, None)
                 .await;
         }
+        if self.options.upstream_mode == UpstreamMode::ContainerNetwork {
+            // The private network is named after the container.
+            let _ = self.remove_instance_network(name).await;
+        }
         if let Ok(instance) = self.reload(instance_id).await {
             let reason = error.to_string();
             let from = [S::Requested, S::Creating, S::Starting];
@@ -834,28 +955,48 @@ impl Orchestrator {
             }
         };
         let _one_at_a_time = self.networks.lock().await;
-        self.engine
-            .ensure_isolated_network(network, &labels)
-            .await
-            .map_err(|e| match e {
-                EngineError::Conflict(reason) => AdminError::InvalidInput {
-                    field: "network",
-                    reason,
-                },
-                other => engine_err(other),
-            })
+        let ensured = match self.options.upstream_mode {
+            UpstreamMode::PublishedLoopback => {
+                self.engine.ensure_isolated_network(network, &labels).await
+            }
+            // The gateway's container joins it and must reach the instance, so traffic between
+            // members stays on; the instance is alone in it otherwise.
+            UpstreamMode::ContainerNetwork => {
+                self.engine.ensure_private_network(network, &labels).await
+            }
+        };
+        ensured.map_err(|e| match e {
+            EngineError::Conflict(reason) => AdminError::InvalidInput {
+                field: "network",
+                reason,
+            },
+            other => engine_err(other),
+        })?;
+        if self.options.upstream_mode == UpstreamMode::ContainerNetwork {
+            self.attach_gateway(network).await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn limits(&self) -> Result<AdmissionLimits> {
         let info = self.engine.info().await.map_err(engine_err)?;
         Ok(AdmissionLimits {
-            max_per_user: i64::from(self.options.max_per_user),
-            max_total: i64::from(self.options.max_total),
             cpu_capacity_millicores: info.cpus.saturating_mul(1000),
             memory_capacity_mb: info.memory_bytes / (1024 * 1024),
+            ..self.quota_limits()
+        })
+    }
+
+    /// The instance quotas, with no engine capacity (zero) filled in.
+    fn quota_limits(&self) -> AdmissionLimits {
+        AdmissionLimits {
+            max_per_user: i64::from(self.options.max_per_user),
+            max_total: i64::from(self.options.max_total),
+            cpu_capacity_millicores: 0,
+            memory_capacity_mb: 0,
             default_cpu_millicores: spec::DEFAULT_CPU_MILLICORES,
             default_memory_mb: spec::DEFAULT_MEMORY_MB,
-        })
+        }
     }
 
     pub(super) async fn reload(&self, id: i64) -> Result<Instance> {
@@ -948,6 +1089,42 @@ impl Orchestrator {
     }
 }
 
+/// The host and port of an external droplet.
+fn external_host(droplet: &Droplet) -> Result<(String, u16)> {
+    match (droplet.external_host.clone(), droplet.external_port) {
+        (Some(host), Some(port)) if !host.is_empty() => Ok((host, port)),
+        _ => Err(AdminError::InvalidInput {
+            field: "host",
+            reason: format!("external droplet {:?} has no host and port", droplet.name),
+        }),
+    }
+}
+
+/// How long resolving an external host's name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The address of an external host, resolved now: a name that does not resolve fails the launch
+/// with a clear error instead of a tunnel that never connects. The row keeps the name, which is
+/// what guacd is given.
+async fn resolve_external(host: &str, port: u16) -> Result<Upstream> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(Upstream {
+            addr: SocketAddr::new(ip, port),
+        });
+    }
+    let unreachable =
+        |reason: String| AdminError::NotReady(format!("cannot resolve {host}: {reason}"));
+    let mut addrs = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((bare, port)))
+        .await
+        .map_err(|_| unreachable(format!("no answer within {} s", RESOLVE_TIMEOUT.as_secs())))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    addrs
+        .next()
+        .map(|addr| Upstream { addr })
+        .ok_or_else(|| unreachable("no address".into()))
+}
+
 /// What reconciliation makes of a row given its container (or its absence): a new status and
 /// why, or `None` to leave it. Only settled rows are judged.
 fn judge(
@@ -994,7 +1171,7 @@ fn exited_error(info: &super::engine::ContainerInfo) -> Result<()> {
     Ok(())
 }
 
-fn parse_upstream(instance: &Instance) -> Option<Upstream> {
+pub(super) fn parse_upstream(instance: &Instance) -> Option<Upstream> {
     instance
         .upstream
         .as_deref()?

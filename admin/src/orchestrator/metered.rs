@@ -21,6 +21,8 @@ pub const OPERATIONS: &[&str] = &[
     "image_present",
     "ensure_network",
     "remove_network",
+    "connect_network",
+    "disconnect_network",
     "ensure_volume",
     "create",
     "start",
@@ -63,8 +65,33 @@ impl Engine for Metered {
         )
     }
 
+    async fn ensure_private_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> EngineResult<()> {
+        counted(
+            "ensure_network",
+            self.0.ensure_private_network(name, labels).await,
+        )
+    }
+
     async fn remove_network(&self, name: &str) -> EngineResult<()> {
         counted("remove_network", self.0.remove_network(name).await)
+    }
+
+    async fn connect_network(&self, network: &str, container: &str) -> EngineResult<()> {
+        counted(
+            "connect_network",
+            self.0.connect_network(network, container).await,
+        )
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> EngineResult<()> {
+        counted(
+            "disconnect_network",
+            self.0.disconnect_network(network, container).await,
+        )
     }
 
     async fn ensure_volume(

@@ -11,8 +11,16 @@
 //!   and expired instances stopped or destroyed;
 //! - [`events`]: the engine's event stream and the engine's health (`/readyz`);
 //! - [`pool`]: warm pools of containers made ahead;
+//! - [`gateway_container`]: mode `container-network`, the gateway's own container attached to
+//!   every instance network;
 //! - [`stats`]: CPU and memory per instance and for the host;
-//! - [`catalogue`]: droplet definitions as operators write them (command line, JSON catalogue).
+//! - [`catalogue`]: droplet definitions as operators write them (command line, JSON catalogue);
+//! - [`desktop_target`]: where guacd connects for a desktop instance (container or external
+//!   host) and the sealed credentials of external hosts.
+//!
+//! External host droplets (VNC, RDP, SSH servers that are not ours) have instances too, without
+//! a container: launching one writes a `running` row whose upstream is the host, stopping and
+//! destroying only move the row, and the engine is never asked about them.
 //!
 //! [`Orchestrator::spawn_background`] starts every background task (reconciler, event watcher,
 //! reaper, pool filler, activity flusher) in one call.
@@ -22,9 +30,11 @@
 
 pub mod activity;
 pub mod catalogue;
+pub mod desktop_target;
 pub mod docker;
 pub mod engine;
 pub mod events;
+pub mod gateway_container;
 pub mod lifecycle;
 pub mod metered;
 pub mod pool;
@@ -46,12 +56,13 @@ use crate::secrets::Keyring;
 use crate::store::{Store, User};
 
 pub use activity::ActivityReporter;
+pub use desktop_target::{DesktopTarget, ExternalCredentials};
 pub use engine::{Engine, EngineError};
 pub use events::EngineHealth;
 pub use lifecycle::ReconcileReport;
 pub use pool::PoolReport;
 pub use reaper::ReapReport;
-pub use stats::{HostStats, InstanceStats};
+pub use stats::{HostStats, InstanceStats, InstanceUsage, Usage};
 
 /// Purpose the per-instance credentials are sealed for (AEAD associated data).
 pub const CREDENTIALS_PURPOSE: &str = "instance-credentials";
@@ -100,6 +111,9 @@ pub struct Options {
     pub max_lifetime: Duration,
     /// How often the background tasks run.
     pub intervals: Intervals,
+    /// Mode `container-network`: the gateway's own container (name or id); `None` = found from
+    /// inside the container, or none for a gateway on the host.
+    pub gateway_container: Option<String>,
 }
 
 /// Periods of the background tasks started by [`Orchestrator::spawn_background`].
@@ -147,6 +161,8 @@ impl Options {
             idle_timeout: config.instances.idle_timeout.get(),
             max_lifetime: config.instances.max_lifetime.get(),
             intervals: Intervals::default(),
+            gateway_container: Some(config.docker.gateway_container.clone())
+                .filter(|c| !c.is_empty()),
         }
     }
 }
@@ -222,6 +238,8 @@ pub struct Orchestrator {
     pool_wanted: tokio::sync::Notify,
     /// One pool top-up at a time in this process.
     pool_filling: tokio::sync::Mutex<()>,
+    /// The gateway's own container, once found (mode `container-network`).
+    gateway: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl fmt::Debug for Orchestrator {
@@ -255,6 +273,7 @@ impl Orchestrator {
             health,
             pool_wanted: tokio::sync::Notify::new(),
             pool_filling: tokio::sync::Mutex::new(()),
+            gateway: tokio::sync::OnceCell::new(),
         }
     }
 

@@ -170,10 +170,7 @@ impl Orchestrator {
             self.engine.remove(id).await.map_err(engine_err)?;
         }
         if self.options.upstream_mode == UpstreamMode::ContainerNetwork {
-            self.engine
-                .remove_network(&name)
-                .await
-                .map_err(engine_err)?;
+            self.remove_instance_network(&name).await?;
         }
         self.pool_wanted.notify_one();
         Ok(true)
@@ -268,7 +265,7 @@ impl Orchestrator {
                     let name = spec::container_name(&reserved.slug);
                     let _ = self.engine.remove(&name).await;
                     if self.options.upstream_mode == UpstreamMode::ContainerNetwork {
-                        let _ = self.engine.remove_network(&name).await;
+                        let _ = self.remove_instance_network(&name).await;
                     }
                     return Err(e);
                 }

@@ -222,6 +222,8 @@ mod tests {
             profile_mount: None,
             idle_action: IdleAction::Destroy,
             pool_started: false,
+            external_domain: None,
+            external_params: Default::default(),
             created_at: 0,
             updated_at: 0,
         }

@@ -373,6 +373,8 @@ mod tests {
             profile_mount: Some("/home/user".into()),
             idle_action: crate::store::droplets::IdleAction::Stop,
             pool_started: false,
+            external_domain: None,
+            external_params: BTreeMap::new(),
             created_at: 0,
             updated_at: 0,
         }

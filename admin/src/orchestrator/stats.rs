@@ -1,5 +1,8 @@
 //! Usage figures for the API and metrics: CPU and memory per instance, and host totals.
 //!
+//! The metrics exporter calls one function, [`Orchestrator::usage`]: host totals and every
+//! running instance's figures from a single sample per container.
+//!
 //! One engine sample per container (Docker takes about a second to give a CPU figure, since it
 //! compares two readings); host totals sample every running container of the deployment at
 //! once, each bounded, and add up what answered. Capacity and allocation come from the engine's
@@ -45,6 +48,34 @@ pub struct Capacity {
     pub allocated_cpu_millicores: i64,
     /// Memory limits of the same, MiB.
     pub allocated_memory_mb: i64,
+}
+
+/// One running instance's usage, with what a metric is labelled by.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceUsage {
+    /// The instance.
+    pub instance_id: i64,
+    /// Its slug (its host name's first label).
+    pub slug: String,
+    /// Its droplet.
+    pub droplet_id: i64,
+    /// Its owner.
+    pub user_id: i64,
+    /// CPU in percent of one CPU (200 = two CPUs busy).
+    pub cpu_percent: f64,
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes.
+    pub memory_limit_bytes: u64,
+}
+
+/// Everything the metrics exporter needs, from one pass over the engine.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Usage {
+    /// Host totals.
+    pub host: HostStats,
+    /// Running instances whose sample arrived in time, by instance id.
+    pub instances: Vec<InstanceUsage>,
 }
 
 /// The host as the orchestrator sees it.
@@ -111,6 +142,43 @@ impl Orchestrator {
 
     /// Engine size, what is allocated, and what the deployment's running containers use now.
     pub async fn host_stats(&self) -> Result<HostStats> {
+        Ok(self.sample().await?.0)
+    }
+
+    /// Host totals and every running instance's CPU and memory, each container sampled once
+    /// (concurrently, each bounded): the one call behind the metrics. Pool containers count in
+    /// the host totals only; external hosts have no container and no figures.
+    pub async fn usage(&self) -> Result<Usage> {
+        let (host, samples) = self.sample().await?;
+        let mut instances = Vec::new();
+        for row in self.store.list_live_instances().await? {
+            if row.status != InstanceStatus::Running {
+                continue;
+            }
+            let Some(s) = samples.get(&row.slug) else {
+                continue;
+            };
+            instances.push(InstanceUsage {
+                instance_id: row.id,
+                slug: row.slug.clone(),
+                droplet_id: row.droplet_id,
+                user_id: row.user_id,
+                cpu_percent: s.cpu_percent,
+                memory_bytes: s.memory_bytes,
+                memory_limit_bytes: s.memory_limit_bytes,
+            });
+        }
+        instances.sort_by_key(|i| i.instance_id);
+        Ok(Usage { host, instances })
+    }
+
+    /// Host totals and the samples that arrived, by instance slug.
+    async fn sample(
+        &self,
+    ) -> Result<(
+        HostStats,
+        std::collections::HashMap<String, super::engine::ContainerStats>,
+    )> {
         let limits = self.limits().await?;
         let allocated = self.store.allocated_resources(&limits).await?;
         let info = self.engine.info().await.map_err(engine_err)?;
@@ -134,6 +202,7 @@ impl Orchestrator {
             tokio::time::timeout(SAMPLE_TIMEOUT, self.engine.stats(&c.id)).await
         }))
         .await;
+        let mut by_slug = std::collections::HashMap::new();
         let mut stats = HostStats {
             cpus: info.cpus,
             memory_bytes: info.memory_bytes,
@@ -152,15 +221,18 @@ impl Orchestrator {
             used_memory_bytes: 0,
             unsampled: 0,
         };
-        for sample in samples {
+        for (container, sample) in running.iter().zip(samples) {
             match sample {
                 Ok(Ok(s)) => {
                     stats.used_cpu_percent += s.cpu_percent;
                     stats.used_memory_bytes += s.memory_bytes;
+                    if let Some(slug) = container.labels.get(LABEL_INSTANCE) {
+                        by_slug.insert(slug.clone(), s);
+                    }
                 }
                 _ => stats.unsampled += 1,
             }
         }
-        Ok(stats)
+        Ok((stats, by_slug))
     }
 }

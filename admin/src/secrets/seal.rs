@@ -95,6 +95,15 @@ pub fn open<T: DeserializeOwned>(
     (now < envelope.exp).then_some(envelope.v)
 }
 
+/// The id of the key a token was sealed under (travels in clear), so a caller whose
+/// [`open`] failed can say whether the key is missing from the key file or did not fit.
+pub fn sealed_key_id(token: &str) -> Option<String> {
+    let raw = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+    let (&id_len, rest) = raw.split_first()?;
+    let id = rest.get(..usize::from(id_len))?;
+    std::str::from_utf8(id).ok().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +164,7 @@ mod tests {
             "same id, different key"
         );
         assert_eq!(open::<u8>(&ring(&[("k3", 1)]), "p", &token, 0), None);
+        assert_eq!(sealed_key_id(&token).as_deref(), Some("k1"));
+        assert_eq!(sealed_key_id("garbage!"), None);
     }
 }

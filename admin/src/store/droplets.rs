@@ -54,8 +54,8 @@ macro_rules! columns {
          cpu_millicores, memory_mb, ports_json, env_json, labels_json, profile_path, network, \
          idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, external_host, \
          external_port, external_username, external_credentials, cap_add_json, read_only_root, \
-         pids_limit, health_path, profile_mount, idle_action, pool_started, created_at, \
-         updated_at"
+         pids_limit, health_path, profile_mount, idle_action, pool_started, external_domain, \
+         external_params_json, created_at, updated_at"
     };
 }
 
@@ -129,6 +129,10 @@ pub struct Droplet {
     pub idle_action: IdleAction,
     /// Whether warm pool containers are started (and ready) ahead, not only created.
     pub pool_started: bool,
+    /// External RDP hosts: the account's Windows domain.
+    pub external_domain: Option<String>,
+    /// External hosts: further guacd connection parameters (`security`, `ignore-cert`, ...).
+    pub external_params: BTreeMap<String, String>,
     /// Creation time, unix milliseconds.
     pub created_at: i64,
     /// Last modification time, unix milliseconds.
@@ -169,6 +173,8 @@ impl Droplet {
             profile_mount: row.try_get("profile_mount")?,
             idle_action: get_enum(row, "idle_action")?,
             pool_started: get_flag(row, "pool_started")?,
+            external_domain: row.try_get("external_domain")?,
+            external_params: get_json(row, "external_params_json")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -238,6 +244,10 @@ pub struct NewDroplet {
     pub idle_action: IdleAction,
     /// Start warm pool containers ahead.
     pub pool_started: bool,
+    /// External RDP hosts: the Windows domain.
+    pub external_domain: Option<String>,
+    /// External hosts: further guacd connection parameters.
+    pub external_params: BTreeMap<String, String>,
 }
 
 impl NewDroplet {
@@ -279,6 +289,8 @@ impl NewDroplet {
             profile_mount: None,
             idle_action: IdleAction::Stop,
             pool_started: false,
+            external_domain: None,
+            external_params: BTreeMap::new(),
         }
     }
 }
@@ -292,9 +304,11 @@ impl Store {
              network, idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, \
              external_host, external_port, external_username, external_credentials, \
              cap_add_json, read_only_root, pids_limit, health_path, profile_mount, \
-             idle_action, pool_started, created_at, updated_at) \
+             idle_action, pool_started, external_domain, external_params_json, created_at, \
+             updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $31) \
+             $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
+             $33, $33) \
              RETURNING ",
             columns!()
         ))
@@ -328,6 +342,8 @@ impl Store {
         .bind(new.profile_mount.as_deref())
         .bind(new.idle_action.as_str())
         .bind(flag(new.pool_started))
+        .bind(new.external_domain.as_deref())
+        .bind(to_json(&new.external_params)?)
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
@@ -396,6 +412,25 @@ impl Store {
             .bind(now)
             .execute(&self.pool)
             .await?;
+        expect_one(result, "droplet")
+    }
+
+    /// Replaces the sealed credentials of an external host (the caller seals them; this module
+    /// never sees plaintext).
+    pub async fn set_droplet_external_credentials(
+        &self,
+        id: i64,
+        sealed: Option<&[u8]>,
+        now: i64,
+    ) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE droplets SET external_credentials = $2, updated_at = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(sealed.map(<[u8]>::to_vec))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         expect_one(result, "droplet")
     }
 

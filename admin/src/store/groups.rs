@@ -119,7 +119,14 @@ impl Permissions {
     }
 }
 
-const BASE_COLUMNS: &[&str] = &["id", "tenant_id", "name", "description", "created_at"];
+const BASE_COLUMNS: &[&str] = &[
+    "id",
+    "tenant_id",
+    "name",
+    "description",
+    "created_at",
+    "max_instances",
+];
 
 /// All columns of `groups`, optionally qualified with a table alias.
 fn group_columns(alias: &str) -> String {
@@ -235,6 +242,9 @@ pub struct Group {
     pub permissions: Permissions,
     /// Creation time, unix milliseconds.
     pub created_at: i64,
+    /// Instances the members may hold together (`None` = no group limit); set with
+    /// [`Store::set_group_instance_limit`].
+    pub instance_limit: Option<i64>,
 }
 
 impl Group {
@@ -246,6 +256,7 @@ impl Group {
             description: row.try_get("description")?,
             permissions: Permissions::from_row(row)?,
             created_at: row.try_get("created_at")?,
+            instance_limit: row.try_get("max_instances")?,
         })
     }
 }

@@ -586,7 +586,8 @@ async fn quota_refusal(
     Ok(None)
 }
 
-/// CPU and memory held by instances that run or are about to, and by warm pool containers
+/// CPU and memory held by instances that run or are about to (external hosts hold none), and
+/// by warm pool containers
 /// started ahead (they run too), leaving out one instance and one pool container (the row being
 /// started or handed out, which is charged as the need instead).
 async fn allocated(
@@ -599,7 +600,7 @@ async fn allocated(
         "SELECT d.cpu_millicores, d.memory_mb FROM instances i \
          JOIN droplets d ON d.id = i.droplet_id \
          WHERE i.status IN ('requested', 'creating', 'starting', 'running', 'stopping') \
-         AND i.id <> $1 \
+         AND i.id <> $1 AND d.target = 'container' \
          UNION ALL \
          SELECT d.cpu_millicores, d.memory_mb FROM pool_containers p \
          JOIN droplets d ON d.id = p.droplet_id \

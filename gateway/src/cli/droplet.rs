@@ -3,19 +3,27 @@
 //! README), `list` prints what is there. Flags and catalogue entries go through the same
 //! parser (`flowcase_admin::orchestrator::catalogue`), so both refuse the same mistakes, each
 //! named by its field (and, for a catalogue, the entry's index).
+//!
+//! External hosts (`--host`) take their password or SSH key from standard input or a file,
+//! sealed with the key file before it is stored; a password given as an argument is refused,
+//! since the shell history and `ps` would show it. `list` never prints a secret.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use flowcase_admin::orchestrator::catalogue::{self, Definition, EntryError};
+use flowcase_admin::orchestrator::desktop_target::{
+    ExternalCredentials, host_port, store_external_credentials,
+};
+use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{Droplet, Store, Tenant, now_millis};
 use flowcase_config::Config;
 use serde_json::{Map, Value, json};
 
 #[derive(Debug, Subcommand)]
 pub enum DropletCommand {
-    /// Add one container droplet.
+    /// Add one droplet: a container (--image) or an external host (--host).
     Add(Box<AddArgs>),
     /// List droplets.
     List,
@@ -36,10 +44,35 @@ pub struct AddArgs {
     droplet_type: String,
     /// Container image (must be present on the engine, or pulled by an admin).
     #[arg(long)]
-    image: String,
-    /// The container port the gateway talks to.
+    image: Option<String>,
+    /// The container port the gateway talks to (with --host: the host's port; default the
+    /// protocol's usual one).
     #[arg(long)]
-    port: String,
+    port: Option<String>,
+    /// External host (vnc, rdp, ssh) reached by guacd instead of a container.
+    #[arg(long)]
+    host: Option<String>,
+    /// With --host: the account to log in as.
+    #[arg(long)]
+    username: Option<String>,
+    /// With --host and --type rdp: the account's Windows domain.
+    #[arg(long)]
+    domain: Option<String>,
+    /// With --host: a further guacd parameter KEY=VALUE (repeatable), e.g. security=nla.
+    #[arg(long, value_name = "KEY=VALUE")]
+    param: Vec<String>,
+    /// With --host: read the host's password from standard input (one line).
+    #[arg(long)]
+    password_stdin: bool,
+    /// With --host: read the host's password from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<std::path::PathBuf>,
+    /// With --host and --type ssh: read an SSH private key from this file.
+    #[arg(long, value_name = "FILE")]
+    private_key_file: Option<std::path::PathBuf>,
+    /// Refused: a password given on the command line lands in the shell history and in `ps`.
+    #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
+    password: Option<Option<String>>,
     /// Another container port to expose (repeatable).
     #[arg(long, value_name = "PORT")]
     extra_port: Vec<String>,
@@ -112,9 +145,12 @@ impl AddArgs {
         };
         put("name", json!(self.name));
         put("type", json!(self.droplet_type));
-        put("image", json!(self.image));
-        put("port", json!(self.port));
         let optional = [
+            ("image", &self.image),
+            ("port", &self.port),
+            ("host", &self.host),
+            ("username", &self.username),
+            ("domain", &self.domain),
             ("cores", &self.cores),
             ("memory", &self.memory),
             ("pids_limit", &self.pids_limit),
@@ -135,6 +171,7 @@ impl AddArgs {
             }
         }
         let lists = [
+            ("param", &self.param),
             ("extra_port", &self.extra_port),
             ("env", &self.env),
             ("label", &self.label),
@@ -159,12 +196,69 @@ impl AddArgs {
     }
 }
 
+impl AddArgs {
+    /// The external host's secrets, from standard input or files: never from an argument, which
+    /// the shell history and `ps` would show to others.
+    fn credentials(&self) -> anyhow::Result<ExternalCredentials> {
+        if self.password.is_some() {
+            bail!(
+                "--password is refused: a password on the command line lands in the shell history \
+                 and in `ps`; use --password-stdin or --password-file FILE"
+            );
+        }
+        let secret_flags =
+            self.password_stdin || self.password_file.is_some() || self.private_key_file.is_some();
+        if secret_flags && self.host.is_none() {
+            bail!("--password-stdin, --password-file and --private-key-file go with --host");
+        }
+        if self.password_stdin && self.password_file.is_some() {
+            bail!("--password-stdin and --password-file exclude each other");
+        }
+        let password = if self.password_stdin {
+            let text =
+                std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?;
+            Some(first_line(&text, "standard input")?)
+        } else if let Some(file) = &self.password_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            Some(first_line(&text, &file.display().to_string())?)
+        } else {
+            None
+        };
+        let private_key = match &self.private_key_file {
+            Some(file) => {
+                let key = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                if key.trim().is_empty() {
+                    bail!("{} is empty", file.display());
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        Ok(ExternalCredentials {
+            password,
+            private_key,
+            passphrase: None,
+        })
+    }
+}
+
+/// The first line of a secret's text, without its line ending; empty is an error.
+fn first_line(text: &str, source: &str) -> anyhow::Result<String> {
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        bail!("no password on {source}");
+    }
+    Ok(line.to_owned())
+}
+
 pub fn run(config: Config, command: DropletCommand) -> anyhow::Result<()> {
     crate::cli::block_on(async move {
         let store = Store::open(&config)
             .await
             .context("cannot open the database")?;
-        let result = execute(&store, command).await;
+        let result = execute(&config, &store, command).await;
         store.close().await;
         result
     })
@@ -177,14 +271,35 @@ async fn tenant(store: &Store) -> anyhow::Result<Tenant> {
         .context("the database has no default tenant: start `flowcase serve` once first")
 }
 
-async fn execute(store: &Store, command: DropletCommand) -> anyhow::Result<()> {
+async fn execute(config: &Config, store: &Store, command: DropletCommand) -> anyhow::Result<()> {
     match command {
         DropletCommand::Add(args) => {
+            // Before anything else, so a refused secret is not also run through the parser.
+            let credentials = args.credentials()?;
             let definition = catalogue::parse_entry(0, &args.to_entry())
                 .map_err(|e| anyhow::anyhow!(field_errors(&e)))?;
             let tenant = tenant(store).await?;
             match catalogue::create(store, tenant.id, &definition, now_millis()).await? {
                 Ok(droplet) => {
+                    if !credentials.is_empty() {
+                        let stored = async {
+                            let keyring = ensure_key_file(&config.secret_key_file())?;
+                            store_external_credentials(
+                                store,
+                                &keyring,
+                                &droplet,
+                                &credentials,
+                                now_millis(),
+                            )
+                            .await
+                        }
+                        .await;
+                        if let Err(e) = stored {
+                            // No droplet without the credentials it was given.
+                            let _ = store.delete_droplet(droplet.id).await;
+                            return Err(e).context("cannot store the host's credentials");
+                        }
+                    }
                     println!("added droplet {} (id {})", droplet.name, droplet.id);
                     Ok(())
                 }
@@ -285,7 +400,7 @@ async fn list(store: &Store) -> anyhow::Result<()> {
         .collect();
     println!(
         "{:>4}  {:<20} {:<5} {:<32} {:>5} {:>5} {:>6} {:<8} {:<16} {:<9} groups",
-        "id", "name", "type", "image", "port", "cores", "MiB", "idle", "pool", "state"
+        "id", "name", "type", "image / host", "port", "cores", "MiB", "idle", "pool", "state"
     );
     for d in store.list_droplets().await? {
         let names: Vec<&str> = store
@@ -294,10 +409,26 @@ async fn list(store: &Store) -> anyhow::Result<()> {
             .iter()
             .filter_map(|id| groups.get(id).map(String::as_str))
             .collect();
-        let port = d
-            .ports
-            .first()
-            .map_or_else(|| "-".to_owned(), ToString::to_string);
+        // External hosts: where they are, and the account; their secrets are never printed.
+        let (image, port) = match (&d.external_host, d.external_port) {
+            (Some(host), Some(port)) => {
+                let account = d
+                    .external_username
+                    .as_deref()
+                    .map(|u| format!("{u}@"))
+                    .unwrap_or_default();
+                (
+                    format!("{account}{}", host_port(host, port)),
+                    port.to_string(),
+                )
+            }
+            _ => (
+                d.image.clone().unwrap_or_else(|| "-".into()),
+                d.ports
+                    .first()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string),
+            ),
+        };
         let cores = d
             .cpu_millicores
             .map_or_else(|| "-".to_owned(), |m| format!("{}", m as f64 / 1000.0));
@@ -311,7 +442,7 @@ async fn list(store: &Store) -> anyhow::Result<()> {
             d.id,
             d.name,
             d.droplet_type,
-            d.image.as_deref().unwrap_or("-"),
+            image,
             port,
             cores,
             d.memory_mb
