@@ -53,7 +53,10 @@ fn main() {
             files.push((format!("{dir}/{name}"), path.clone()));
         }
     }
-    files.push((GUACAMOLE_SERVED_AS.to_owned(), package_dir.join(GUACAMOLE_FILE)));
+    files.push((
+        GUACAMOLE_SERVED_AS.to_owned(),
+        package_dir.join(GUACAMOLE_FILE),
+    ));
 
     let mut hasher = Sha256::new();
     for (served, path) in &files {

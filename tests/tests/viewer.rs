@@ -116,7 +116,11 @@ fn start_tags(html: &str) -> Vec<Tag> {
                 break;
             }
         }
-        assert!(!name.is_empty(), "a bare '<' in the page: {}", &rest[..40.min(rest.len())]);
+        assert!(
+            !name.is_empty(),
+            "a bare '<' in the page: {}",
+            &rest[..40.min(rest.len())]
+        );
         let mut attrs = BTreeMap::new();
         let end = loop {
             let Some((i, c)) = chars.next() else {
@@ -269,13 +273,19 @@ async fn the_viewer_needs_a_login_and_only_the_owner_or_an_admin_gets_it() {
     assert!(header(&resp, "content-type").starts_with("text/html"));
     let page = resp.text().await.unwrap();
     assert!(page.contains("belongs to another user"), "{page}");
-    assert!(!page.contains("data-csrf-token"), "no viewer for bob: {page}");
+    assert!(
+        !page.contains("data-csrf-token"),
+        "no viewer for bob: {page}"
+    );
 
     // Unknown and malformed ids: the 404 page.
     for path in ["/droplet/999999", "/droplet/not-a-number", "/droplet/desk1"] {
         let resp = bob.get(env.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 404, "{path}");
-        assert!(header(&resp, "content-type").starts_with("text/html"), "{path}");
+        assert!(
+            header(&resp, "content-type").starts_with("text/html"),
+            "{path}"
+        );
     }
 
     // The administrator (edit_instances over alice's tenant) may open it.
@@ -297,7 +307,11 @@ async fn the_viewer_needs_a_login_and_only_the_owner_or_an_admin_gets_it() {
     env.login(&alice, "alice").await;
     let resp = alice.get(env.viewer()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(header(&resp, "cache-control"), "no-store", "the page holds a CSRF token");
+    assert_eq!(
+        header(&resp, "cache-control"),
+        "no-store",
+        "the page holds a CSRF token"
+    );
 }
 
 #[tokio::test]
@@ -336,7 +350,10 @@ async fn the_viewer_page_has_no_inline_code_and_hands_its_settings_to_the_module
         let d = directive(name);
         assert!(d.contains("'self'"), "{d}");
         for loose in ["'unsafe-inline'", "'unsafe-eval'", "*", "data:", "blob:"] {
-            assert!(!d.split(' ').any(|s| s == loose), "{name} allows {loose}: {csp}");
+            assert!(
+                !d.split(' ').any(|s| s == loose),
+                "{name} allows {loose}: {csp}"
+            );
         }
     }
     assert!(directive("connect-src").contains("'self'"), "{csp}");
@@ -366,7 +383,10 @@ async fn the_viewer_page_has_no_inline_code_and_hands_its_settings_to_the_module
         }
         for (attr, value) in &tag.attrs {
             assert!(
-                !value.trim_start().to_ascii_lowercase().starts_with("javascript:"),
+                !value
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("javascript:"),
                 "no javascript: URL in {attr} of <{}>",
                 tag.name
             );
@@ -382,7 +402,11 @@ async fn the_viewer_page_has_no_inline_code_and_hands_its_settings_to_the_module
             .as_str()
     };
     assert_eq!(data("instance-id"), env.desktop.id.to_string());
-    assert_eq!(data("droplet-name"), DROPLET_NAME, "escaped and decoded intact");
+    assert_eq!(
+        data("droplet-name"),
+        DROPLET_NAME,
+        "escaped and decoded intact"
+    );
     assert_eq!(data("csrf-token"), csrf, "the session's CSRF token");
     assert_eq!(data("csrf-header"), "x-csrf-token");
     assert_eq!(data("can-copy"), "true");
@@ -477,7 +501,10 @@ async fn the_modules_are_served_as_javascript_with_long_caching_and_guacamole_is
         "chrome.js",
         "guacamole-common.min.js",
     ] {
-        assert!(seen.iter().any(|s| s == module), "{module} not reached: {seen:?}");
+        assert!(
+            seen.iter().any(|s| s == module),
+            "{module} not reached: {seen:?}"
+        );
     }
 
     // guacamole-common-js is the file npm installed from the lockfile, unchanged.
@@ -490,10 +517,19 @@ async fn the_modules_are_served_as_javascript_with_long_caching_and_guacamole_is
         .await
         .unwrap();
     let installed = std::fs::read(installed_guacamole_common_js()).unwrap();
-    assert!(served[..] == installed[..], "the embedded copy differs from node_modules");
+    assert!(
+        served[..] == installed[..],
+        "the embedded copy differs from node_modules"
+    );
     let text = String::from_utf8_lossy(&served);
-    assert!(text.contains("API_VERSION=\"1.5.0\""), "guacamole-common-js 1.5.0");
-    assert!(text.trim_end().ends_with("export default Guacamole;"), "its ESM build");
+    assert!(
+        text.contains("API_VERSION=\"1.5.0\""),
+        "guacamole-common-js 1.5.0"
+    );
+    assert!(
+        text.trim_end().ends_with("export default Guacamole;"),
+        "its ESM build"
+    );
     let lock: Value = serde_json::from_str(
         &std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -503,8 +539,7 @@ async fn the_modules_are_served_as_javascript_with_long_caching_and_guacamole_is
     )
     .unwrap();
     assert_eq!(
-        lock["packages"]["node_modules/guacamole-common-js"]["version"],
-        "1.5.0",
+        lock["packages"]["node_modules/guacamole-common-js"]["version"], "1.5.0",
         "pinned in the lockfile"
     );
 

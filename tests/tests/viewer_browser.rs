@@ -82,7 +82,10 @@ async fn wait_for_js(browser: &Browser, what: &str, script: &str) -> Value {
         if truthy {
             return value;
         }
-        assert!(Instant::now() < deadline, "no {what} within {WAIT_TIMEOUT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {WAIT_TIMEOUT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -214,27 +217,34 @@ async fn the_viewer_runs_under_the_csp_asks_for_a_token_and_shows_its_status() {
         .await;
 
         // The policy lets the page open the tunnel's WebSocket (same origin, wss): whatever the
-        // server answers, Chromium must not refuse it before sending.
-        let outcome = alice
-            .client()
-            .execute_async(
-                "const done = arguments[arguments.length - 1]; \
+        // server answers, Chromium must not refuse it before sending. A WebSocket to another
+        // origin is the control: the same check must see that one refused.
+        let open_websocket = |url: &'static str| {
+            alice.client().execute_async(
+                "const [url, done] = arguments; \
                  try { \
-                   const ws = new WebSocket(`wss://${location.host}/tunnel`, 'guacamole'); \
+                   const ws = new WebSocket(url.replace('HOST', location.host), 'guacamole'); \
                    ws.onopen = () => { ws.close(); done('open'); }; \
                    ws.onerror = () => done('error'); \
                  } catch (e) { done('thrown: ' + e); }",
-                vec![],
+                vec![json!(url)],
             )
-            .await
-            .unwrap();
+        };
+        let outcome = open_websocket("wss://HOST/tunnel").await.unwrap();
         assert!(
             !outcome.as_str().unwrap_or_default().starts_with("thrown"),
             "{outcome}"
         );
-
         let log = alice.console_log().await;
         assert!(broken(&log).is_empty(), "console:\n{}", log.join("\n"));
+
+        open_websocket("wss://127.0.0.1:9/tunnel").await.unwrap();
+        let log = alice.console_log().await;
+        assert!(
+            log.iter().any(|l| l.contains("Content Security Policy")),
+            "another origin is refused by the policy, and the check sees it:\n{}",
+            log.join("\n")
+        );
     })
     .await;
     env.browser.close().await;
@@ -441,7 +451,8 @@ async fn the_viewer_shows_the_desktop_and_sends_typed_keys_through_the_tunnel() 
         let deadline = Instant::now() + WAIT_TIMEOUT;
         loop {
             let keys = guacd.keys();
-            let seen = |sym: &str, pressed: &str| keys.iter().any(|(s, p)| s == sym && p == pressed);
+            let seen =
+                |sym: &str, pressed: &str| keys.iter().any(|(s, p)| s == sym && p == pressed);
             if seen("97", "1") && seen("97", "0") && seen("98", "1") && seen("98", "0") {
                 break;
             }
