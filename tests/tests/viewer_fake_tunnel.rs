@@ -256,6 +256,25 @@ async fn overlay_state(browser: &Browser) -> String {
     .to_owned()
 }
 
+/// Brings the hidden toolbar back as a user does, by pointing at the top edge of the window,
+/// and leaves the pointer on it so that it stays.
+async fn reveal_toolbar(browser: &Browser) {
+    let shown = async || {
+        eval(
+            browser,
+            "return document.getElementById('toolbar').getBoundingClientRect().top >= 0;",
+        )
+        .await
+            == true
+    };
+    if !shown().await {
+        // The hotspot's middle is where the toolbar slides in: the pointer ends up on it.
+        browser.click("#toolbar-hotspot").await;
+    }
+    wait_until("the toolbar", shown).await;
+    browser.click(".toolbar__name").await;
+}
+
 /// The colour at the middle of a real screenshot, decoded by the browser itself.
 async fn screenshot_center_rgb(browser: &Browser) -> [u8; 3] {
     use base64::Engine as _;
@@ -301,7 +320,11 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
         })
         .await;
         assert_eq!(*fake.presented.lock().unwrap(), ["token-1"]);
-        assert_eq!(b.text_of("#badge").await, "Connected");
+        // textContent: WebDriver's text is empty once the toolbar has slid out of view.
+        assert_eq!(
+            eval(b, "return document.getElementById('badge').textContent;").await,
+            "Connected"
+        );
 
         // The 640×480 picture, scaled to the window, fills the middle of the screen.
         wait_until("the desktop's picture on screen", async || {
@@ -347,8 +370,59 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
             .unwrap();
         wait_until("a mouse move", async || !fake.received("mouse").is_empty()).await;
 
+        // A resized window asks the desktop for the new size (once it has settled), and the
+        // picture is scaled to the new window at once.
+        let before = fake.received("size").len();
+        b.client().set_window_size(1000, 700).await.unwrap();
+        wait_until("a size instruction", async || {
+            fake.received("size").len() > before
+        })
+        .await;
+        let size = fake.received("size").pop().unwrap();
+        let inner = eval(
+            b,
+            "return [innerWidth * devicePixelRatio, innerHeight * devicePixelRatio];",
+        )
+        .await;
+        assert_eq!(
+            size[1],
+            inner[0].as_f64().unwrap().round().to_string(),
+            "{size:?}"
+        );
+        assert_eq!(
+            size[2],
+            inner[1].as_f64().unwrap().round().to_string(),
+            "{size:?}"
+        );
+        let shown_width = eval(
+            b,
+            "return document.querySelector('#display > div').getBoundingClientRect().width;",
+        )
+        .await;
+        let expected = eval(
+            b,
+            "return Math.min(innerWidth / 640, innerHeight / 480) * 640;",
+        )
+        .await;
+        assert!(
+            (shown_width.as_f64().unwrap() - expected.as_f64().unwrap()).abs() < 1.0,
+            "the picture fits the window: {shown_width} vs {expected}"
+        );
+
+        // While the desktop is in use the toolbar slides out of the way by itself.
+        wait_until("the toolbar to hide", async || {
+            eval(
+                b,
+                "return document.getElementById('toolbar').getBoundingClientRect().bottom <= 0;",
+            )
+            .await
+                == true
+        })
+        .await;
+
         // Ctrl-Alt-Del from the menu: three presses, then three releases.
         fake.received.lock().unwrap().clear();
+        reveal_toolbar(b).await;
         b.click("#btn-menu").await;
         b.click("#btn-cad").await;
         wait_until("Ctrl-Alt-Del", async || fake.received("key").len() >= 6).await;
@@ -371,6 +445,7 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
             ]
             .concat(),
         ));
+        reveal_toolbar(b).await;
         b.click("#btn-menu").await;
         wait_until("the desktop's clipboard in the panel", async || {
             eval(b, "return document.getElementById('clipboard-text').value;").await
