@@ -5,10 +5,13 @@
 //! (docs/guacamole-protocol.md): the UUID first, ping echo, a picture drawn with
 //! `size`/`rect`/`cfill`/`sync`, and status-coded closes on demand.
 //!
-//! It checks what the real tunnel cannot be asked to do on cue: the picture fills the window,
-//! typed keys and Ctrl-Alt-Del arrive, text copied on the desktop reaches the clipboard panel
-//! and text sent from the panel arrives, a close with an upstream status reconnects with a fresh
-//! token, and a close with CLIENT_UNAUTHORIZED (769) stops with "sign in again" instead.
+//! It checks what the real tunnel cannot be asked to do on cue: the picture fills the window
+//! and follows its resizes (a `size` instruction once the window settles), typed keys, the mouse
+//! and Ctrl-Alt-Del arrive, the toolbar hides itself and comes back at the top edge, text copied
+//! on the desktop reaches the clipboard panel and text sent from the panel arrives (keys typed
+//! in the panel do not), a quiet network shows the "unstable" notice and recovers, a close with
+//! an upstream status reconnects with a fresh token, and a close with CLIENT_UNAUTHORIZED (769)
+//! stops with "sign in again" instead.
 //! The same flow through the real binary and tunnel is in viewer_browser.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -43,6 +46,9 @@ struct Fake {
 
 enum Order {
     Send(String),
+    /// Stop (true) or resume (false) answering pings: a network that went quiet. Resuming
+    /// sends a `nop` as guacd would.
+    Mute(bool),
     Close(u16, &'static str),
 }
 
@@ -196,12 +202,16 @@ async fn serve_tunnel(mut socket: WebSocket, fake: Fake) {
             return;
         }
     }
+    let mut muted = false;
     loop {
         tokio::select! {
             message = socket.recv() => {
                 let Some(Ok(Message::Text(text))) = message else { return };
                 for instruction in decode(text.as_str()) {
                     if instruction.first().is_some_and(String::is_empty) && instruction.get(1).is_some_and(|s| s == "ping") {
+                        if muted {
+                            continue;
+                        }
                         let echo = encode(&instruction.iter().map(String::as_str).collect::<Vec<_>>());
                         if socket.send(Message::Text(echo.into())).await.is_err() {
                             return;
@@ -215,6 +225,14 @@ async fn serve_tunnel(mut socket: WebSocket, fake: Fake) {
                 match order {
                     Some(Order::Send(raw)) => {
                         if socket.send(Message::Text(raw.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Order::Mute(on)) => {
+                        muted = on;
+                        // The browser pings only after it hears from the server: data flowing
+                        // again (guacd's nop every 5 s, or a frame) restarts the pings.
+                        if !on && socket.send(Message::Text(encode(&["nop"]).into())).await.is_err() {
                             return;
                         }
                     }
@@ -481,6 +499,28 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
             fake.received("key")
         );
         b.click("#btn-menu").await;
+
+        // A network that goes quiet: the viewer says so (the tunnel is UNSTABLE after 1.5 s
+        // without data) without covering the desktop, and recovers when data flows again.
+        let notice_shown =
+            async || eval(b, "return !document.getElementById('notice').hidden;").await == true;
+        fake.order(Order::Mute(true));
+        wait_until("the unstable notice", notice_shown).await;
+        assert_eq!(
+            eval(b, "return document.getElementById('badge').textContent;").await,
+            "Unstable"
+        );
+        assert_eq!(
+            overlay_state(b).await,
+            "connected",
+            "the desktop stays in view"
+        );
+        fake.order(Order::Mute(false));
+        wait_until("the notice to go", async || !notice_shown().await).await;
+        assert_eq!(
+            eval(b, "return document.getElementById('badge').textContent;").await,
+            "Connected"
+        );
 
         // The desktop went away (UPSTREAM_NOT_FOUND): the reason in words, then a reconnect
         // by itself with a fresh token.
