@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod desktops;
 pub mod echo;
 pub mod instances;
 pub mod oidc_provider;

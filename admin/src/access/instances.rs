@@ -10,10 +10,19 @@ impl Access<'_> {
     /// The instance behind `slug`, if the principal may use it. Missing or deleted instances
     /// are `NotFound`; someone else's is `Forbidden` (the host name is no secret, the content is).
     pub async fn usable_instance(&self, slug: &str) -> Result<Instance> {
-        let instance = self
-            .store()
-            .get_instance_by_slug(slug)
-            .await?
+        let instance = self.store().get_instance_by_slug(slug).await?;
+        self.usable(instance).await
+    }
+
+    /// [`Self::usable_instance`] by the instance's primary key (the viewer page's
+    /// `/droplet/{id}`), with the same refusals.
+    pub async fn usable_instance_by_id(&self, id: i64) -> Result<Instance> {
+        let instance = self.store().get_instance(id).await?;
+        self.usable(instance).await
+    }
+
+    async fn usable(&self, instance: Option<Instance>) -> Result<Instance> {
+        let instance = instance
             .filter(|i| !matches!(i.status, InstanceStatus::Gone | InstanceStatus::Destroying))
             .ok_or(AdminError::NotFound("instance"))?;
         if instance.user_id == self.principal.user.id {

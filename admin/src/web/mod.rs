@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app_auth;
+pub mod assets;
 pub mod error;
 pub mod extract;
 pub mod oidc;
@@ -56,6 +57,8 @@ pub fn router(state: AppState) -> Router {
             get(pages::register).post(pages::register_submit),
         )
         .route("/dashboard", get(pages::dashboard))
+        .route("/droplet/{id}", get(pages::viewer))
+        .route("/assets/{version}/{*path}", get(assets::serve))
         .route("/app-auth", get(app_auth::app_auth))
         .route("/.well-known/flowcase/jwks.json", get(jwks))
         .route("/auth/oidc/{provider}/login", get(oidc::login))

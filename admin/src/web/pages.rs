@@ -14,7 +14,7 @@ use super::extract::{PageUser, RequestAuth};
 use crate::accounts::registration::{self, RegistrationForm};
 use crate::auth::{return_path, session};
 use crate::error::AdminError;
-use crate::store::now_millis;
+use crate::store::{DropletType, now_millis};
 use flowcase_config::Registration;
 
 #[derive(Template)]
@@ -315,4 +315,80 @@ pub async fn register_submit(
         }
         Err(_) => Redirect::to("/").into_response(),
     }
+}
+
+/// The desktop viewer. Everything its script needs comes in `data-` attributes of `<body>`:
+/// the page carries no inline script or style, which the Content Security Policy forbids.
+#[derive(Template)]
+#[template(path = "viewer.html")]
+struct ViewerPage<'a> {
+    instance_id: i64,
+    droplet_name: &'a str,
+    csrf_token: String,
+    csrf_header: &'static str,
+    can_copy: bool,
+    can_paste: bool,
+    login_url: String,
+    script_url: String,
+    style_url: String,
+}
+
+/// `GET /droplet/{id}`: the viewer of desktop instance `id` (the instance's primary key, as
+/// the original app's route), for its owner or an administrator of the owner's tenant. A web
+/// app instance has no viewer: its own host is where it opens.
+pub async fn viewer(
+    State(state): State<AppState>,
+    PageUser(principal, client): PageUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found();
+    };
+    let access = crate::access::Access::new(&state.auth, &principal, &client);
+    let found = match access.usable_instance_by_id(id).await {
+        Ok(instance) => state
+            .store
+            .get_droplet(instance.droplet_id)
+            .await
+            .map(|droplet| droplet.map(|d| (instance, d))),
+        Err(e) => Err(e),
+    };
+    let (instance, droplet) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return not_found(),
+        Err(e) => {
+            return error_page(
+                super::error::classify(&e).0,
+                &super::error::public_message(&e),
+            );
+        }
+    };
+    if droplet.droplet_type == DropletType::Http {
+        let server = &state.config.server;
+        let host = format!("{}.{}", instance.slug, server.apps_domain.as_str());
+        let origin = flowcase_config::origin(&host, server.effective_https_port());
+        return Redirect::to(&format!("{origin}/")).into_response();
+    }
+    let back = format!("/droplet/{}", instance.id);
+    let login_url = format!(
+        "/?{}",
+        serde_urlencoded::to_string([("return", back.as_str())]).unwrap_or_default()
+    );
+    render(
+        StatusCode::OK,
+        &ViewerPage {
+            instance_id: instance.id,
+            droplet_name: &droplet.name,
+            csrf_token: state.auth.csrf_token(&principal).unwrap_or_default(),
+            csrf_header: crate::auth::csrf::HEADER,
+            // TODO(groups): the store has no clipboard flags yet; when groups gain
+            // `disable_copy`/`disable_paste`, take them from the principal's groups here (the
+            // tunnel passes the same rights to guacd, which enforces them).
+            can_copy: true,
+            can_paste: true,
+            login_url,
+            script_url: super::assets::url("js/viewer.js"),
+            style_url: super::assets::url("css/viewer.css"),
+        },
+    )
 }

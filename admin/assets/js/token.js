@@ -1,0 +1,46 @@
+// Tunnel tokens: one per connection attempt. A token is valid for 60 seconds and only once, so
+// every connect and every reconnect asks for a fresh one.
+
+import { codeForTokenStatus } from "./status.js";
+
+/** A failed token request, carrying the Guacamole status the viewer shows for it. */
+export class TokenError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * Mints a token for `instanceId` with the session cookie and the CSRF header the control plane
+ * requires of every state-changing call.
+ * @returns {Promise<string>}
+ */
+export async function fetchToken({ instanceId, csrfHeader, csrfToken }) {
+  let response;
+  try {
+    response = await fetch(`/api/v1/instances/${encodeURIComponent(instanceId)}/tunnel-token`, {
+      method: "POST",
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { [csrfHeader]: csrfToken, Accept: "application/json" },
+    });
+  } catch (e) {
+    // The gateway is unreachable (restarting, network gone): worth retrying.
+    throw new TokenError(0x0208, `the gateway is unreachable: ${e}`);
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const reason = body?.error?.code ?? `HTTP ${response.status}`;
+    throw new TokenError(codeForTokenStatus(response.status), `token refused: ${reason}`);
+  }
+  if (typeof body?.token !== "string" || body.token === "") {
+    throw new TokenError(0x0200, "the token answer holds no token");
+  }
+  return body.token;
+}
