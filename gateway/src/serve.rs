@@ -57,9 +57,10 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         FrontDoor::new(
             config.clone(),
             runtime_dir.control_socket(),
+            runtime_dir.tunnel_socket(),
             snapshot.clone(),
             AppHostGate::new(&config, keyring.clone(), snapshot.clone()),
-            waker,
+            waker.clone(),
             assertions,
             activity.clone(),
         ),
@@ -91,6 +92,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             keyring,
             wake_requests,
             activity,
+            waker,
         ),
     );
     control.threads = Some(2);

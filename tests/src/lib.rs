@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod echo;
+pub mod guacd;
 pub mod instances;
 pub mod oidc_provider;
 pub mod pebble;

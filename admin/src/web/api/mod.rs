@@ -7,6 +7,7 @@ pub mod groups;
 pub mod input;
 pub mod session;
 pub mod tenants;
+pub mod tunnel;
 pub mod users;
 
 use axum::Router;
@@ -43,4 +44,8 @@ pub fn routes() -> Router<AppState> {
                 .delete(groups::delete),
         )
         .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
+        .route(
+            "/api/v1/instances/{slug}/tunnel-token",
+            post(tunnel::mint),
+        )
 }
