@@ -179,6 +179,7 @@ on_both_backends!(
     bootstrap_reuses_surviving_groups,
     concurrent_bootstraps_create_one_admin,
     bootstrap_yields_to_a_concurrent_winner,
+    tunnel_tokens_are_claimed_once,
 );
 
 macro_rules! assert_err {
@@ -2208,4 +2209,23 @@ fn postgres_urls_get_their_database_replaced() {
         "postgres://u:p@h/postgres?sslmode=disable"
     );
     assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
+
+/// A tunnel token is claimed once, whichever process (connection) asks; expired claims are
+/// swept so the table does not grow.
+async fn tunnel_tokens_are_claimed_once(db: &TestDb) {
+    let s = &db.store;
+    assert!(s.claim_tunnel_token("a", T0 + 60_000, T0).await.unwrap());
+    assert!(!s.claim_tunnel_token("a", T0 + 60_000, T0 + 1).await.unwrap());
+    assert!(s.claim_tunnel_token("b", T0 + 60_000, T0 + 1).await.unwrap());
+    // Concurrent claims of one token: exactly one wins.
+    let claims = (0..8).map(|_| s.claim_tunnel_token("c", T0 + 60_000, T0 + 2));
+    let won = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1);
+    // Once expired, an entry is swept (the token itself is refused by its expiry by then).
+    assert!(s.claim_tunnel_token("a", T0 + 120_000, T0 + 60_000).await.unwrap());
 }

@@ -22,6 +22,7 @@ pub mod instances;
 pub mod invites;
 pub mod sessions;
 pub mod tenants;
+pub mod tunnel_tokens;
 pub mod users;
 pub mod workshops;
 

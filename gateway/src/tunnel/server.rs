@@ -1,6 +1,7 @@
 //! The tunnel endpoint: a WebSocket server on a private Unix socket, which the front door
 //! routes the public host's `/tunnel` to. Each connection is checked before guacd hears of it:
-//! the token opens (sealed for tunnels, not expired), was never used, its session is still
+//! the token opens (sealed for tunnels, not expired), was never used (by this process, nor by
+//! another sharing the database), its session is still
 //! valid and not revoked, and its user may still use the instance; any failure closes with
 //! CLIENT_UNAUTHORIZED. Then guacd is dialled, the handshake runs, the browser gets the tunnel's
 //! UUID, and the relay takes over.
@@ -236,6 +237,19 @@ impl Tunnels {
             .unwrap_or(false);
         if !first {
             return Err(refuse("token already used"));
+        }
+        // Other gateway processes sharing the database may have seen it.
+        match self
+            .store
+            .claim_tunnel_token(&grant.jti, grant.expires_at, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Err(refuse("token already used by another gateway process")),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a tunnel token as used");
+                return Err(Status::ServerError);
+            }
         }
         if self.snapshot.is_revoked(&grant.session) {
             return Err(refuse("session revoked"));
