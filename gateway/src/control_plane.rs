@@ -202,6 +202,7 @@ impl ControlPlane {
                     activity: self.activity.clone(),
                     waker: self.waker.clone(),
                     used: Default::default(),
+                    connections: Default::default(),
                 };
                 tokio::spawn(crate::tunnel::server::serve(listener, Arc::new(tunnels)));
             }

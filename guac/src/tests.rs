@@ -59,7 +59,7 @@ fn limits_are_enforced() {
     assert_eq!(scan(b"00003.abc;"), Ok(Scan::Complete(10)));
     assert_eq!(scan(b"000003.abc;"), Err(ParseError::LengthTooLong));
     // 8192 code points in all is the most.
-    let value = "x".repeat(MAX_INSTRUCTION_CHARS - 2 - 5 - 2);
+    let value = "x".repeat(MAX_INSTRUCTION_CHARS - "1.a,".len() - "8182.".len() - ";".len());
     let at_limit = format!("1.a,{}.{value};", value.len());
     assert_eq!(at_limit.chars().count(), MAX_INSTRUCTION_CHARS);
     assert!(matches!(scan(at_limit.as_bytes()), Ok(Scan::Complete(_))));

@@ -5,7 +5,8 @@
 //!   takes `size`/`audio`/`video`/`image`/`timezone`/`name` in any order, and refuses a `connect`
 //!   whose arity is wrong or whose version is empty (`error` with CLIENT_BAD_REQUEST, then close);
 //! - after `ready,$<id>` (in the same write, so the gateway must keep what follows `ready`) it
-//!   draws a known picture: `size`, `img` + `blob` + `end` (a small PNG), `sync`;
+//!   draws a known picture (a `select,$<id>` naming a connection it handed out joins it, as
+//!   guacd's sharing does): `size`, `img` + `blob` + `end` (a small PNG), `sync`;
 //! - it records every connection, handshake and instruction it receives, so tests can assert
 //!   what reached guacd (pings never do) — and that nothing did;
 //! - on command it sends a 64 KiB clipboard stream, multi-byte text cut into one-byte writes,
@@ -116,6 +117,8 @@ pub struct Seen {
     pub handshakes: Vec<Handshake>,
     /// Instructions received after `ready`, in order, across sessions.
     pub received: Vec<Instruction>,
+    /// Connection ids handed out in `ready`, which `select,$<id>` may join.
+    pub ids: Vec<String>,
 }
 
 /// Things a test can make the current session do.
@@ -241,7 +244,7 @@ async fn session(
         stream,
         buf: Vec::new(),
     };
-    let Some(handshake) = handshake(&mut conn).await else {
+    let Some(handshake) = handshake(&mut conn, &seen).await else {
         return;
     };
     let accepted = handshake.accepted;
@@ -305,7 +308,7 @@ async fn session(
 
 /// The handshake, guacd's side. None when the peer went away or broke the protocol before
 /// `connect` (after an `error` where guacd would send one).
-async fn handshake(conn: &mut Conn) -> Option<Handshake> {
+async fn handshake(conn: &mut Conn, seen: &Mutex<Seen>) -> Option<Handshake> {
     let select = conn.next().await?;
     if select.opcode != "select" || select.args.len() != 1 {
         conn.fail("Expected select", Status::ClientBadRequest).await;
@@ -315,8 +318,9 @@ async fn handshake(conn: &mut Conn) -> Option<Handshake> {
         select: select.args[0].clone(),
         ..Handshake::default()
     };
-    if hs.select != "vnc" {
-        conn.fail("No such protocol", Status::ClientBadRequest)
+    let joins_known = seen.lock().unwrap().ids.contains(&hs.select);
+    if hs.select != "vnc" && !joins_known {
+        conn.fail("No such protocol or connection", Status::ResourceNotFound)
             .await;
         return None;
     }
@@ -361,6 +365,7 @@ async fn handshake(conn: &mut Conn) -> Option<Handshake> {
     }
     hs.accepted = true;
     let id = format!("$2f0c6a8e-1d1b-4c3e-9a55-{:012x}", rand::random::<u64>() >> 16);
+    seen.lock().unwrap().ids.push(id.clone());
     let (w, h) = PICTURE_SIZE;
     let mut first = Instruction::new("ready", [id]).encode();
     for i in [

@@ -5,7 +5,8 @@
 //!   `ready` goes first.
 //! - browser → guacd: instructions are reassembled across frames; the internal ping
 //!   (`0.,4.ping,…;`) is answered with itself and never forwarded, other internal instructions
-//!   are dropped; real input is reported as instance activity.
+//!   are dropped; real input is reported as instance activity (and dropped for read-only
+//!   watchers).
 //! - Memory is bounded both ways: guacd is read only while the browser's queue has room (so a
 //!   browser that stops reading stops guacd's reads, and TCP pushes back on guacd), and no
 //!   buffer ever holds more than one read plus one incomplete instruction.
@@ -53,10 +54,12 @@ pub struct SessionWatch {
     pub expires_at: i64,
 }
 
-/// Where real user input is reported.
+/// Where real user input goes: reported as activity, or, for a read-only watcher, dropped
+/// before guacd (which would ignore it anyway: two locks are better than one).
 pub struct ActivitySink {
     pub reporter: Option<ActivityReporter>,
     pub instance_id: i64,
+    pub read_only: bool,
 }
 
 enum Out {
@@ -240,8 +243,12 @@ where
                                 return Status::Success;
                             }
                         }
+                    } else if is_user_input(op) {
+                        if !activity.read_only {
+                            input = true;
+                            forward.extend_from_slice(instruction);
+                        }
                     } else {
-                        input |= is_user_input(op);
                         forward.extend_from_slice(instruction);
                     }
                     pos += n;

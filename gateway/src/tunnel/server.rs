@@ -6,6 +6,7 @@
 //! CLIENT_UNAUTHORIZED. Then guacd is dialled, the handshake runs, the browser gets the tunnel's
 //! UUID, and the relay takes over.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +49,9 @@ pub struct Tunnels {
     pub activity: Activity,
     pub waker: Waker,
     pub used: Mutex<UsedTokens>,
+    /// guacd's connection id of each instance's open tunnel in this process, for watchers to
+    /// join (sharing).
+    pub connections: Mutex<HashMap<i64, String>>,
 }
 
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -137,6 +141,12 @@ impl Tunnels {
             Ok(opened) => opened,
             Err(status) => return close(&mut ws, status).await,
         };
+        let instance_id = opened.grant.instance_id;
+        let connection_id = opened.connected.connection_id.clone();
+        let shared = !opened.grant.watch;
+        if shared && let Ok(mut connections) = self.connections.lock() {
+            connections.insert(instance_id, connection_id.clone());
+        }
         let status = relay(
             ws,
             opened.connected.stream,
@@ -148,10 +158,17 @@ impl Tunnels {
             },
             ActivitySink {
                 reporter: self.activity.get().cloned(),
-                instance_id: opened.grant.instance_id,
+                instance_id,
+                read_only: opened.grant.watch,
             },
         )
         .await;
+        if shared && let Ok(mut connections) = self.connections.lock() {
+            // A newer tunnel of the instance may have replaced ours meanwhile.
+            if connections.get(&instance_id) == Some(&connection_id) {
+                connections.remove(&instance_id);
+            }
+        }
         tracing::info!(tunnel = %opened.uuid, status = status.code(), "desktop tunnel closed");
     }
 
@@ -164,7 +181,38 @@ impl Tunnels {
     ) -> Result<Opened, Status> {
         let now = now_millis();
         let (grant, session_expires_at) = self.admit(upgrade.token.as_deref(), now).await?;
-        let target = self.target(&grant).await?;
+        let target = if grant.watch {
+            // The sharer's right to the instance is checked again; the desktop need not run
+            // (there is nothing to watch otherwise, which the lookup below finds).
+            desktop_target(
+                &self.store,
+                &self.keyring,
+                grant.instance_id,
+                grant.user_id,
+                now,
+            )
+            .await
+            .map_err(refusal)?
+        } else {
+            self.target(&grant).await?
+        };
+        let watching = if grant.watch {
+            let running = self
+                .connections
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&grant.instance_id).cloned());
+            Some(running.ok_or_else(|| {
+                tracing::info!(instance_id = grant.instance_id, "nothing to watch");
+                Status::ResourceNotFound
+            })?)
+        } else {
+            None
+        };
+        let join = match &watching {
+            Some(connection_id) => Join::Watch { connection_id },
+            None => Join::New(&target),
+        };
         let client = ClientOptions::from_query(&upgrade.query);
         let guacd_addr = target.guacd.unwrap_or(self.config.guacd.address);
         let step = self.config.guacd.connect_timeout.get();
@@ -180,13 +228,7 @@ impl Tunnels {
             }
         };
         let _ = stream.set_nodelay(true);
-        let connected = handshake(
-            stream,
-            Join::New(&target),
-            &target.user_display_name,
-            &client,
-            step,
-        )
+        let connected = handshake(stream, join, &target.user_display_name, &client, step)
         .await
         .map_err(|f| {
             tracing::warn!(
@@ -227,9 +269,6 @@ impl Tunnels {
         let grant = token
             .and_then(|t| TunnelGrant::open(&self.keyring, t, now))
             .ok_or_else(|| refuse("invalid or expired token"))?;
-        if grant.watch {
-            return Err(refuse("watch tokens are not supported yet"));
-        }
         let first = self
             .used
             .lock()

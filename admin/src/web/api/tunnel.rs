@@ -1,5 +1,10 @@
 //! `POST /api/v1/instances/{slug}/tunnel-token`: the viewer page asks for a one-time token to
 //! open the desktop tunnel (`/tunnel?token=…`). See [`crate::auth::tunnel_token`].
+//!
+//! With `{"watch": true}` the token is a read-only watch link for someone else: it joins the
+//! instance's running connection (guacd `select,$id` with `read-only`), and the tunnel drops
+//! every input instruction it brings. Only who may use the desktop (the owner, an administrator
+//! in scope) can hand one out; it ends with the session that made it.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -29,13 +34,6 @@ pub async fn mint(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let now = now_millis();
     let request = body.map(|Json(r)| r).unwrap_or_default();
-    if request.watch {
-        return Err(AdminError::InvalidInput {
-            field: "watch",
-            reason: "watch links are not available yet".into(),
-        }
-        .into());
-    }
     let Some(session) = principal.session_id_hash() else {
         return Err(AdminError::Forbidden("desktops open in a browser session only").into());
     };
