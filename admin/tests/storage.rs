@@ -2216,8 +2216,16 @@ fn postgres_urls_get_their_database_replaced() {
 async fn tunnel_tokens_are_claimed_once(db: &TestDb) {
     let s = &db.store;
     assert!(s.claim_tunnel_token("a", T0 + 60_000, T0).await.unwrap());
-    assert!(!s.claim_tunnel_token("a", T0 + 60_000, T0 + 1).await.unwrap());
-    assert!(s.claim_tunnel_token("b", T0 + 60_000, T0 + 1).await.unwrap());
+    assert!(
+        !s.claim_tunnel_token("a", T0 + 60_000, T0 + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_tunnel_token("b", T0 + 60_000, T0 + 1)
+            .await
+            .unwrap()
+    );
     // Concurrent claims of one token: exactly one wins.
     let claims = (0..8).map(|_| s.claim_tunnel_token("c", T0 + 60_000, T0 + 2));
     let won = futures_util::future::join_all(claims)
@@ -2227,5 +2235,9 @@ async fn tunnel_tokens_are_claimed_once(db: &TestDb) {
         .count();
     assert_eq!(won, 1);
     // Once expired, an entry is swept (the token itself is refused by its expiry by then).
-    assert!(s.claim_tunnel_token("a", T0 + 120_000, T0 + 60_000).await.unwrap());
+    assert!(
+        s.claim_tunnel_token("a", T0 + 120_000, T0 + 60_000)
+            .await
+            .unwrap()
+    );
 }

@@ -82,9 +82,8 @@ impl ControlPlane {
         health: Arc<HealthState>,
         snapshot: Arc<Snapshot>,
         keyring: Keyring,
-        wake_requests: WakeRequests,
+        (waker, wake_requests): (crate::wake::Waker, WakeRequests),
         activity: Activity,
-        waker: crate::wake::Waker,
     ) -> Self {
         Self {
             config,

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,7 +122,9 @@ impl Assertions {
 enum Target {
     ControlPlane,
     /// A desktop tunnel, with the token taken out of the query string.
-    Tunnel { token: Option<String> },
+    Tunnel {
+        token: Option<String>,
+    },
     Instance {
         upstream: SocketAddr,
         identity: Box<AppIdentity>,
@@ -140,8 +141,7 @@ pub struct RequestCtx {
 impl FrontDoor {
     pub fn new(
         config: Arc<Config>,
-        control_socket: PathBuf,
-        tunnel_socket: PathBuf,
+        runtime_dir: &crate::control_plane::RuntimeDir,
         snapshot: Arc<Snapshot>,
         gate: AppHostGate,
         waker: Waker,
@@ -162,8 +162,8 @@ impl FrontDoor {
         };
         Self {
             config,
-            control_socket: control_socket.display().to_string(),
-            tunnel_socket: tunnel_socket.display().to_string(),
+            control_socket: runtime_dir.control_socket().display().to_string(),
+            tunnel_socket: runtime_dir.tunnel_socket().display().to_string(),
             snapshot,
             gate,
             waker,
@@ -355,7 +355,10 @@ fn take_tunnel_token(session: &mut Session) -> Result<Option<String>> {
         return Ok(None);
     };
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
-    let token = pairs.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone());
+    let token = pairs
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.clone());
     let kept: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| k != "token").collect();
     let rest = serde_urlencoded::to_string(&kept).unwrap_or_default();
     let path_and_query = if rest.is_empty() {

@@ -39,7 +39,8 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     let health = Arc::new(HealthState::new(certs.clone()));
     let snapshot = Snapshot::new();
-    let (waker, wake_requests) = crate::wake::channel();
+    let wake = crate::wake::channel();
+    let waker = wake.0.clone();
     let activity = crate::control_plane::Activity::default();
     let assertions =
         Arc::new(flowcase_admin::auth::assertion::AssertionSigner::load_or_create(data_dir)?);
@@ -56,11 +57,10 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         &server_conf,
         FrontDoor::new(
             config.clone(),
-            runtime_dir.control_socket(),
-            runtime_dir.tunnel_socket(),
+            &runtime_dir,
             snapshot.clone(),
             AppHostGate::new(&config, keyring.clone(), snapshot.clone()),
-            waker.clone(),
+            waker,
             assertions,
             activity.clone(),
         ),
@@ -90,9 +90,8 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             health,
             snapshot,
             keyring,
-            wake_requests,
+            wake,
             activity,
-            waker,
         ),
     );
     control.threads = Some(2);

@@ -13,7 +13,10 @@ fn round_trip_with_multibyte_values() {
 #[test]
 fn lengths_count_code_points_not_bytes_nor_utf16_units() {
     // U+1F600 is 4 bytes and 2 UTF-16 units but one code point.
-    assert!(matches!(scan("3.key,1.😀;".as_bytes()), Ok(Scan::Complete(_))));
+    assert!(matches!(
+        scan("3.key,1.😀;".as_bytes()),
+        Ok(Scan::Complete(_))
+    ));
     assert_eq!(
         scan("3.key,2.😀;".as_bytes()),
         Ok(Scan::Incomplete),
@@ -134,10 +137,17 @@ fn the_seed_corpus_replays() {
         let mut rest = &bytes[..];
         while let Ok(Some((instruction, n))) = parse(rest) {
             let again = instruction.encode();
-            assert_eq!(parse(again.as_bytes()), Ok(Some((instruction, again.len()))));
+            assert_eq!(
+                parse(again.as_bytes()),
+                Ok(Some((instruction, again.len())))
+            );
             rest = &rest[n..];
         }
         seen += 1;
     }
-    assert!(seen >= 5, "the seed corpus is missing from {}", dir.display());
+    assert!(
+        seen >= 5,
+        "the seed corpus is missing from {}",
+        dir.display()
+    );
 }

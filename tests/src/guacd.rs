@@ -342,11 +342,8 @@ async fn handshake(conn: &mut Conn, seen: &Mutex<Seen>) -> Option<Handshake> {
                 let right_arity = i.args.len() == VNC_ARGS.len() + 1;
                 let version = i.args.first().and_then(|v| Version::parse(v));
                 if !right_arity || version.is_none() {
-                    conn.fail(
-                        "Wrong connect arity or version",
-                        Status::ClientBadRequest,
-                    )
-                    .await;
+                    conn.fail("Wrong connect arity or version", Status::ClientBadRequest)
+                        .await;
                     return Some(hs);
                 }
                 hs.connect = std::iter::once("VERSION")
@@ -364,7 +361,10 @@ async fn handshake(conn: &mut Conn, seen: &Mutex<Seen>) -> Option<Handshake> {
         }
     }
     hs.accepted = true;
-    let id = format!("$2f0c6a8e-1d1b-4c3e-9a55-{:012x}", rand::random::<u64>() >> 16);
+    let id = format!(
+        "$2f0c6a8e-1d1b-4c3e-9a55-{:012x}",
+        rand::random::<u64>() >> 16
+    );
     seen.lock().unwrap().ids.push(id.clone());
     let (w, h) = PICTURE_SIZE;
     let mut first = Instruction::new("ready", [id]).encode();

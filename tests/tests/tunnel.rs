@@ -1,5 +1,6 @@
 //! The desktop tunnel end to end: a WebSocket client speaking as `Guacamole.WebSocketTunnel`
 //! does, over TLS to the real gateway, which relays to the guacd double (`flowcase_e2e::guacd`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,12 +145,9 @@ impl Env {
             ("GUAC_IMAGE", "image/webp"),
         ])
         .unwrap();
-        let mut request = format!(
-            "wss://localhost:{}/tunnel?{query}",
-            self.dir.https_port
-        )
-        .into_client_request()
-        .unwrap();
+        let mut request = format!("wss://localhost:{}/tunnel?{query}", self.dir.https_port)
+            .into_client_request()
+            .unwrap();
         request
             .headers_mut()
             .insert("sec-websocket-protocol", "guacamole".parse().unwrap());
@@ -408,7 +406,10 @@ async fn large_and_multibyte_payloads_arrive_intact_in_whole_instructions() {
         .decode(base64)
         .unwrap();
     assert_eq!(payload.len(), 64 * 1024);
-    assert!(payload == guacd::large_payload(), "the 64 KiB arrived altered");
+    assert!(
+        payload == guacd::large_payload(),
+        "the 64 KiB arrived altered"
+    );
     assert!(frames >= 1);
 
     // Multi-byte text written by guacd one byte at a time, so reads end inside code points.
@@ -583,7 +584,10 @@ async fn a_stalled_client_does_not_grow_the_gateways_memory() {
         after >> 20
     );
     // The pressure reaches guacd: its writes block after the socket buffers fill.
-    assert_eq!(stalled_at, later, "guacd kept writing into a stalled tunnel");
+    assert_eq!(
+        stalled_at, later,
+        "guacd kept writing into a stalled tunnel"
+    );
     assert!(
         later < 32 << 20,
         "{} MiB left guacd for a client that reads nothing",
@@ -631,14 +635,24 @@ async fn a_watch_link_joins_the_running_connection_read_only() {
     read_until(&mut watcher, "sync").await;
     let handshakes = env.guacd.handshakes();
     let (owner, joined) = (&handshakes[0], &handshakes[1]);
-    assert!(joined.select.starts_with('$'), "joins by id: {}", joined.select);
+    assert!(
+        joined.select.starts_with('$'),
+        "joins by id: {}",
+        joined.select
+    );
     assert_ne!(joined.select, owner.select);
     assert_eq!(joined.value("read-only"), Some("true"));
-    assert_eq!(joined.value("password"), Some(""), "a watcher gets no password");
+    assert_eq!(
+        joined.value("password"),
+        Some(""),
+        "a watcher gets no password"
+    );
 
     // The watcher's input never reaches guacd; its other instructions do.
     watcher
-        .send(Message::text("3.key,5.65307,1.1;5.mouse,1.1,1.1,1.1;4.sync,1.7;"))
+        .send(Message::text(
+            "3.key,5.65307,1.1;5.mouse,1.1,1.1,1.1;4.sync,1.7;",
+        ))
         .await
         .unwrap();
     wait_for("the watcher's sync", || {

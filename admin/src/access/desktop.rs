@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 use crate::error::{AdminError, Result};
 use crate::orchestrator::{CREDENTIALS_PURPOSE, InstanceCredentials};
 use crate::secrets::{Keyring, seal};
-use crate::store::{
-    Droplet, DropletType, Instance, InstanceStatus, Store, TargetKind, User,
-};
+use crate::store::{Droplet, DropletType, Instance, InstanceStatus, Store, TargetKind, User};
 
 /// The guacd protocol of a desktop droplet; None for HTTP droplets.
 pub fn guacd_protocol(droplet_type: DropletType) -> Option<&'static str> {
@@ -118,9 +116,8 @@ pub async fn desktop_target(
         .await?
         .ok_or(AdminError::NotFound("instance"))?;
     let (instance, droplet) = usable_desktop(store, &user, instance).await?;
-    let protocol = guacd_protocol(droplet.droplet_type).ok_or(AdminError::Forbidden(
-        "this instance is not a desktop",
-    ))?;
+    let protocol = guacd_protocol(droplet.droplet_type)
+        .ok_or(AdminError::Forbidden("this instance is not a desktop"))?;
     let password = instance
         .credentials
         .as_deref()

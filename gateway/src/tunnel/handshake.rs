@@ -143,12 +143,20 @@ pub async fn handshake(
         Join::New(target) => target.protocol.to_owned(),
         Join::Watch { connection_id } => (*connection_id).to_owned(),
     };
-    send(&mut stream, &Instruction::new("select", [select]), step_timeout).await?;
+    send(
+        &mut stream,
+        &Instruction::new("select", [select]),
+        step_timeout,
+    )
+    .await?;
     let args = expect(&mut stream, &mut buf, "args", step_timeout).await?;
     let (version, names) = match args.args.split_first() {
         Some((first, rest)) if first.starts_with("VERSION_") => {
             let theirs = Version::parse(first).ok_or_else(|| {
-                failed(Status::UpstreamError, format!("guacd sent version {first:?}"))
+                failed(
+                    Status::UpstreamError,
+                    format!("guacd sent version {first:?}"),
+                )
             })?;
             (Some(theirs.min(OURS)), rest)
         }
@@ -220,7 +228,10 @@ async fn send(stream: &mut TcpStream, i: &Instruction, timeout: Duration) -> Res
 async fn write(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> Result<(), Failed> {
     match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(failed(Status::UpstreamError, format!("writing to guacd: {e}"))),
+        Ok(Err(e)) => Err(failed(
+            Status::UpstreamError,
+            format!("writing to guacd: {e}"),
+        )),
         Err(_) => Err(failed(Status::UpstreamTimeout, "guacd does not read")),
     }
 }

@@ -197,7 +197,14 @@ fn error_status(instruction: &[u8]) -> Status {
 fn is_user_input(op: &[u8]) -> bool {
     matches!(
         op,
-        b"mouse" | b"key" | b"touch" | b"clipboard" | b"blob" | b"size" | b"file" | b"pipe"
+        b"mouse"
+            | b"key"
+            | b"touch"
+            | b"clipboard"
+            | b"blob"
+            | b"size"
+            | b"file"
+            | b"pipe"
             | b"argv"
     )
 }
@@ -280,8 +287,7 @@ where
 
 /// `0.,4.ping,…;`: the internal ping.
 fn is_ping(instruction: &[u8]) -> bool {
-    instruction.starts_with(b"0.,4.ping")
-        && matches!(instruction.get(9), Some(b',') | Some(b';'))
+    instruction.starts_with(b"0.,4.ping") && matches!(instruction.get(9), Some(b',') | Some(b';'))
 }
 
 async fn watch_session(watch: &SessionWatch) -> Status {

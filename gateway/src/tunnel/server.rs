@@ -18,8 +18,8 @@ use flowcase_admin::secrets::Keyring;
 use flowcase_admin::store::{Store, now_millis};
 use flowcase_config::Config;
 use flowcase_guac::{Instruction, Status};
-use tokio::net::{TcpStream, UnixListener, UnixStream};
 use futures_util::SinkExt;
+use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -93,6 +93,8 @@ struct Upgrade {
 impl Tunnels {
     async fn handle(&self, stream: UnixStream) {
         let mut upgrade = Upgrade::default();
+        // The refusal's type is tungstenite's (`http::Response`), large or not.
+        #[allow(clippy::result_large_err)]
         let callback = |request: &Request, mut response: Response| {
             if request.uri().path() != "/tunnel" {
                 let mut refusal = ErrorResponse::new(Some("not found".into()));
@@ -229,16 +231,16 @@ impl Tunnels {
         };
         let _ = stream.set_nodelay(true);
         let connected = handshake(stream, join, &target.user_display_name, &client, step)
-        .await
-        .map_err(|f| {
-            tracing::warn!(
-                instance_id = grant.instance_id,
-                status = f.status.code(),
-                reason = %f.reason,
-                "guacd handshake failed"
-            );
-            f.status
-        })?;
+            .await
+            .map_err(|f| {
+                tracing::warn!(
+                    instance_id = grant.instance_id,
+                    status = f.status.code(),
+                    reason = %f.reason,
+                    "guacd handshake failed"
+                );
+                f.status
+            })?;
         let uuid = new_uuid();
         tracing::info!(
             instance_id = grant.instance_id,

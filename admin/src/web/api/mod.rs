@@ -44,8 +44,5 @@ pub fn routes() -> Router<AppState> {
                 .delete(groups::delete),
         )
         .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
-        .route(
-            "/api/v1/instances/{slug}/tunnel-token",
-            post(tunnel::mint),
-        )
+        .route("/api/v1/instances/{slug}/tunnel-token", post(tunnel::mint))
 }
