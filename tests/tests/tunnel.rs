@@ -673,3 +673,74 @@ async fn a_watch_link_joins_the_running_connection_read_only() {
     let (mut nothing, _) = env.open(late["token"].as_str().unwrap()).await;
     assert_eq!(closed(&mut nothing).await, (1002, "516".to_owned()));
 }
+
+/// The stored `last_activity_at` of the desktop instance.
+async fn last_activity(env: &Env) -> Option<i64> {
+    let store = flowcase_admin::store::Store::connect(&format!(
+        "sqlite://{}",
+        env.dir.data_dir().join("flowcase.db").display()
+    ))
+    .await
+    .unwrap();
+    let instance = store.get_instance(env.desktop.id).await.unwrap().unwrap();
+    store.close().await;
+    instance.last_activity_at
+}
+
+#[tokio::test]
+async fn real_input_keeps_the_desktop_awake_and_keep_alives_do_not() {
+    let env = Env::start().await;
+    let (_alice, _csrf, mut ws, _) = env.connected().await;
+    read_until(&mut ws, "sync").await;
+    let before = last_activity(&env).await;
+    // What the browser client sends by itself on a still screen: pings, nops, syncs. The
+    // activity flush runs every 5 s; give it longer than that.
+    let quiet_until = Instant::now() + Duration::from_secs(7);
+    let mut n = 0;
+    while Instant::now() < quiet_until {
+        n += 1;
+        let keepalive = format!("0.,4.ping,{0}.{1};3.nop;4.sync,{0}.{1};", n.to_string().len(), n);
+        ws.send(Message::text(keepalive)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(last_activity(&env).await, before, "keep-alives counted as use");
+    // A key press does count.
+    ws.send(Message::text("3.key,2.97,1.1;3.key,2.97,1.0;"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = last_activity(&env).await;
+        if now.is_some() && now > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "input was not recorded as activity");
+        // Keep the tunnel alive meanwhile (the client pings every half second).
+        ws.send(Message::text("0.,4.ping,1.0;")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_guacd_closes_with_upstream_not_found() {
+    let guacd = GuacdDouble::start().await;
+    let mut dir = GatewayDir::new();
+    // Nothing listens there.
+    let dead = flowcase_e2e::free_port();
+    dir.set("FLOWCASE_GUACD__ADDRESS", &format!("127.0.0.1:{dead}"));
+    let gw = Gateway::start(&dir).await;
+    add_user(&dir, "alice", PASSWORD);
+    let desktop = desktop_instance(&dir, "alice", "deskalice").await;
+    let env = Env {
+        dir,
+        gw,
+        guacd,
+        desktop,
+    };
+    let alice = env.browser();
+    let csrf = env.login(&alice, "alice").await;
+    let token = env.token(&alice, &csrf).await;
+    let (mut ws, _) = env.open(&token).await;
+    // UPSTREAM_NOT_FOUND (0x0207).
+    assert_eq!(closed(&mut ws).await, (1011, "519".to_owned()));
+}
