@@ -530,6 +530,12 @@ async fn the_token_endpoint_checks_csrf_and_desktops() {
         "forbidden"
     );
     assert_eq!(env.mint(&alice, &csrf, "nosuch").await.status(), 404);
+    // The numeric id works as well as the slug, and is checked the same way.
+    let by_id = env.desktop.id.to_string();
+    assert_eq!(env.mint(&alice, &csrf, &by_id).await.status(), 200);
+    let bob = env.browser();
+    let bob_csrf = env.login(&bob, "bob").await;
+    assert_eq!(env.mint(&bob, &bob_csrf, &by_id).await.status(), 403);
 }
 
 #[tokio::test]
@@ -699,11 +705,19 @@ async fn real_input_keeps_the_desktop_awake_and_keep_alives_do_not() {
     let mut n = 0;
     while Instant::now() < quiet_until {
         n += 1;
-        let keepalive = format!("0.,4.ping,{0}.{1};3.nop;4.sync,{0}.{1};", n.to_string().len(), n);
+        let keepalive = format!(
+            "0.,4.ping,{0}.{1};3.nop;4.sync,{0}.{1};",
+            n.to_string().len(),
+            n
+        );
         ws.send(Message::text(keepalive)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(last_activity(&env).await, before, "keep-alives counted as use");
+    assert_eq!(
+        last_activity(&env).await,
+        before,
+        "keep-alives counted as use"
+    );
     // A key press does count.
     ws.send(Message::text("3.key,2.97,1.1;3.key,2.97,1.0;"))
         .await
@@ -714,7 +728,10 @@ async fn real_input_keeps_the_desktop_awake_and_keep_alives_do_not() {
         if now.is_some() && now > before {
             break;
         }
-        assert!(Instant::now() < deadline, "input was not recorded as activity");
+        assert!(
+            Instant::now() < deadline,
+            "input was not recorded as activity"
+        );
         // Keep the tunnel alive meanwhile (the client pings every half second).
         ws.send(Message::text("0.,4.ping,1.0;")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;

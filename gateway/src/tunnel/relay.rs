@@ -31,8 +31,9 @@ use crate::snapshot::Snapshot;
 
 /// guacd sends at least a `nop` every 5 s; the Java server gives up after 15 s of silence.
 pub const GUACD_SILENCE: Duration = Duration::from_secs(15);
-/// The browser client pings every half second and gives up itself after 15 s.
-pub const BROWSER_SILENCE: Duration = Duration::from_secs(15);
+/// The browser client pings every half second, but browsers slow the timers of hidden tabs down
+/// to one wake-up a minute: a quiet browser is given two of those before it counts as gone.
+pub const BROWSER_SILENCE: Duration = Duration::from_secs(120);
 /// How long a write to guacd may block.
 const GUACD_WRITE: Duration = Duration::from_secs(15);
 /// One read from guacd.

@@ -1,4 +1,5 @@
-//! `POST /api/v1/instances/{slug}/tunnel-token`: the viewer page asks for a one-time token to
+//! `POST /api/v1/instances/{id}/tunnel-token` (`{id}`: the instance's slug, or its numeric id):
+//! the viewer page asks for a one-time token to
 //! open the desktop tunnel (`/tunnel?token=…`). See [`crate::auth::tunnel_token`].
 //!
 //! With `{"watch": true}` the token is a read-only watch link for someone else: it joins the
@@ -37,11 +38,15 @@ pub async fn mint(
     let Some(session) = principal.session_id_hash() else {
         return Err(AdminError::Forbidden("desktops open in a browser session only").into());
     };
-    let instance = state
-        .store
-        .get_instance_by_slug(&slug)
-        .await?
-        .ok_or(AdminError::NotFound("instance"))?;
+    // The public name (slug); the numeric id as the old API used it works too. Either way the
+    // access check below decides.
+    let mut instance = state.store.get_instance_by_slug(&slug).await?;
+    if instance.is_none()
+        && let Ok(id) = slug.parse::<i64>()
+    {
+        instance = state.store.get_instance(id).await?;
+    }
+    let instance = instance.ok_or(AdminError::NotFound("instance"))?;
     let (instance, _) = usable_desktop(&state.store, &principal.user, instance).await?;
     let grant = TunnelGrant::new(instance.id, principal.user.id, session, request.watch, now);
     let token = grant
