@@ -1,5 +1,5 @@
 //! Desktops in the browser: the Guacamole WebSocket tunnel between `guacamole-common-js` and
-//! guacd (see `docs/` and the protocol notes in `flowcase_guac`).
+//! guacd (the README's "Desktops" section says what users and operators see).
 //!
 //! - [`server`]: the WebSocket endpoint on a private Unix socket the front door routes the
 //!   public host's `/tunnel` to; checks the one-time token, the session and the user's right to
