@@ -20,8 +20,8 @@ use flowcase_admin::accounts::bootstrap::{
 use flowcase_admin::accounts::{bootstrap_admin, hash_password, verify_password};
 use flowcase_admin::store::users::UserFields;
 use flowcase_admin::store::{
-    Backend, DropletType, InstanceStatus, NewApiKey, NewAuditEntry, NewDroplet, NewGroup,
-    NewInstance, NewSession, NewUser, NewWorkshop, Permissions, TargetKind, Tenant, User,
+    Backend, Clipboard, DropletType, InstanceStatus, NewApiKey, NewAuditEntry, NewDroplet,
+    NewGroup, NewInstance, NewSession, NewUser, NewWorkshop, Permissions, TargetKind, Tenant, User,
     WorkshopStatus,
 };
 use flowcase_admin::{AdminError, Store};
@@ -180,6 +180,7 @@ on_both_backends!(
     concurrent_bootstraps_create_one_admin,
     bootstrap_yields_to_a_concurrent_winner,
     tunnel_tokens_are_claimed_once,
+    clipboard_restrictions_of_any_group_apply,
 );
 
 macro_rules! assert_err {
@@ -2239,5 +2240,54 @@ async fn tunnel_tokens_are_claimed_once(db: &TestDb) {
         s.claim_tunnel_token("a", T0 + 120_000, T0 + 60_000)
             .await
             .unwrap()
+    );
+}
+
+/// Clipboard restrictions are per group, off by default, and a member of any restricting group
+/// is restricted (they are restrictions, not rights: no union of grants).
+async fn clipboard_restrictions_of_any_group_apply(db: &TestDb) {
+    let s = &db.store;
+    let tenant = default_tenant(db).await;
+    let user = new_user(db, tenant.id, "alice").await;
+    let loner = new_user(db, tenant.id, "bob").await;
+    let group = |name: &str| NewGroup {
+        tenant_id: tenant.id,
+        name: name.to_owned(),
+        description: String::new(),
+        permissions: Permissions::default(),
+    };
+    let open = s.create_group(&group("Open"), T0).await.unwrap();
+    let strict = s.create_group(&group("Strict"), T0).await.unwrap();
+    assert_eq!(
+        s.group_clipboard(open.id).await.unwrap(),
+        Some(Clipboard::default())
+    );
+    assert_eq!(s.group_clipboard(9_999).await.unwrap(), None);
+    let no_paste = Clipboard {
+        disable_copy: false,
+        disable_paste: true,
+    };
+    s.set_group_clipboard(strict.id, no_paste).await.unwrap();
+    assert_eq!(s.group_clipboard(strict.id).await.unwrap(), Some(no_paste));
+    assert_err!(
+        s.set_group_clipboard(9_999, no_paste).await,
+        AdminError::NotFound(_)
+    );
+    s.add_member(user.id, open.id).await.unwrap();
+    assert_eq!(
+        s.user_clipboard(user.id).await.unwrap(),
+        Clipboard::default()
+    );
+    s.add_member(user.id, strict.id).await.unwrap();
+    assert_eq!(s.user_clipboard(user.id).await.unwrap(), no_paste);
+    assert_eq!(
+        s.user_clipboard(loner.id).await.unwrap(),
+        Clipboard::default(),
+        "no group, no restriction"
+    );
+    // Restrictions do not leak into the rights.
+    assert_eq!(
+        s.user_permissions(user.id).await.unwrap(),
+        Permissions::default()
     );
 }

@@ -761,3 +761,79 @@ async fn an_unreachable_guacd_closes_with_upstream_not_found() {
     // UPSTREAM_NOT_FOUND (0x0207).
     assert_eq!(closed(&mut ws).await, (1011, "519".to_owned()));
 }
+
+#[tokio::test]
+async fn group_clipboard_restrictions_reach_guacd() {
+    let env = Env::start().await;
+    let (admin_name, admin_password) = flowcase_e2e::read_credentials(&env.dir.data_dir());
+    let admin = env.browser();
+    let resp = admin
+        .post(env.gw.url("localhost", "/api/v1/session"))
+        .header("origin", env.gw.origin())
+        .json(&json!({"username": admin_name, "password": admin_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let admin_csrf = resp.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = |method: reqwest::Method, path: &str, body: Value| {
+        admin
+            .request(method, env.gw.url("localhost", path))
+            .header("origin", env.gw.origin())
+            .header("x-csrf-token", &admin_csrf)
+            .json(&body)
+            .send()
+    };
+    let group: Value = call(
+        reqwest::Method::POST,
+        "/api/v1/groups",
+        json!({"name": "No paste"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let group_id = group["id"].as_i64().unwrap();
+    let clipboard_path = format!("/api/v1/groups/{group_id}/clipboard");
+    let resp = call(
+        reqwest::Method::PUT,
+        &clipboard_path,
+        json!({"disable_copy": false, "disable_paste": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let alice_id = env.user_id("alice").await;
+    let resp = call(
+        reqwest::Method::PUT,
+        &format!("/api/v1/users/{alice_id}/groups"),
+        json!({"group_ids": [group_id]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    // Only who may edit groups changes restrictions: alice may not lift her own.
+    let alice = env.browser();
+    let csrf = env.login(&alice, "alice").await;
+    let resp = alice
+        .put(env.gw.url("localhost", &clipboard_path))
+        .header("origin", env.gw.origin())
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"disable_copy": false, "disable_paste": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
+    let token = env.token(&alice, &csrf).await;
+    let (mut ws, _) = env.open(&token).await;
+    next_text(&mut ws).await;
+    let hs = env.guacd.handshakes().pop().unwrap();
+    assert_eq!(hs.value("disable-paste"), Some("true"));
+    assert_eq!(hs.value("disable-copy"), Some(""));
+}

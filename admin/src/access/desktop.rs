@@ -37,9 +37,9 @@ pub struct DesktopTarget {
     /// The guacd to use; None = the configured shared one (`[guacd] address`). Room for
     /// per-instance guacd sidecars.
     pub guacd: Option<SocketAddr>,
-    /// Clipboard from the desktop to the browser is refused.
+    /// Clipboard from the desktop to the browser is refused (a group of the user says so).
     pub disable_copy: bool,
-    /// Clipboard from the browser to the desktop is refused.
+    /// Clipboard from the browser to the desktop is refused (a group of the user says so).
     pub disable_paste: bool,
     /// The instance is running (false: it has to be started first).
     pub running: bool,
@@ -144,6 +144,7 @@ pub async fn desktop_target(
             droplet.external_username.clone(),
         ),
     };
+    let clipboard = store.user_clipboard(user.id).await?;
     let running = match droplet.target {
         TargetKind::Container => instance.status == InstanceStatus::Running && port != 0,
         TargetKind::External => port != 0,
@@ -161,9 +162,8 @@ pub async fn desktop_target(
             user.display_name.clone()
         },
         guacd: None,
-        // No group right governs the clipboard yet: both ways are allowed.
-        disable_copy: false,
-        disable_paste: false,
+        disable_copy: clipboard.disable_copy,
+        disable_paste: clipboard.disable_paste,
         running,
     })
 }

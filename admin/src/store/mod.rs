@@ -40,7 +40,7 @@ pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use codec::{now_millis, unix_millis};
 pub use droplets::{Droplet, DropletType, NewDroplet, TargetKind};
-pub use groups::{Group, NewGroup, Permissions};
+pub use groups::{Clipboard, Group, NewGroup, Permissions};
 pub use instances::{
     AdmissionLimits, Allocation, Instance, InstanceStatus, NewInstance, Refusal, StartClaim,
 };
