@@ -20,8 +20,8 @@ use flowcase_admin::accounts::bootstrap::{
 use flowcase_admin::accounts::{bootstrap_admin, hash_password, verify_password};
 use flowcase_admin::store::users::UserFields;
 use flowcase_admin::store::{
-    Backend, DropletType, InstanceStatus, NewApiKey, NewAuditEntry, NewDroplet, NewGroup,
-    NewInstance, NewSession, NewUser, NewWorkshop, Permissions, TargetKind, Tenant, User,
+    Backend, Clipboard, DropletType, InstanceStatus, NewApiKey, NewAuditEntry, NewDroplet,
+    NewGroup, NewInstance, NewSession, NewUser, NewWorkshop, Permissions, TargetKind, Tenant, User,
     WorkshopStatus,
 };
 use flowcase_admin::{AdminError, Store};
@@ -179,6 +179,8 @@ on_both_backends!(
     bootstrap_reuses_surviving_groups,
     concurrent_bootstraps_create_one_admin,
     bootstrap_yields_to_a_concurrent_winner,
+    tunnel_tokens_are_claimed_once,
+    clipboard_restrictions_of_any_group_apply,
 );
 
 macro_rules! assert_err {
@@ -2208,4 +2210,84 @@ fn postgres_urls_get_their_database_replaced() {
         "postgres://u:p@h/postgres?sslmode=disable"
     );
     assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
+
+/// A tunnel token is claimed once, whichever process (connection) asks; expired claims are
+/// swept so the table does not grow.
+async fn tunnel_tokens_are_claimed_once(db: &TestDb) {
+    let s = &db.store;
+    assert!(s.claim_tunnel_token("a", T0 + 60_000, T0).await.unwrap());
+    assert!(
+        !s.claim_tunnel_token("a", T0 + 60_000, T0 + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_tunnel_token("b", T0 + 60_000, T0 + 1)
+            .await
+            .unwrap()
+    );
+    // Concurrent claims of one token: exactly one wins.
+    let claims = (0..8).map(|_| s.claim_tunnel_token("c", T0 + 60_000, T0 + 2));
+    let won = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1);
+    // Once expired, an entry is swept (the token itself is refused by its expiry by then).
+    assert!(
+        s.claim_tunnel_token("a", T0 + 120_000, T0 + 60_000)
+            .await
+            .unwrap()
+    );
+}
+
+/// Clipboard restrictions are per group, off by default, and a member of any restricting group
+/// is restricted (they are restrictions, not rights: no union of grants).
+async fn clipboard_restrictions_of_any_group_apply(db: &TestDb) {
+    let s = &db.store;
+    let tenant = default_tenant(db).await;
+    let user = new_user(db, tenant.id, "alice").await;
+    let loner = new_user(db, tenant.id, "bob").await;
+    let group = |name: &str| NewGroup {
+        tenant_id: tenant.id,
+        name: name.to_owned(),
+        description: String::new(),
+        permissions: Permissions::default(),
+    };
+    let open = s.create_group(&group("Open"), T0).await.unwrap();
+    let strict = s.create_group(&group("Strict"), T0).await.unwrap();
+    assert_eq!(
+        s.group_clipboard(open.id).await.unwrap(),
+        Some(Clipboard::default())
+    );
+    assert_eq!(s.group_clipboard(9_999).await.unwrap(), None);
+    let no_paste = Clipboard {
+        disable_copy: false,
+        disable_paste: true,
+    };
+    s.set_group_clipboard(strict.id, no_paste).await.unwrap();
+    assert_eq!(s.group_clipboard(strict.id).await.unwrap(), Some(no_paste));
+    assert_err!(
+        s.set_group_clipboard(9_999, no_paste).await,
+        AdminError::NotFound(_)
+    );
+    s.add_member(user.id, open.id).await.unwrap();
+    assert_eq!(
+        s.user_clipboard(user.id).await.unwrap(),
+        Clipboard::default()
+    );
+    s.add_member(user.id, strict.id).await.unwrap();
+    assert_eq!(s.user_clipboard(user.id).await.unwrap(), no_paste);
+    assert_eq!(
+        s.user_clipboard(loner.id).await.unwrap(),
+        Clipboard::default(),
+        "no group, no restriction"
+    );
+    // Restrictions do not leak into the rights.
+    assert_eq!(
+        s.user_permissions(user.id).await.unwrap(),
+        Permissions::default()
+    );
 }

@@ -311,6 +311,8 @@ fn default_oidc_scopes() -> Vec<String> {
 pub struct GuacdConfig {
     /// The shared guacd used by desktop droplets that do not start a guacd sidecar.
     pub address: SocketAddr,
+    /// How long guacd may take to accept a tunnel's connection, and then to answer each step
+    /// of the handshake.
     pub connect_timeout: Duration,
 }
 

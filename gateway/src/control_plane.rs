@@ -47,6 +47,11 @@ impl RuntimeDir {
     pub fn control_socket(&self) -> PathBuf {
         self.0.join("control.sock")
     }
+
+    /// Where the desktop tunnels listen (see [`crate::tunnel::server`]).
+    pub fn tunnel_socket(&self) -> PathBuf {
+        self.0.join("tunnel.sock")
+    }
 }
 
 impl Drop for RuntimeDir {
@@ -63,6 +68,8 @@ pub struct ControlPlane {
     keyring: Keyring,
     wake_requests: std::sync::Mutex<Option<WakeRequests>>,
     activity: Activity,
+    /// The desktop tunnels wake sleeping instances too.
+    waker: crate::wake::Waker,
 }
 
 /// Where the front door reports instance activity; filled once the orchestrator exists (it is
@@ -76,7 +83,7 @@ impl ControlPlane {
         health: Arc<HealthState>,
         snapshot: Arc<Snapshot>,
         keyring: Keyring,
-        wake_requests: WakeRequests,
+        (waker, wake_requests): (crate::wake::Waker, WakeRequests),
         activity: Activity,
     ) -> Self {
         Self {
@@ -87,6 +94,7 @@ impl ControlPlane {
             keyring,
             wake_requests: std::sync::Mutex::new(Some(wake_requests)),
             activity,
+            waker,
         }
     }
 
@@ -179,6 +187,27 @@ impl ControlPlane {
                     crate::wake::serve(orchestrator, requests).await;
                 }
             });
+        }
+
+        // Desktop tunnels: on this runtime, next to the store they check tokens against.
+        let tunnel_socket = self.runtime_dir.tunnel_socket();
+        match crate::tunnel::server::bind(&tunnel_socket) {
+            Ok(listener) => {
+                let tunnels = crate::tunnel::server::Tunnels {
+                    config: self.config.clone(),
+                    store: store.clone(),
+                    keyring: self.keyring.clone(),
+                    snapshot: self.snapshot.clone(),
+                    activity: self.activity.clone(),
+                    waker: self.waker.clone(),
+                    used: Default::default(),
+                    connections: Default::default(),
+                };
+                tokio::spawn(crate::tunnel::server::serve(listener, Arc::new(tunnels)));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %tunnel_socket.display(), "cannot listen on the tunnel socket; desktops are unavailable");
+            }
         }
 
         let socket = self.runtime_dir.control_socket();

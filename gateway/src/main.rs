@@ -14,6 +14,7 @@ mod routing;
 mod serve;
 mod snapshot;
 mod tls_front;
+mod tunnel;
 mod wake;
 
 use std::process::ExitCode;

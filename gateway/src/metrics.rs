@@ -129,18 +129,16 @@ pub fn tls_handshake(ok: bool) {
 }
 
 /// Desktop tunnel metrics.
-// Bumped by the tunnel (issue 6), which lands beside this.
-#[allow(dead_code)]
-pub struct Tunnels {
-    pub open: IntGauge,
-    pub opened: IntCounter,
-    pub closed: IntCounterVec,
-    pub bytes: IntCounterVec,
-    pub instructions: IntCounterVec,
-    pub handshake: Histogram,
+struct Tunnels {
+    open: IntGauge,
+    opened: IntCounter,
+    closed: IntCounterVec,
+    bytes: IntCounterVec,
+    instructions: IntCounterVec,
+    handshake: Histogram,
 }
 
-pub static TUNNELS: LazyLock<Tunnels> = LazyLock::new(|| Tunnels {
+static TUNNELS: LazyLock<Tunnels> = LazyLock::new(|| Tunnels {
     open: gauge("flowcase_tunnels_open", "Desktop tunnels open now."),
     opened: counter(
         "flowcase_tunnels_opened_total",
@@ -148,7 +146,7 @@ pub static TUNNELS: LazyLock<Tunnels> = LazyLock::new(|| Tunnels {
     ),
     closed: counter_vec(
         "flowcase_tunnels_closed_total",
-        "Desktop tunnels closed, by Guacamole status code name (success, session_closed, upstream_error, ...).",
+        "Desktop tunnels closed or refused, by Guacamole status (success, client_unauthorized, session_closed, ...).",
         &["status"],
     ),
     bytes: counter_vec(
@@ -167,6 +165,60 @@ pub static TUNNELS: LazyLock<Tunnels> = LazyLock::new(|| Tunnels {
         LATENCY_BUCKETS,
     ),
 });
+
+/// Which way tunnel traffic goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    ToClient,
+    ToGuacd,
+}
+
+/// One direction's traffic counters, looked up once per tunnel rather than per frame.
+pub struct TunnelTraffic {
+    bytes: IntCounter,
+    instructions: IntCounter,
+}
+
+impl TunnelTraffic {
+    pub fn new(direction: Direction) -> Self {
+        let label = match direction {
+            Direction::ToClient => "to_client",
+            Direction::ToGuacd => "to_guacd",
+        };
+        Self {
+            bytes: TUNNELS.bytes.with_label_values(&[label]),
+            instructions: TUNNELS.instructions.with_label_values(&[label]),
+        }
+    }
+
+    pub fn relayed(&self, bytes: usize, instructions: u64) {
+        self.bytes.inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
+        self.instructions.inc_by(instructions);
+    }
+}
+
+/// A tunnel passed its handshake after `handshake_seconds` with guacd; open until the guard
+/// returned is dropped.
+pub fn tunnel_opened(handshake_seconds: f64) -> OpenTunnel {
+    TUNNELS.handshake.observe(handshake_seconds);
+    TUNNELS.opened.inc();
+    TUNNELS.open.inc();
+    OpenTunnel
+}
+
+/// Counts one open tunnel in `flowcase_tunnels_open` while it lives.
+pub struct OpenTunnel;
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        TUNNELS.open.dec();
+    }
+}
+
+/// A tunnel ended, or was refused before it opened, with `status`.
+pub fn tunnel_closed(status: flowcase_guac::Status) {
+    TUNNELS.closed.with_label_values(&[status.name()]).inc();
+}
 
 /// Reports certificate expiry per configured name and ACME orders, read from the certificate
 /// resolver at scrape time, so there is no copy to keep in step.
@@ -226,7 +278,16 @@ pub fn register(resolver: Arc<CertResolver>) {
             .instructions
             .get_metric_with_label_values(&[direction]);
     }
-    let _ = TUNNELS.closed.get_metric_with_label_values(&["success"]);
+    for status in [
+        flowcase_guac::Status::Success,
+        flowcase_guac::Status::ClientUnauthorized,
+        flowcase_guac::Status::SessionClosed,
+        flowcase_guac::Status::UpstreamError,
+    ] {
+        let _ = TUNNELS
+            .closed
+            .get_metric_with_label_values(&[status.name()]);
+    }
     let info = flowcase_admin::metrics::gauge_vec(
         "flowcase_build_info",
         "Always 1; the labels say which build runs.",

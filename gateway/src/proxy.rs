@@ -1,7 +1,9 @@
 //! The HTTPS front door, a pingora `ProxyHttp`: each phase does one thing.
 //! - `request_filter`: classify the host; on instance hosts, admit the request through the app
 //!   cookie (or send it to log in); answer locally what goes nowhere;
-//! - `upstream_peer`: the control plane's Unix socket, or the instance's upstream;
+//! - `upstream_peer`: the control plane's Unix socket, the desktop tunnels' socket (the public
+//!   host's `/tunnel`, with the token moved out of the URL so no log ever holds it), or the
+//!   instance's upstream;
 //! - `upstream_request_filter`: strip what the client may not pass on (our cookies, forged
 //!   forwarding and identity headers), then add ours;
 //! - `logging`: one access-log line per request.
@@ -11,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ use crate::wake::Waker;
 
 /// Headers only the gateway may set upstream; whatever a client sent under these names is
 /// dropped first, so no client can forge an address or an identity.
-const FORWARDING_HEADERS: [&str; 9] = [
+const FORWARDING_HEADERS: [&str; 10] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
@@ -43,6 +44,7 @@ const FORWARDING_HEADERS: [&str; 9] = [
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-flowcase-assertion",
+    crate::tunnel::TOKEN_HEADER,
 ];
 
 /// Our cookies; instance hosts never see them, whatever the browser sends.
@@ -55,6 +57,7 @@ const OUR_COOKIES: [&str; 3] = [
 pub struct FrontDoor {
     config: Arc<Config>,
     control_socket: String,
+    tunnel_socket: String,
     snapshot: Arc<Snapshot>,
     gate: AppHostGate,
     waker: Waker,
@@ -118,6 +121,10 @@ impl Assertions {
 /// Where an admitted request goes.
 enum Target {
     ControlPlane,
+    /// A desktop tunnel, with the token taken out of the query string.
+    Tunnel {
+        token: Option<String>,
+    },
     Instance {
         upstream: SocketAddr,
         identity: Box<AppIdentity>,
@@ -136,7 +143,7 @@ pub struct RequestCtx {
 impl FrontDoor {
     pub fn new(
         config: Arc<Config>,
-        control_socket: PathBuf,
+        runtime_dir: &crate::control_plane::RuntimeDir,
         snapshot: Arc<Snapshot>,
         gate: AppHostGate,
         waker: Waker,
@@ -157,7 +164,8 @@ impl FrontDoor {
         };
         Self {
             config,
-            control_socket: control_socket.display().to_string(),
+            control_socket: runtime_dir.control_socket().display().to_string(),
+            tunnel_socket: runtime_dir.tunnel_socket().display().to_string(),
             snapshot,
             gate,
             waker,
@@ -336,6 +344,40 @@ impl FrontDoor {
             }
         }
     }
+}
+
+/// The public host's desktop tunnel endpoint (`Guacamole.WebSocketTunnel`'s URL).
+const TUNNEL_PATH: &str = "/tunnel";
+
+/// Takes the `token` parameter out of a tunnel request's URL: the tunnel gets it in a header,
+/// and every log line that shows the request (ours, pingora's) shows it without.
+fn take_tunnel_token(session: &mut Session) -> Result<Option<String>> {
+    let uri = &session.req_header().uri;
+    let Some(query) = uri.query() else {
+        return Ok(None);
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let token = pairs
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.clone());
+    let kept: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| k != "token").collect();
+    let rest = serde_urlencoded::to_string(&kept).unwrap_or_default();
+    let path_and_query = if rest.is_empty() {
+        TUNNEL_PATH.to_owned()
+    } else {
+        format!("{TUNNEL_PATH}?{rest}")
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad tunnel query"))?,
+    );
+    let new_uri = http::Uri::from_parts(parts)
+        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad tunnel query"))?;
+    session.req_header_mut().set_uri(new_uri);
+    Ok(token)
 }
 
 fn request_host(session: &Session) -> Option<String> {
@@ -524,6 +566,11 @@ impl ProxyHttp for FrontDoor {
         };
         ctx.class = classify(&host, &self.config.server);
         match ctx.class.clone() {
+            HostClass::Public if session.req_header().uri.path() == TUNNEL_PATH => {
+                let token = take_tunnel_token(session)?;
+                ctx.target = Some(Target::Tunnel { token });
+                Ok(false)
+            }
             HostClass::Public => {
                 ctx.target = Some(Target::ControlPlane);
                 Ok(false)
@@ -552,6 +599,16 @@ impl ProxyHttp for FrontDoor {
             }
             Some(Target::Instance { upstream, .. }) => {
                 HttpPeer::new(*upstream, false, String::new())
+            }
+            Some(Target::Tunnel { .. }) => {
+                let mut peer = HttpPeer::new_uds(&self.tunnel_socket, false, String::new())?;
+                peer.options.connection_timeout = Some(Duration::from_secs(5));
+                // A desktop may sit still for long; the tunnel has its own timeouts (guacd's
+                // keep-alives, the browser's pings), so pingora's must not cut it first.
+                peer.options.read_timeout = None;
+                peer.options.write_timeout = None;
+                peer.options.idle_timeout = None;
+                return Ok(Box::new(peer));
             }
             None => {
                 return Err(Error::explain(
@@ -612,6 +669,9 @@ impl ProxyHttp for FrontDoor {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(Target::Tunnel { token: Some(token) }) = &ctx.target {
+            upstream.insert_header(crate::tunnel::TOKEN_HEADER, token.as_str())?;
+        }
 
         if let Some(Target::Instance { identity, .. }) = &ctx.target {
             let cookies: Vec<String> = upstream

@@ -40,7 +40,8 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     crate::metrics::register(certs.clone());
     let health = Arc::new(HealthState::new(certs.clone()));
     let snapshot = Snapshot::new();
-    let (waker, wake_requests) = crate::wake::channel();
+    let wake = crate::wake::channel();
+    let waker = wake.0.clone();
     let activity = crate::control_plane::Activity::default();
     let assertions =
         Arc::new(flowcase_admin::auth::assertion::AssertionSigner::load_or_create(data_dir)?);
@@ -57,7 +58,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         &server_conf,
         FrontDoor::new(
             config.clone(),
-            runtime_dir.control_socket(),
+            &runtime_dir,
             snapshot.clone(),
             AppHostGate::new(&config, keyring.clone(), snapshot.clone()),
             waker,
@@ -90,7 +91,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             health,
             snapshot,
             keyring,
-            wake_requests,
+            wake,
             activity,
         ),
     );

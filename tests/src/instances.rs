@@ -106,6 +106,99 @@ pub async fn echo_instance(dir: &GatewayDir, owner: &str, slug: &str) -> EchoIns
     }
 }
 
+/// A running VNC desktop instance for tunnel tests. Its "container" is only an address: the
+/// guacd double records what the gateway asks it to connect to, it dials nothing.
+pub struct DesktopInstance {
+    pub id: i64,
+    pub slug: String,
+    /// What the row says the desktop listens on (`127.0.0.1:<port>`, as in published-loopback).
+    pub upstream: SocketAddr,
+    /// The per-instance desktop password, sealed in the row as the orchestrator seals it.
+    pub password: String,
+}
+
+/// Creates a running VNC instance `slug` owned by `owner` on a fresh VNC droplet, with a sealed
+/// desktop password, written straight into the gateway's SQLite database (like
+/// [`echo_instance`]). Point the gateway's `[guacd] address` at a [`crate::guacd::GuacdDouble`]
+/// (`FLOWCASE_GUACD__ADDRESS`) to open it through the tunnel.
+pub async fn desktop_instance(dir: &GatewayDir, owner: &str, slug: &str) -> DesktopInstance {
+    use flowcase_admin::orchestrator::{CREDENTIALS_PURPOSE, InstanceCredentials};
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.data_dir().join("flowcase.db").display()
+    ))
+    .await
+    .unwrap();
+    let keyring =
+        flowcase_admin::secrets::ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
+    let tenant = store.default_tenant().await.unwrap().unwrap();
+    let user = store
+        .find_user_by_login(owner)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {owner}"));
+    let now = now_millis();
+    let droplet = store
+        .create_droplet(
+            &NewDroplet::new(
+                tenant.id,
+                format!("Desktop {slug}"),
+                DropletType::Vnc,
+                TargetKind::Container,
+            ),
+            now,
+        )
+        .await
+        .unwrap();
+    let instance = store
+        .create_instance(
+            &NewInstance {
+                slug: slug.into(),
+                droplet_id: droplet.id,
+                user_id: user.id,
+                status: InstanceStatus::Requested,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let upstream = SocketAddr::from(([127, 0, 0, 1], 5901));
+    store
+        .set_instance_container(
+            instance.id,
+            Some("c1"),
+            Some(&format!("flowcase-{slug}")),
+            Some(&upstream.to_string()),
+        )
+        .await
+        .unwrap();
+    let password = format!("{:08x}", rand::random::<u32>());
+    let sealed = flowcase_admin::secrets::seal::seal(
+        &keyring,
+        CREDENTIALS_PURPOSE,
+        &InstanceCredentials {
+            password: password.clone(),
+        },
+        i64::MAX,
+    )
+    .unwrap();
+    store
+        .set_instance_credentials(instance.id, Some(&sealed))
+        .await
+        .unwrap();
+    store
+        .set_instance_status(instance.id, InstanceStatus::Running, None, now)
+        .await
+        .unwrap();
+    store.close().await;
+    DesktopInstance {
+        id: instance.id,
+        slug: slug.into(),
+        upstream,
+        password,
+    }
+}
+
 /// Waits until the running gateway routes `host`: it reloads instances every 500 ms, but a
 /// loaded machine can stretch that, so a fixed sleep made tests flaky. An unknown instance host
 /// answers 404; a known one sends an anonymous visitor to sign in.

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod desktops;
 pub mod echo;
+pub mod guacd;
 pub mod instances;
 pub mod oidc_provider;
 pub mod pebble;

@@ -1,11 +1,8 @@
 //! The desktop viewer in headless Chromium, through the real binary: the page loads its ES
 //! modules under the Content Security Policy without a single violation, asks the control plane
 //! for a tunnel token, shows its status overlay, and its menu works; the policy lets the page
-//! open the same-origin `wss://…/tunnel` WebSocket.
-//!
-//! The full acceptance test (the canvas shows a guacd's picture, typed keys reach guacd) needs
-//! the tunnel itself, built on another branch for the same issue: it is written here and
-//! ignored until the branches are merged.
+//! open the same-origin `wss://…/tunnel` WebSocket; and the acceptance test: through the real
+//! tunnel, the canvas shows a guacd's picture and typed keys reach guacd.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
@@ -406,7 +403,6 @@ async fn screenshot_center_rgb(browser: &Browser) -> [u8; 3] {
 }
 
 #[tokio::test]
-#[ignore = "needs the tunnel branch (issue 6), enabled at merge"]
 async fn the_viewer_shows_the_desktop_and_sends_typed_keys_through_the_tunnel() {
     let guacd = GuacdStandIn::start().await;
     let mut dir = GatewayDir::new();

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{Access, Page, PageRequest, Right, validate};
 use crate::accounts::bootstrap::{ADMIN_GROUP_NAME, USER_GROUP_NAME};
 use crate::error::{AdminError, Result};
-use crate::store::{Group, NewGroup, Permissions};
+use crate::store::{Clipboard, Group, NewGroup, Permissions};
 
 /// `POST /api/v1/groups`. `permissions` names the flags to grant (`{"view_users": true}`);
 /// unnamed flags are off.
@@ -336,6 +336,47 @@ impl Access<'_> {
     }
 
     /// A group the principal may change: in their write scope, granting nothing they lack.
+    /// A group's clipboard restrictions in desktops; reading them needs `view_groups`.
+    pub async fn group_clipboard(&self, id: i64) -> Result<Clipboard> {
+        self.require(Right::ViewGroups)?;
+        let group = self.visible_group(id).await?;
+        self.store()
+            .group_clipboard(group.id)
+            .await?
+            .ok_or(AdminError::NotFound("group"))
+    }
+
+    /// Replaces a group's clipboard restrictions; needs `edit_groups` over its tenant (and,
+    /// as for every change to a group, every right it grants).
+    pub async fn set_group_clipboard(
+        &self,
+        id: i64,
+        clipboard: Clipboard,
+        now: i64,
+    ) -> Result<Clipboard> {
+        self.require(Right::EditGroups)?;
+        let group = self.writable_group(id).await?;
+        let before = self
+            .store()
+            .group_clipboard(group.id)
+            .await?
+            .ok_or(AdminError::NotFound("group"))?;
+        if before != clipboard {
+            self.store()
+                .set_group_clipboard(group.id, clipboard)
+                .await?;
+            self.audit(
+                "group.clipboard",
+                "group",
+                group.id,
+                serde_json::json!({"before": before, "after": clipboard}),
+                now,
+            )
+            .await;
+        }
+        Ok(clipboard)
+    }
+
     async fn writable_group(&self, id: i64) -> Result<Group> {
         let group = self.visible_group(id).await?;
         self.check_writable(group.tenant_id, "group")?;

@@ -27,6 +27,7 @@
 //! they can be neither renamed nor deleted, the identification stays stable. Rights never
 //! depend on it.
 
+pub mod desktop;
 mod groups;
 mod instances;
 mod tenants;

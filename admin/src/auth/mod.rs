@@ -13,6 +13,7 @@ pub mod return_path;
 pub mod session;
 pub mod throttle;
 pub mod tokens;
+pub mod tunnel_token;
 
 use http::HeaderMap;
 use serde::Serialize;

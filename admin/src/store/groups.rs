@@ -428,6 +428,63 @@ impl Store {
     }
 }
 
+/// What a group forbids its members in desktops. Restrictions, not rights: they are not part of
+/// [`Permissions`] (whose union grants), and a member of any restricting group is restricted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clipboard {
+    /// No copying from the desktop to the browser (guacd's `disable-copy`).
+    pub disable_copy: bool,
+    /// No pasting from the browser into the desktop (guacd's `disable-paste`).
+    pub disable_paste: bool,
+}
+
+impl Store {
+    /// The clipboard restrictions of one group; None when the group does not exist.
+    pub async fn group_clipboard(&self, group_id: i64) -> Result<Option<Clipboard>> {
+        let row = sqlx::query("SELECT disable_copy, disable_paste FROM groups WHERE id = $1")
+            .bind(group_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Clipboard {
+                disable_copy: get_flag(&row, "disable_copy")?,
+                disable_paste: get_flag(&row, "disable_paste")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Replaces a group's clipboard restrictions.
+    pub async fn set_group_clipboard(&self, group_id: i64, clipboard: Clipboard) -> Result<()> {
+        let result =
+            sqlx::query("UPDATE groups SET disable_copy = $2, disable_paste = $3 WHERE id = $1")
+                .bind(group_id)
+                .bind(flag(clipboard.disable_copy))
+                .bind(flag(clipboard.disable_paste))
+                .execute(&self.pool)
+                .await?;
+        expect_one(result, "group")
+    }
+
+    /// A user's clipboard restrictions: those of any of their groups.
+    pub async fn user_clipboard(&self, user_id: i64) -> Result<Clipboard> {
+        // MAX over 0/1 is a logical OR; COALESCE covers users without any group.
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(g.disable_copy), 0) AS disable_copy, \
+             COALESCE(MAX(g.disable_paste), 0) AS disable_paste \
+             FROM memberships m JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Clipboard {
+            disable_copy: get_flag(&row, "disable_copy")?,
+            disable_paste: get_flag(&row, "disable_paste")?,
+        })
+    }
+}
+
 // Executor-generic so that bootstrap can run them inside its transaction.
 
 pub(crate) async fn insert_group<'e, E: Executor<'e, Database = Any>>(

@@ -24,6 +24,7 @@ pub mod instances;
 pub mod invites;
 pub mod sessions;
 pub mod tenants;
+pub mod tunnel_tokens;
 pub mod users;
 pub mod workshops;
 
@@ -42,7 +43,7 @@ pub use audit::{AuditEntry, NewAuditEntry};
 pub use codec::{now_millis, unix_millis};
 pub use droplets::{Droplet, DropletType, NewDroplet, TargetKind};
 pub use gauges::GaugeCounts;
-pub use groups::{Group, NewGroup, Permissions};
+pub use groups::{Clipboard, Group, NewGroup, Permissions};
 pub use instances::{
     AdmissionLimits, Allocation, Instance, InstanceStatus, NewInstance, Refusal, StartClaim,
 };

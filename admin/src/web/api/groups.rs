@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 
 use super::input::{Id, JsonBody, ListQuery};
 use crate::access::{Access, GroupChanges, GroupDetail, GroupView, NewGroupRequest, Page};
-use crate::store::now_millis;
+use crate::store::{Clipboard, now_millis};
 use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
@@ -58,4 +58,30 @@ pub async fn delete(
     let access = Access::new(&state.auth, &principal, &client);
     access.delete_group(id, now_millis()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/groups/{id}/clipboard`: what the group's members may not do with the clipboard
+/// of a desktop.
+pub async fn clipboard(
+    State(state): State<AppState>,
+    ApiUser(principal, client): ApiUser,
+    Id(id): Id,
+) -> Result<Json<Clipboard>, ApiError> {
+    let access = Access::new(&state.auth, &principal, &client);
+    Ok(Json(access.group_clipboard(id).await?))
+}
+
+/// `PUT /api/v1/groups/{id}/clipboard` `{"disable_copy": bool, "disable_paste": bool}`.
+pub async fn set_clipboard(
+    State(state): State<AppState>,
+    ApiUser(principal, client): ApiUser,
+    Id(id): Id,
+    JsonBody(clipboard): JsonBody<Clipboard>,
+) -> Result<Json<Clipboard>, ApiError> {
+    let access = Access::new(&state.auth, &principal, &client);
+    Ok(Json(
+        access
+            .set_group_clipboard(id, clipboard, now_millis())
+            .await?,
+    ))
 }

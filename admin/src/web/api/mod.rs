@@ -7,6 +7,7 @@ pub mod groups;
 pub mod input;
 pub mod session;
 pub mod tenants;
+pub mod tunnel;
 pub mod users;
 
 use axum::Router;
@@ -42,5 +43,10 @@ pub fn routes() -> Router<AppState> {
                 .patch(groups::update)
                 .delete(groups::delete),
         )
+        .route(
+            "/api/v1/groups/{id}/clipboard",
+            get(groups::clipboard).put(groups::set_clipboard),
+        )
         .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
+        .route("/api/v1/instances/{slug}/tunnel-token", post(tunnel::mint))
 }

@@ -1,0 +1,169 @@
+//! Desktops reached through the Guacamole tunnel: who may open one, and what guacd needs to
+//! connect to it. The control plane checks the first when it mints a tunnel token; the tunnel
+//! checks it again (a right may be gone since) and gets the target, with the desktop password
+//! opened from the instance row, just before it contacts guacd.
+
+use std::net::SocketAddr;
+
+use crate::error::{AdminError, Result};
+use crate::orchestrator::{CREDENTIALS_PURPOSE, InstanceCredentials};
+use crate::secrets::{Keyring, seal};
+use crate::store::{Droplet, DropletType, Instance, InstanceStatus, Store, TargetKind, User};
+
+/// The guacd protocol of a desktop droplet; None for HTTP droplets.
+pub fn guacd_protocol(droplet_type: DropletType) -> Option<&'static str> {
+    match droplet_type {
+        DropletType::Vnc => Some("vnc"),
+        DropletType::Rdp => Some("rdp"),
+        DropletType::Ssh => Some("ssh"),
+        DropletType::Http => None,
+    }
+}
+
+/// What the tunnel needs to have guacd connect a user to a desktop. Holds the desktop password:
+/// never logged (its `Debug` hides it), never sent to the browser.
+#[derive(Clone)]
+pub struct DesktopTarget {
+    pub instance_id: i64,
+    /// `vnc`, `rdp` or `ssh`.
+    pub protocol: &'static str,
+    /// The desktop as guacd must reach it.
+    pub hostname: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The user's name, shown to other participants of a shared connection.
+    pub user_display_name: String,
+    /// The guacd to use; None = the configured shared one (`[guacd] address`). Room for
+    /// per-instance guacd sidecars.
+    pub guacd: Option<SocketAddr>,
+    /// Clipboard from the desktop to the browser is refused (a group of the user says so).
+    pub disable_copy: bool,
+    /// Clipboard from the browser to the desktop is refused (a group of the user says so).
+    pub disable_paste: bool,
+    /// The instance is running (false: it has to be started first).
+    pub running: bool,
+}
+
+impl std::fmt::Debug for DesktopTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DesktopTarget")
+            .field("instance_id", &self.instance_id)
+            .field("protocol", &self.protocol)
+            .field("hostname", &self.hostname)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(hidden)"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The instance `instance` and its droplet, if `user` may open its desktop: the owner, or a
+/// holder of `edit_instances` over the owner's tenant (`edit_tenants` for every tenant), and the
+/// droplet is a desktop. Disabled users and deleted instances are refused.
+pub async fn usable_desktop(
+    store: &Store,
+    user: &User,
+    instance: Instance,
+) -> Result<(Instance, Droplet)> {
+    if user.disabled {
+        return Err(AdminError::Forbidden("this account is disabled"));
+    }
+    if matches!(
+        instance.status,
+        InstanceStatus::Gone | InstanceStatus::Destroying
+    ) {
+        return Err(AdminError::NotFound("instance"));
+    }
+    if instance.user_id != user.id {
+        let rights = store.user_permissions(user.id).await?;
+        let owner = store
+            .get_user(instance.user_id)
+            .await?
+            .ok_or(AdminError::NotFound("instance"))?;
+        let in_scope = rights.edit_tenants || owner.tenant_id == user.tenant_id;
+        if !(rights.edit_instances && in_scope) {
+            return Err(AdminError::Forbidden(
+                "this instance belongs to another user",
+            ));
+        }
+    }
+    let droplet = store
+        .get_droplet(instance.droplet_id)
+        .await?
+        .ok_or(AdminError::NotFound("droplet"))?;
+    if guacd_protocol(droplet.droplet_type).is_none() {
+        return Err(AdminError::Forbidden("this instance is not a desktop"));
+    }
+    Ok((instance, droplet))
+}
+
+/// The target of instance `instance_id` for user `user_id`, checking their right to it as
+/// [`usable_desktop`] does.
+pub async fn desktop_target(
+    store: &Store,
+    keyring: &Keyring,
+    instance_id: i64,
+    user_id: i64,
+    now: i64,
+) -> Result<DesktopTarget> {
+    let user = store
+        .get_user(user_id)
+        .await?
+        .ok_or(AdminError::Unauthenticated)?;
+    let instance = store
+        .get_instance(instance_id)
+        .await?
+        .ok_or(AdminError::NotFound("instance"))?;
+    let (instance, droplet) = usable_desktop(store, &user, instance).await?;
+    let protocol = guacd_protocol(droplet.droplet_type)
+        .ok_or(AdminError::Forbidden("this instance is not a desktop"))?;
+    let password = instance
+        .credentials
+        .as_deref()
+        .map(|sealed| {
+            seal::open::<InstanceCredentials>(keyring, CREDENTIALS_PURPOSE, sealed, now)
+                .map(|c| c.password)
+                .ok_or_else(|| {
+                    AdminError::InvalidData("instance credentials cannot be opened".into())
+                })
+        })
+        .transpose()?;
+    let (hostname, port, username) = match droplet.target {
+        TargetKind::Container => {
+            let upstream: Option<SocketAddr> =
+                instance.upstream.as_deref().and_then(|u| u.parse().ok());
+            match upstream {
+                Some(addr) => (addr.ip().to_string(), addr.port(), None),
+                None => (String::new(), 0, None),
+            }
+        }
+        TargetKind::External => (
+            droplet.external_host.clone().unwrap_or_default(),
+            droplet.external_port.unwrap_or(0),
+            droplet.external_username.clone(),
+        ),
+    };
+    let clipboard = store.user_clipboard(user.id).await?;
+    let running = match droplet.target {
+        TargetKind::Container => instance.status == InstanceStatus::Running && port != 0,
+        TargetKind::External => port != 0,
+    };
+    Ok(DesktopTarget {
+        instance_id: instance.id,
+        protocol,
+        hostname,
+        port,
+        username,
+        password,
+        user_display_name: if user.display_name.is_empty() {
+            user.username.clone()
+        } else {
+            user.display_name.clone()
+        },
+        guacd: None,
+        disable_copy: clipboard.disable_copy,
+        disable_paste: clipboard.disable_paste,
+        running,
+    })
+}
