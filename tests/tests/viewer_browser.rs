@@ -182,7 +182,9 @@ async fn the_viewer_runs_under_the_csp_asks_for_a_token_and_shows_its_status() {
             assert_ne!(overlay["display"], "none", "{overlay}");
             let title = overlay["title"].as_str().unwrap();
             assert!(
-                title.ends_with('.') && title.len() > 5 && !title.contains("undefined"),
+                (title.ends_with('.') || title.ends_with('…'))
+                    && title.len() > 5
+                    && !title.contains("undefined"),
                 "a sentence for the user: {overlay}"
             );
         }

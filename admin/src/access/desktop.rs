@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 
 use crate::error::{AdminError, Result};
-use crate::orchestrator::{CREDENTIALS_PURPOSE, InstanceCredentials};
-use crate::secrets::{Keyring, seal};
-use crate::store::{Droplet, DropletType, Instance, InstanceStatus, Store, TargetKind, User};
+use crate::orchestrator::desktop_target::{DesktopTarget as Connection, connection};
+use crate::secrets::Keyring;
+use crate::store::{Droplet, DropletType, Instance, InstanceStatus, Store, User};
 
 /// The guacd protocol of a desktop droplet; None for HTTP droplets.
 pub fn guacd_protocol(droplet_type: DropletType) -> Option<&'static str> {
@@ -20,18 +20,16 @@ pub fn guacd_protocol(droplet_type: DropletType) -> Option<&'static str> {
     }
 }
 
-/// What the tunnel needs to have guacd connect a user to a desktop. Holds the desktop password:
-/// never logged (its `Debug` hides it), never sent to the browser.
-#[derive(Clone)]
+/// What the tunnel needs to have guacd connect a user to a desktop: where guacd connects (with
+/// the secret it logs in with: never logged, never sent to the browser) and what the user may
+/// do there.
+#[derive(Debug, Clone)]
 pub struct DesktopTarget {
     pub instance_id: i64,
     /// `vnc`, `rdp` or `ssh`.
     pub protocol: &'static str,
-    /// The desktop as guacd must reach it.
-    pub hostname: String,
-    pub port: u16,
-    pub username: Option<String>,
-    pub password: Option<String>,
+    /// Where guacd connects; None while the instance does not run (it has to be started first).
+    pub connection: Option<Connection>,
     /// The user's name, shown to other participants of a shared connection.
     pub user_display_name: String,
     /// The guacd to use; None = the configured shared one (`[guacd] address`). Room for
@@ -41,21 +39,6 @@ pub struct DesktopTarget {
     pub disable_copy: bool,
     /// Clipboard from the browser to the desktop is refused (a group of the user says so).
     pub disable_paste: bool,
-    /// The instance is running (false: it has to be started first).
-    pub running: bool,
-}
-
-impl std::fmt::Debug for DesktopTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DesktopTarget")
-            .field("instance_id", &self.instance_id)
-            .field("protocol", &self.protocol)
-            .field("hostname", &self.hostname)
-            .field("port", &self.port)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "(hidden)"))
-            .finish_non_exhaustive()
-    }
 }
 
 /// The instance `instance` and its droplet, if `user` may open its desktop: the owner, or a
@@ -118,44 +101,12 @@ pub async fn desktop_target(
     let (instance, droplet) = usable_desktop(store, &user, instance).await?;
     let protocol = guacd_protocol(droplet.droplet_type)
         .ok_or(AdminError::Forbidden("this instance is not a desktop"))?;
-    let password = instance
-        .credentials
-        .as_deref()
-        .map(|sealed| {
-            seal::open::<InstanceCredentials>(keyring, CREDENTIALS_PURPOSE, sealed, now)
-                .map(|c| c.password)
-                .ok_or_else(|| {
-                    AdminError::InvalidData("instance credentials cannot be opened".into())
-                })
-        })
-        .transpose()?;
-    let (hostname, port, username) = match droplet.target {
-        TargetKind::Container => {
-            let upstream: Option<SocketAddr> =
-                instance.upstream.as_deref().and_then(|u| u.parse().ok());
-            match upstream {
-                Some(addr) => (addr.ip().to_string(), addr.port(), None),
-                None => (String::new(), 0, None),
-            }
-        }
-        TargetKind::External => (
-            droplet.external_host.clone().unwrap_or_default(),
-            droplet.external_port.unwrap_or(0),
-            droplet.external_username.clone(),
-        ),
-    };
+    let connection = connection(keyring, &instance, &droplet, now)?;
     let clipboard = store.user_clipboard(user.id).await?;
-    let running = match droplet.target {
-        TargetKind::Container => instance.status == InstanceStatus::Running && port != 0,
-        TargetKind::External => port != 0,
-    };
     Ok(DesktopTarget {
         instance_id: instance.id,
         protocol,
-        hostname,
-        port,
-        username,
-        password,
+        connection,
         user_display_name: if user.display_name.is_empty() {
             user.username.clone()
         } else {
@@ -164,6 +115,5 @@ pub async fn desktop_target(
         guacd: None,
         disable_copy: clipboard.disable_copy,
         disable_paste: clipboard.disable_paste,
-        running,
     })
 }

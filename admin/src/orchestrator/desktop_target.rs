@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::Orchestrator;
 use crate::error::{AdminError, Result};
 use crate::secrets::{Keyring, seal};
-use crate::store::{Droplet, DropletType, InstanceStatus, Store, TargetKind};
+use crate::store::{Droplet, DropletType, Instance, InstanceStatus, Store, TargetKind};
 
 /// Purpose prefix of sealed external-host credentials (AEAD associated data, with the droplet
 /// id appended).
@@ -220,6 +220,48 @@ pub fn external_target(keyring: &Keyring, droplet: &Droplet) -> Result<DesktopTa
     })
 }
 
+/// Where guacd connects for `instance` of `droplet` (a desktop), with the secret it logs in
+/// with; `Ok(None)` while the instance does not run (it must be started first). The one read
+/// path behind [`Orchestrator::desktop_target`] and the tunnel's own lookup (which adds the
+/// user's rights, `access::desktop`).
+pub fn connection(
+    keyring: &Keyring,
+    instance: &Instance,
+    droplet: &Droplet,
+    now: i64,
+) -> Result<Option<DesktopTarget>> {
+    if droplet.droplet_type == DropletType::Http {
+        return Err(AdminError::InvalidInput {
+            field: "instance",
+            reason: "http droplets are reached over HTTP, not through a desktop tunnel".into(),
+        });
+    }
+    if instance.status != InstanceStatus::Running {
+        return Ok(None);
+    }
+    match droplet.target {
+        TargetKind::External => external_target(keyring, droplet).map(Some),
+        TargetKind::Container => {
+            let upstream = super::lifecycle::parse_upstream(instance).ok_or_else(|| {
+                AdminError::InvalidData("a running instance has no upstream".into())
+            })?;
+            let password = super::lifecycle::open_instance_credentials(keyring, instance, now)?
+                .map(|c| c.password);
+            Ok(Some(DesktopTarget {
+                protocol: droplet.droplet_type,
+                hostname: upstream.addr.ip().to_string(),
+                port: upstream.addr.port(),
+                username: None,
+                password,
+                private_key: None,
+                passphrase: None,
+                params: BTreeMap::new(),
+                external: false,
+            }))
+        }
+    }
+}
+
 impl Orchestrator {
     /// Where guacd connects for a running desktop instance (VNC, RDP, SSH), with the secret it
     /// logs in with. `http` droplets are no desktops; an instance that is not `running` must be
@@ -232,38 +274,12 @@ impl Orchestrator {
             .get_droplet(instance.droplet_id)
             .await?
             .ok_or(AdminError::NotFound("droplet"))?;
-        if droplet.droplet_type == DropletType::Http {
-            return Err(AdminError::InvalidInput {
-                field: "instance",
-                reason: "http droplets are reached over HTTP, not through a desktop tunnel".into(),
-            });
-        }
-        if instance.status != InstanceStatus::Running {
-            return Err(AdminError::NotReady(format!(
+        connection(&self.keyring, &instance, &droplet, self.now())?.ok_or_else(|| {
+            AdminError::NotReady(format!(
                 "the instance is {}; start it first",
                 instance.status
-            )));
-        }
-        match droplet.target {
-            TargetKind::External => external_target(&self.keyring, &droplet),
-            TargetKind::Container => {
-                let upstream = super::lifecycle::parse_upstream(&instance).ok_or_else(|| {
-                    AdminError::InvalidData("a running instance has no upstream".into())
-                })?;
-                let password = self.credentials(&instance)?.map(|c| c.password);
-                Ok(DesktopTarget {
-                    protocol: droplet.droplet_type,
-                    hostname: upstream.addr.ip().to_string(),
-                    port: upstream.addr.port(),
-                    username: None,
-                    password,
-                    private_key: None,
-                    passphrase: None,
-                    params: BTreeMap::new(),
-                    external: false,
-                })
-            }
-        }
+            ))
+        })
     }
 }
 

@@ -33,7 +33,7 @@ use super::{
     Actor, CREDENTIALS_PURPOSE, InstanceCredentials, Orchestrator, Upstream, desktop_target,
 };
 use crate::error::{AdminError, Result};
-use crate::secrets::seal;
+use crate::secrets::{Keyring, seal};
 use crate::store::{
     AdmissionLimits, Allocation, Droplet, Instance, InstanceStatus, NewAuditEntry, NewInstance,
     Refusal, StartClaim, TargetKind, User,
@@ -381,27 +381,7 @@ impl Orchestrator {
 
     /// The desktop password of an instance, for the tunnel; `None` for droplets without one.
     pub fn credentials(&self, instance: &Instance) -> Result<Option<InstanceCredentials>> {
-        instance
-            .credentials
-            .as_deref()
-            .map(|sealed| {
-                seal::open(&self.keyring, CREDENTIALS_PURPOSE, sealed, self.now()).ok_or_else(
-                    || {
-                        let why = match seal::sealed_key_id(sealed) {
-                            Some(id) if self.keyring.by_id(&id).is_none() => {
-                                format!("sealed under key {id:?}, which the key file does not hold")
-                            }
-                            Some(id) => format!("key {id:?} of the key file does not fit"),
-                            None => "damaged".to_owned(),
-                        };
-                        AdminError::InvalidData(format!(
-                            "the desktop password of instance {} cannot be opened: {why}",
-                            instance.slug
-                        ))
-                    },
-                )
-            })
-            .transpose()
+        open_instance_credentials(&self.keyring, instance, self.now())
     }
 
     /// Makes the database agree with the engine: a settled row whose container vanished becomes
@@ -1184,4 +1164,31 @@ impl super::engine::ContainerInfo {
     fn labels_slug(&self) -> String {
         self.labels.get(LABEL_INSTANCE).cloned().unwrap_or_default()
     }
+}
+
+/// Opens an instance's sealed desktop password (none for web apps), saying why when it cannot.
+pub(super) fn open_instance_credentials(
+    keyring: &Keyring,
+    instance: &Instance,
+    now: i64,
+) -> Result<Option<InstanceCredentials>> {
+    instance
+        .credentials
+        .as_deref()
+        .map(|sealed| {
+            seal::open(keyring, CREDENTIALS_PURPOSE, sealed, now).ok_or_else(|| {
+                let why = match seal::sealed_key_id(sealed) {
+                    Some(id) if keyring.by_id(&id).is_none() => {
+                        format!("sealed under key {id:?}, which the key file does not hold")
+                    }
+                    Some(id) => format!("key {id:?} of the key file does not fit"),
+                    None => "damaged".to_owned(),
+                };
+                AdminError::InvalidData(format!(
+                    "the desktop password of instance {} cannot be opened: {why}",
+                    instance.slug
+                ))
+            })
+        })
+        .transpose()
 }

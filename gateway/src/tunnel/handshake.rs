@@ -3,6 +3,7 @@
 //! with version negotiation: we answer the lower of guacd's version and ours, never an empty
 //! version (which would drop guacd to 1.0.0 behaviour).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flowcase_admin::access::desktop::DesktopTarget;
@@ -186,7 +187,12 @@ pub async fn handshake(
     if let Some(v) = version {
         values.push(v.to_string());
     }
-    values.extend(names.iter().map(|name| value_for(name, &join)));
+    let args = match &join {
+        Join::New(t) => t.connection.as_ref().map(|c| c.guacd_args()),
+        Join::Watch { .. } => None,
+    }
+    .unwrap_or_default();
+    values.extend(names.iter().map(|name| value_for(name, &join, &args)));
     Instruction::new("connect", values).encode_into(&mut setup);
     write(&mut stream, setup.as_bytes(), step_timeout).await?;
 
@@ -202,7 +208,7 @@ pub async fn handshake(
 
 /// The value of one of guacd's connection arguments. What we do not set stays empty: guacd's
 /// default.
-fn value_for(name: &str, join: &Join<'_>) -> String {
+fn value_for(name: &str, join: &Join<'_>, args: &BTreeMap<String, String>) -> String {
     let flag = |on: bool| if on { "true".to_owned() } else { String::new() };
     match join {
         Join::Watch { .. } => match name {
@@ -210,13 +216,9 @@ fn value_for(name: &str, join: &Join<'_>) -> String {
             _ => String::new(),
         },
         Join::New(t) => match name {
-            "hostname" => t.hostname.clone(),
-            "port" => t.port.to_string(),
-            "username" => t.username.clone().unwrap_or_default(),
-            "password" => t.password.clone().unwrap_or_default(),
             "disable-copy" => flag(t.disable_copy),
             "disable-paste" => flag(t.disable_paste),
-            _ => String::new(),
+            _ => args.get(name).cloned().unwrap_or_default(),
         },
     }
 }

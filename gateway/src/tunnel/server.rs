@@ -331,7 +331,7 @@ impl Tunnels {
             )
         };
         let target = lookup().await.map_err(refusal)?;
-        if target.running {
+        if target.connection.is_some() {
             return Ok(target);
         }
         let woken = tokio::time::timeout(
@@ -348,7 +348,7 @@ impl Tunnels {
             Err(_) => return Err(Status::UpstreamUnavailable),
         }
         let target = lookup().await.map_err(refusal)?;
-        if target.running {
+        if target.connection.is_some() {
             Ok(target)
         } else {
             Err(Status::UpstreamUnavailable)
