@@ -357,6 +357,23 @@ async fn acme_http01_issues_for_the_public_host_and_a_restart_orders_nothing() {
         ready["checks"]["certificates"]["names"],
         serde_json::json!([PUBLIC])
     );
+    // The order and the served certificate's expiry are in the metrics.
+    let metrics = reqwest::get(gw.metrics_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"flowcase_acme_orders_total{result="valid"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            r#"flowcase_certificate_expiry_timestamp_seconds{{name="{PUBLIC}",source="acme"}}"#
+        )),
+        "{metrics}"
+    );
 
     // Cached privately, and a restart serves the cached certificate without a new order.
     let cached = cached_certificate(&dir, PUBLIC).expect("the certificate is cached");

@@ -495,6 +495,18 @@ async fn every_token_attack_is_refused_with_769_before_guacd_hears_of_it() {
         1,
         "guacd was contacted for a refused token"
     );
+    // Operators see the attacks: every refusal is counted by its status.
+    let metrics = reqwest::get(env.gw.metrics_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"flowcase_tunnels_closed_total{status="client_unauthorized"} 8"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flowcase_tunnels_opened_total 1"), "{metrics}");
 }
 
 #[tokio::test]

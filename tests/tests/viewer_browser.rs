@@ -190,7 +190,13 @@ async fn the_viewer_runs_under_the_csp_asks_for_a_token_and_shows_its_status() {
         }
         // The toolbar shows the droplet and a badge; the style sheet applied (no inline style
         // is allowed, so this proves the external sheet loaded).
-        assert_eq!(alice.text_of(".toolbar__name").await, "Dev desktop");
+        // textContent, not the rendered text: the toolbar may have hidden itself already.
+        let name = eval(
+            alice,
+            "return document.querySelector('.toolbar__name').textContent;",
+        )
+        .await;
+        assert_eq!(name, "Dev desktop");
         let position = eval(
             alice,
             "return getComputedStyle(document.getElementById('toolbar')).position;",
