@@ -120,7 +120,9 @@ pub struct DesktopInstance {
 /// Creates a running VNC instance `slug` owned by `owner` on a fresh VNC droplet, with a sealed
 /// desktop password, written straight into the gateway's SQLite database (like
 /// [`echo_instance`]). Point the gateway's `[guacd] address` at a [`crate::guacd::GuacdDouble`]
-/// (`FLOWCASE_GUACD__ADDRESS`) to open it through the tunnel.
+/// (`FLOWCASE_GUACD__ADDRESS`) to open it through the tunnel, and keep the gateway away from
+/// Docker (`FLOWCASE_DOCKER__HOST` at a socket that does not exist): reconciliation would mark
+/// the row gone, its container being nowhere.
 pub async fn desktop_instance(dir: &GatewayDir, owner: &str, slug: &str) -> DesktopInstance {
     use flowcase_admin::orchestrator::{CREDENTIALS_PURPOSE, InstanceCredentials};
     let store = Store::connect(&format!(

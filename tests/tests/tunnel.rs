@@ -31,7 +31,7 @@ struct Env {
 impl Env {
     async fn start() -> Env {
         let guacd = GuacdDouble::start().await;
-        let mut dir = GatewayDir::new();
+        let mut dir = desktop_gateway_dir();
         dir.set("FLOWCASE_GUACD__ADDRESS", &guacd.addr.to_string());
         let gw = Gateway::start(&dir).await;
         add_user(&dir, "alice", PASSWORD);
@@ -215,6 +215,21 @@ impl Env {
         store.close().await;
         id
     }
+}
+
+/// A gateway for desktop rows written by [`desktop_instance`]: their "containers" do not exist,
+/// so the gateway must not reach Docker, whose reconciliation would mark them gone. Its Docker
+/// "socket" is a plain file: the client can be set up (and the orchestrator, which records
+/// activity, exists), every call fails.
+fn desktop_gateway_dir() -> GatewayDir {
+    let mut dir = GatewayDir::new();
+    let socket = dir.dir.path().join("no-docker.sock");
+    std::fs::write(&socket, "").unwrap();
+    dir.set(
+        "FLOWCASE_DOCKER__HOST",
+        &format!("unix://{}", socket.display()),
+    );
+    dir
 }
 
 /// The next text frame (pings and pongs skipped); every frame must hold whole instructions.
@@ -742,7 +757,8 @@ async fn real_input_keeps_the_desktop_awake_and_keep_alives_do_not() {
         }
         assert!(
             Instant::now() < deadline,
-            "input was not recorded as activity"
+            "input was not recorded as activity\n{}",
+            env.gw.stderr()
         );
         // Keep the tunnel alive meanwhile (the client pings every half second).
         ws.send(Message::text("0.,4.ping,1.0;")).await.unwrap();
@@ -753,7 +769,7 @@ async fn real_input_keeps_the_desktop_awake_and_keep_alives_do_not() {
 #[tokio::test]
 async fn an_unreachable_guacd_closes_with_upstream_not_found() {
     let guacd = GuacdDouble::start().await;
-    let mut dir = GatewayDir::new();
+    let mut dir = desktop_gateway_dir();
     // Nothing listens there.
     let dead = flowcase_e2e::free_port();
     dir.set("FLOWCASE_GUACD__ADDRESS", &format!("127.0.0.1:{dead}"));

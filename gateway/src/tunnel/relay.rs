@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowcase_admin::orchestrator::activity::ActivityReporter;
-use flowcase_guac::{MAX_INSTRUCTION_BYTES, Scan, Status, opcode, scan};
+use flowcase_guac::{Scan, Status, opcode, scan};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -40,7 +40,8 @@ const GUACD_WRITE: Duration = Duration::from_secs(15);
 /// One read from guacd.
 const READ_CHUNK: usize = 64 * 1024;
 /// Frames waiting for the browser. With [`READ_CHUNK`] this bounds what a stalled browser
-/// costs: about `QUEUE × (READ_CHUNK + MAX_INSTRUCTION_BYTES)` here, plus the socket buffers.
+/// costs: about `QUEUE × (READ_CHUNK + flowcase_guac::MAX_INSTRUCTION_BYTES)` here, plus the
+/// socket buffers.
 const QUEUE: usize = 4;
 /// How often the session behind the tunnel is looked up in the snapshot.
 const SESSION_CHECK: Duration = Duration::from_millis(250);
@@ -171,7 +172,7 @@ async fn guacd_to_browser(
                 return Status::Success;
             }
         }
-        debug_assert!(buf.len() < MAX_INSTRUCTION_BYTES);
+        // What is left is one incomplete instruction, which `scan` bounds.
         buf.reserve(READ_CHUNK);
         let read = tokio::time::timeout(
             GUACD_SILENCE,
