@@ -521,7 +521,10 @@ async fn every_token_attack_is_refused_with_769_before_guacd_hears_of_it() {
         metrics.contains(r#"flowcase_tunnels_closed_total{status="client_unauthorized"} 8"#),
         "{metrics}"
     );
-    assert!(metrics.contains("flowcase_tunnels_opened_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("flowcase_tunnels_opened_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
