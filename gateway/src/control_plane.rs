@@ -62,6 +62,7 @@ pub struct ControlPlane {
     keyring: Keyring,
     wake_requests: std::sync::Mutex<Option<WakeRequests>>,
     activity: Activity,
+    code_claims: crate::app_host::CodeClaims,
 }
 
 /// Where the front door reports instance activity; filled once the orchestrator exists (it is
@@ -77,6 +78,7 @@ impl ControlPlane {
         keyring: Keyring,
         wake_requests: WakeRequests,
         activity: Activity,
+        code_claims: crate::app_host::CodeClaims,
     ) -> Self {
         Self {
             config,
@@ -86,6 +88,7 @@ impl ControlPlane {
             keyring,
             wake_requests: std::sync::Mutex::new(Some(wake_requests)),
             activity,
+            code_claims,
         }
     }
 
@@ -167,6 +170,7 @@ impl ControlPlane {
         };
         let docker = flowcase_admin::docker::connect(&self.config.docker.host);
         tokio::spawn(probe(store.clone(), docker, self.health.clone()));
+        self.code_claims.connect(store.clone());
         tokio::spawn(crate::snapshot::refresh_forever(
             store.clone(),
             self.snapshot.clone(),

@@ -296,22 +296,28 @@ impl FrontDoor {
             .await;
         };
         let req = session.req_header();
-        let path = req.uri.path().to_owned();
-        let query = req.uri.query().map(str::to_owned);
-        let cookies: Vec<&str> = req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let decision = self.gate.decide(
-            host,
-            &route,
-            &path,
-            query.as_deref(),
-            &cookies,
-            now_millis(),
-        );        match decision {
+        let decision = if req.uri.path() == flowcase_admin::auth::app_host::AUTH_PATH {
+            let query = req.uri.query().map(str::to_owned);
+            self.gate
+                .enter(host, &route, query.as_deref(), now_millis())
+                .await
+        } else {
+            let cookies: Vec<&str> = req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            self.gate.decide(
+                host,
+                &route,
+                req.uri.path(),
+                req.uri.query(),
+                &cookies,
+                now_millis(),
+            )
+        };
+        match decision {
             Decision::Allow(identity) => {
                 let upstream = match (route.status, route.upstream) {
                     (InstanceStatus::Running, Some(upstream)) => upstream,

@@ -41,6 +41,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let snapshot = Snapshot::new();
     let (waker, wake_requests) = crate::wake::channel();
     let activity = crate::control_plane::Activity::default();
+    let code_claims = crate::app_host::CodeClaims::default();
     let assertions =
         Arc::new(flowcase_admin::auth::assertion::AssertionSigner::load_or_create(data_dir)?);
     let conf = server_conf(&config);
@@ -58,7 +59,12 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             config.clone(),
             runtime_dir.control_socket(),
             snapshot.clone(),
-            AppHostGate::new(&config, keyring.clone(), snapshot.clone()),
+            AppHostGate::new(
+                &config,
+                keyring.clone(),
+                snapshot.clone(),
+                code_claims.clone(),
+            ),
             waker,
             assertions,
             activity.clone(),
@@ -91,6 +97,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             keyring,
             wake_requests,
             activity,
+            code_claims,
         ),
     );
     control.threads = Some(2);
