@@ -545,8 +545,14 @@ impl Config {
                 "proxy.upstream_connect_timeout",
                 self.proxy.upstream_connect_timeout,
             ),
-            ("proxy.upstream_read_timeout", self.proxy.upstream_read_timeout),
-            ("proxy.upgraded_idle_timeout", self.proxy.upgraded_idle_timeout),
+            (
+                "proxy.upstream_read_timeout",
+                self.proxy.upstream_read_timeout,
+            ),
+            (
+                "proxy.upgraded_idle_timeout",
+                self.proxy.upgraded_idle_timeout,
+            ),
         ] {
             if value.is_zero() {
                 return invalid(key, "must be longer than zero".into());

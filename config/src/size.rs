@@ -34,7 +34,9 @@ impl ByteSize {
         let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
         let (digits, unit) = raw.split_at(split);
         let expected = || {
-            format!("`{raw}` is not a size (expected a number of bytes, or with a unit: 512KiB, 100MiB, 2GiB)")
+            format!(
+                "`{raw}` is not a size (expected a number of bytes, or with a unit: 512KiB, 100MiB, 2GiB)"
+            )
         };
         let n: u64 = digits.parse().map_err(|_| expected())?;
         let scale = match unit.trim() {
@@ -60,7 +62,7 @@ impl std::fmt::Display for ByteSize {
         }
         let (name, scale) = UNITS
             .iter()
-            .find(|(_, scale)| self.0 % scale == 0)
+            .find(|(_, scale)| self.0.is_multiple_of(*scale))
             .copied()
             .unwrap_or(("B", 1));
         write!(f, "{}{name}", self.0 / scale)
@@ -120,7 +122,15 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for raw in ["", "MiB", "5 lots", "-3", "1.5GiB", "10MB", "99999999999GiB"] {
+        for raw in [
+            "",
+            "MiB",
+            "5 lots",
+            "-3",
+            "1.5GiB",
+            "10MB",
+            "99999999999GiB",
+        ] {
             assert!(ByteSize::parse(raw).is_err(), "{raw}");
         }
     }

@@ -78,7 +78,6 @@ impl ControlPlane {
         keyring: Keyring,
         wake_requests: WakeRequests,
         activity: Activity,
-        code_claims: crate::app_host::CodeClaims,
     ) -> Self {
         Self {
             config,
@@ -88,8 +87,15 @@ impl ControlPlane {
             keyring,
             wake_requests: std::sync::Mutex::new(Some(wake_requests)),
             activity,
-            code_claims,
+            code_claims: crate::app_host::CodeClaims::default(),
         }
+    }
+
+    /// Where the front door claims redeemed instance-host codes; connected to the store once
+    /// the control plane has one.
+    pub fn with_code_claims(mut self, code_claims: crate::app_host::CodeClaims) -> Self {
+        self.code_claims = code_claims;
+        self
     }
 
     /// The orchestrator over the configured Docker engine. Docker being down is not fatal:

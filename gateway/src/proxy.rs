@@ -739,7 +739,11 @@ impl ProxyHttp for FrontDoor {
                     "The gateway took too long to answer: try again in a moment.",
                 ),
                 (_, 413) => ("Too large", "payload_too_large", TOO_LARGE),
-                (_, 400) => ("Bad request", "bad_request", "The request could not be read."),
+                (_, 400) => (
+                    "Bad request",
+                    "bad_request",
+                    "The request could not be read.",
+                ),
                 _ => (
                     "Unavailable",
                     "internal_error",

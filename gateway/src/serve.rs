@@ -97,8 +97,8 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             keyring,
             wake_requests,
             activity,
-            code_claims,
-        ),
+        )
+        .with_code_claims(code_claims),
     );
     control.threads = Some(2);
 
@@ -123,8 +123,11 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
 
 fn server_conf(config: &Config) -> ServerConf {
     let run_dir = config.server.data_dir.join("run");
+    // One event loop per CPU this process may run on (affinity and cgroup quotas count): more
+    // loops than CPUs only add context switches (bench/README.md).
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     ServerConf {
-        threads: 2,
+        threads,
         // Measured: thread contention costs more than stealing gains on small machines.
         work_stealing: false,
         pid_file: run_dir.join("flowcase.pid").display().to_string(),

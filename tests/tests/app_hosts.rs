@@ -275,8 +275,8 @@ async fn a_code_older_than_60_seconds_is_refused() {
     use flowcase_admin::store::{Store, now_millis};
 
     let env = Env::start().await;
-    let keyring = flowcase_admin::secrets::ensure_key_file(&env.dir.data_dir().join("secret.key"))
-        .unwrap();
+    let keyring =
+        flowcase_admin::secrets::ensure_key_file(&env.dir.data_dir().join("secret.key")).unwrap();
     let store = Store::connect(&format!(
         "sqlite://{}",
         env.dir.data_dir().join("flowcase.db").display()
@@ -333,7 +333,9 @@ async fn a_code_works_once_across_gateway_processes_sharing_the_database() {
     let gw1 = Gateway::start(&first).await;
     let gw2 = Gateway::start(&second).await;
     add_user(&first, "alice", PASSWORD);
-    let EchoInstance { echo: _echo, host, .. } = echo_instance(&first, "alice", "app1").await;
+    let EchoInstance {
+        echo: _echo, host, ..
+    } = echo_instance(&first, "alice", "app1").await;
     wait_until_routed(&second, &host).await;
 
     let alice = gw1.client(&first.data_dir(), &["localhost", &host]);
@@ -355,14 +357,22 @@ async fn a_code_works_once_across_gateway_processes_sharing_the_database() {
     };
 
     let code = code_for().await;
-    assert_eq!(on(&gw1, &first, &code).await, 302, "first use, first process");
+    assert_eq!(
+        on(&gw1, &first, &code).await,
+        302,
+        "first use, first process"
+    );
     assert_eq!(
         on(&gw2, &second, &code).await,
         403,
         "replayed on the other process"
     );
     let code = code_for().await;
-    assert_eq!(on(&gw2, &second, &code).await, 302, "first use, other process");
+    assert_eq!(
+        on(&gw2, &second, &code).await,
+        302,
+        "first use, other process"
+    );
     assert_eq!(on(&gw1, &first, &code).await, 403, "replayed on the first");
 
     drop((gw1, gw2));

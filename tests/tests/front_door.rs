@@ -143,7 +143,10 @@ async fn h2_get(
         let _ = body.flow_control().release_capacity(chunk.len());
         bytes.extend_from_slice(&chunk);
     }
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test]
@@ -210,7 +213,11 @@ async fn oversized_request_bodies_get_413_and_never_reach_the_upstream_whole() {
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
-    assert_eq!(instance.echo.requests(), before, "the upstream saw the request");
+    assert_eq!(
+        instance.echo.requests(),
+        before,
+        "the upstream saw the request"
+    );
 
     // Streamed without a length (HTTP/2 DATA frames): cut where it passes the limit, before
     // the upstream (which reads the whole body before answering) can answer.
@@ -306,5 +313,9 @@ async fn websockets_outlive_the_request_timeout_and_close_after_their_own_idle_t
     assert_eq!(echo("two").await.as_deref(), Some("two"));
     // Quiet for longer than the WebSocket idle timeout: closed.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(echo("three").await, None, "the idle WebSocket was not closed");
+    assert_eq!(
+        echo("three").await,
+        None,
+        "the idle WebSocket was not closed"
+    );
 }
