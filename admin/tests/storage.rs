@@ -181,7 +181,42 @@ on_both_backends!(
     bootstrap_yields_to_a_concurrent_winner,
     tunnel_tokens_are_claimed_once,
     clipboard_restrictions_of_any_group_apply,
+    app_codes_are_claimed_once_and_pruned_after_expiry,
 );
+
+async fn app_codes_are_claimed_once_and_pruned_after_expiry(db: &TestDb) {
+    let store = &db.store;
+    assert!(
+        store
+            .claim_app_code("code-1", T0 + 60_000, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_app_code("code-1", T0 + 60_000, T0 + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_app_code("code-2", T0 + 60_000, T0 + 2)
+            .await
+            .unwrap()
+    );
+    // Once expired, the row is pruned by the next claim (the code itself is refused by then).
+    assert!(
+        store
+            .claim_app_code("code-3", T0 + 200_000, T0 + 100_000)
+            .await
+            .unwrap()
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM used_app_codes")
+        .fetch_one(&sqlx::AnyPool::connect(&db.url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+}
 
 macro_rules! assert_err {
     ($result:expr, $pattern:pat) => {

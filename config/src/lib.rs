@@ -9,8 +9,10 @@ mod duration;
 mod load;
 mod model;
 mod secret;
+mod size;
 
 pub use duration::Duration;
 pub use load::{ConfigError, ENV_PREFIX, Origin, load};
 pub use model::*;
 pub use secret::Secret;
+pub use size::ByteSize;

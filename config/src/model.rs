@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::secret::Secret;
+use crate::size::ByteSize;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -24,6 +25,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub guacd: GuacdConfig,
     pub instances: InstancesConfig,
+    pub proxy: ProxyConfig,
     pub secrets: SecretsConfig,
     pub log: LogConfig,
 }
@@ -369,6 +371,32 @@ impl Default for InstancesConfig {
     }
 }
 
+/// How the front door treats the requests it proxies (to instances and to the control plane).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Largest request body passed on; larger ones get 413 (0 = no limit).
+    pub max_request_body: ByteSize,
+    /// How long connecting to an upstream may take.
+    pub upstream_connect_timeout: Duration,
+    /// How long an upstream may stay silent while answering a request before the client gets 504.
+    pub upstream_read_timeout: Duration,
+    /// How long a WebSocket (or other upgraded connection) may stay silent in one direction
+    /// before it is closed.
+    pub upgraded_idle_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            max_request_body: ByteSize::mib(100),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_read_timeout: Duration::from_secs(120),
+            upgraded_idle_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsConfig {
@@ -521,6 +549,24 @@ impl Config {
                     }
                     Some(_) => {}
                 }
+            }
+        }
+        for (key, value) in [
+            (
+                "proxy.upstream_connect_timeout",
+                self.proxy.upstream_connect_timeout,
+            ),
+            (
+                "proxy.upstream_read_timeout",
+                self.proxy.upstream_read_timeout,
+            ),
+            (
+                "proxy.upgraded_idle_timeout",
+                self.proxy.upgraded_idle_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return invalid(key, "must be longer than zero".into());
             }
         }
         if self.tls.reload_interval.is_zero() {

@@ -70,6 +70,9 @@ pub struct ControlPlane {
     activity: Activity,
     /// The desktop tunnels wake sleeping instances too.
     waker: crate::wake::Waker,
+    /// Where the front door claims redeemed instance-host codes; connected to the store
+    /// once the control plane has one.
+    code_claims: crate::app_host::CodeClaims,
 }
 
 /// Where the front door reports instance activity; filled once the orchestrator exists (it is
@@ -95,7 +98,15 @@ impl ControlPlane {
             wake_requests: std::sync::Mutex::new(Some(wake_requests)),
             activity,
             waker,
+            code_claims: crate::app_host::CodeClaims::default(),
         }
+    }
+
+    /// Where the front door claims redeemed instance-host codes; connected to the store once
+    /// the control plane has one.
+    pub fn with_code_claims(mut self, code_claims: crate::app_host::CodeClaims) -> Self {
+        self.code_claims = code_claims;
+        self
     }
 
     /// The orchestrator over the configured Docker engine, or why its client cannot be set up.
@@ -162,6 +173,7 @@ impl ControlPlane {
             orchestrator.clone(),
             self.health.clone(),
         ));
+        self.code_claims.connect(store.clone());
         tokio::spawn(crate::snapshot::refresh_forever(
             store.clone(),
             self.snapshot.clone(),

@@ -19,6 +19,11 @@ mod wake;
 
 use std::process::ExitCode;
 
+/// Measured faster than glibc malloc per proxied request, with less resident memory after load
+/// (bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     cli::run()
 }

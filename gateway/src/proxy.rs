@@ -1,5 +1,6 @@
 //! The HTTPS front door, a pingora `ProxyHttp`: each phase does one thing.
-//! - `request_filter`: classify the host; on instance hosts, admit the request through the app
+//! - `request_filter`: refuse a host that disagrees with the connection's TLS name (421),
+//!   classify the host; on instance hosts, admit the request through the app
 //!   cookie (or send it to log in); answer locally what goes nowhere;
 //! - `upstream_peer`: the control plane's Unix socket, the desktop tunnels' socket (the public
 //!   host's `/tunnel`, with the token moved out of the URL so no log ever holds it), or the
@@ -138,6 +139,8 @@ pub struct RequestCtx {
     started: Instant,
     /// When the upstream was chosen, for the upstream connect and response times.
     upstream_chosen: Option<Instant>,
+    /// Request body bytes passed on so far, against `proxy.max_request_body`.
+    body_bytes: u64,
 }
 
 impl FrontDoor {
@@ -190,6 +193,12 @@ impl FrontDoor {
             ));
         }
         Ok(())
+    }
+
+    /// `proxy.max_request_body`, None when unlimited.
+    fn body_limit(&self) -> Option<u64> {
+        let limit = self.config.proxy.max_request_body;
+        (!limit.is_zero()).then(|| limit.bytes())
     }
 
     fn is_passive(&self, session: &Session) -> bool {
@@ -297,22 +306,27 @@ impl FrontDoor {
             .await;
         };
         let req = session.req_header();
-        let path = req.uri.path().to_owned();
-        let query = req.uri.query().map(str::to_owned);
-        let cookies: Vec<&str> = req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let decision = self.gate.decide(
-            host,
-            &route,
-            &path,
-            query.as_deref(),
-            &cookies,
-            now_millis(),
-        );
+        let decision = if req.uri.path() == flowcase_admin::auth::app_host::AUTH_PATH {
+            let query = req.uri.query().map(str::to_owned);
+            self.gate
+                .enter(host, &route, query.as_deref(), now_millis())
+                .await
+        } else {
+            let cookies: Vec<&str> = req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            self.gate.decide(
+                host,
+                &route,
+                req.uri.path(),
+                req.uri.query(),
+                &cookies,
+                now_millis(),
+            )
+        };
         match decision {
             Decision::Allow(identity) => {
                 let upstream = match (route.status, route.upstream) {
@@ -396,6 +410,18 @@ fn request_host(session: &Session) -> Option<String> {
     host_name(&raw)
 }
 
+fn declared_body_length(session: &Session) -> Option<u64> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn new_request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
@@ -425,6 +451,42 @@ async fn respond(session: &mut Session, status: u16, title: &str, message: &str)
         .await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
+}
+
+/// 421: the request names another host than the TLS connection it came on (SNI). Browsers
+/// reuse an HTTP/2 connection for any host its certificate covers (a wildcard covers every
+/// instance host); this answer makes them open a connection of the request's own instead.
+/// Requests on connections without SNI (a client that dialled an IP address) are routed by
+/// their host alone: there is no name for them to disagree with.
+async fn misdirected(session: &mut Session) -> Result<bool> {
+    const MESSAGE: &str = "This connection was opened for another host name; send the request on a connection of its own.";
+    if wants_html(session) {
+        respond(session, 421, "Misdirected request", MESSAGE).await
+    } else {
+        respond_json(session, 421, "misdirected_request", MESSAGE).await
+    }
+}
+
+/// 413 for a body announced larger than the limit, before anything reaches the upstream. The
+/// connection closes afterwards: the unread body would otherwise be taken for the next request.
+async fn too_large(session: &mut Session) -> Result<bool> {
+    session.set_keepalive(None);
+    if wants_html(session) {
+        respond(session, 413, "Too large", TOO_LARGE).await
+    } else {
+        respond_json(session, 413, "payload_too_large", TOO_LARGE).await
+    }
+}
+
+const TOO_LARGE: &str = "The request body is larger than this gateway accepts.";
+
+fn wants_html(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
 }
 
 /// The page a browser sees while its instance starts: it reloads itself every two seconds, and
@@ -551,6 +613,7 @@ impl ProxyHttp for FrontDoor {
             request_id: new_request_id(),
             started: Instant::now(),
             upstream_chosen: None,
+            body_bytes: 0,
         }
     }
 
@@ -564,6 +627,16 @@ impl ProxyHttp for FrontDoor {
             )
             .await;
         };
+        if let Some(sni) = crate::tls_front::server_name(session.digest())
+            && sni != host
+        {
+            return misdirected(session).await;
+        }
+        if let Some(limit) = self.body_limit()
+            && declared_body_length(session).is_some_and(|length| length > limit)
+        {
+            return too_large(session).await;
+        }
         ctx.class = classify(&host, &self.config.server);
         match ctx.class.clone() {
             HostClass::Public if session.req_header().uri.path() == TUNNEL_PATH => {
@@ -590,7 +663,7 @@ impl ProxyHttp for FrontDoor {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let mut peer = match &ctx.target {
@@ -617,8 +690,15 @@ impl ProxyHttp for FrontDoor {
                 ));
             }
         };
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
-        peer.options.read_timeout = Some(Duration::from_secs(120));
+        let proxy = &self.config.proxy;
+        peer.options.connection_timeout = Some(proxy.upstream_connect_timeout.get());
+        peer.options.read_timeout = Some(proxy.upstream_read_timeout.get());
+        if session.is_upgrade_req() {
+            // A WebSocket may rightly stay quiet for long, in either direction.
+            let idle = proxy.upgraded_idle_timeout.get();
+            peer.options.read_timeout = Some(idle);
+            session.set_read_timeout(Some(idle));
+        }
         ctx.upstream_chosen = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -717,7 +797,10 @@ impl ProxyHttp for FrontDoor {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {
-                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Upstream => match e.etype() {
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+                    _ => 502,
+                },
                 pingora::ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                     _ => 400,
@@ -726,24 +809,44 @@ impl ProxyHttp for FrontDoor {
             },
         };
         if code > 0 && session.response_written().is_none() {
-            let message = match (&ctx.target, code) {
-                (Some(Target::Instance { .. }), 502) => {
-                    "The instance is not answering. It may still be starting, or it stopped: try again in a moment."
-                }
-                (_, 502) => "The gateway is starting or restarting: try again in a moment.",
-                (_, 400) => "The request could not be read.",
-                _ => "Something went wrong on our side.",
+            let instance = matches!(ctx.target, Some(Target::Instance { .. }));
+            let (title, api_code, message) = match (instance, code) {
+                (true, 502) => (
+                    "Unavailable",
+                    "upstream_unavailable",
+                    "The instance is not answering. It may still be starting, or it stopped: try again in a moment.",
+                ),
+                (false, 502) => (
+                    "Unavailable",
+                    "upstream_unavailable",
+                    "The gateway is starting or restarting: try again in a moment.",
+                ),
+                (true, 504) => (
+                    "Timed out",
+                    "upstream_timeout",
+                    "The instance took too long to answer: try again in a moment.",
+                ),
+                (false, 504) => (
+                    "Timed out",
+                    "upstream_timeout",
+                    "The gateway took too long to answer: try again in a moment.",
+                ),
+                (_, 413) => ("Too large", "payload_too_large", TOO_LARGE),
+                (_, 400) => (
+                    "Bad request",
+                    "bad_request",
+                    "The request could not be read.",
+                ),
+                _ => (
+                    "Unavailable",
+                    "internal_error",
+                    "Something went wrong on our side.",
+                ),
             };
-            let wants_html = session
-                .req_header()
-                .headers
-                .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|a| a.contains("text/html"));
-            let result = if wants_html {
-                respond(session, code, "Unavailable", message).await
+            let result = if wants_html(session) {
+                respond(session, code, title, message).await
             } else {
-                respond_json(session, code, "upstream_unavailable", message).await
+                respond_json(session, code, api_code, message).await
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, "could not send the error response");
@@ -757,12 +860,25 @@ impl ProxyHttp for FrontDoor {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
-        _body: &mut Option<Bytes>,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.still_allowed(ctx)?;
+        // Streamed bodies (no Content-Length, or one that lies) are cut where they pass the
+        // limit; WebSocket frames are not a request body and are not counted.
+        if let (Some(limit), Some(chunk)) = (self.body_limit(), body.as_ref())
+            && !session.is_upgrade_req()
+        {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > limit {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "the request body passed proxy.max_request_body",
+                ));
+            }
+        }
         // What the user sends (WebSocket frames, uploads) is activity that keeps the instance up.
         if let (Some(Target::Instance { identity, .. }), Some(activity)) =
             (&ctx.target, self.activity.get())

@@ -43,6 +43,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let wake = crate::wake::channel();
     let waker = wake.0.clone();
     let activity = crate::control_plane::Activity::default();
+    let code_claims = crate::app_host::CodeClaims::default();
     let assertions =
         Arc::new(flowcase_admin::auth::assertion::AssertionSigner::load_or_create(data_dir)?);
     let conf = server_conf(&config);
@@ -60,7 +61,12 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             config.clone(),
             &runtime_dir,
             snapshot.clone(),
-            AppHostGate::new(&config, keyring.clone(), snapshot.clone()),
+            AppHostGate::new(
+                &config,
+                keyring.clone(),
+                snapshot.clone(),
+                code_claims.clone(),
+            ),
             waker,
             assertions,
             activity.clone(),
@@ -93,7 +99,8 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             keyring,
             wake,
             activity,
-        ),
+        )
+        .with_code_claims(code_claims),
     );
     control.threads = Some(2);
 
@@ -118,8 +125,11 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
 
 fn server_conf(config: &Config) -> ServerConf {
     let run_dir = config.server.data_dir.join("run");
+    // One event loop per CPU this process may run on (affinity and cgroup quotas count): more
+    // loops than CPUs only add context switches (bench/README.md).
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     ServerConf {
-        threads: 2,
+        threads,
         // Measured: thread contention costs more than stealing gains on small machines.
         work_stealing: false,
         pid_file: run_dir.join("flowcase.pid").display().to_string(),

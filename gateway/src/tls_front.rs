@@ -9,6 +9,10 @@
 //! `TlsStream` type, so ALPN, digests and HTTP/2 detection behave the same). Being an ordinary
 //! TCP listener of a pingora service, its socket is handed over by a graceful upgrade like any
 //! other.
+//!
+//! The name the client asked for in the handshake (SNI) rides along in the connection's
+//! `SslDigest` extension as a [`TlsServerName`], where the proxy checks it against each request's
+//! host (see `proxy.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +20,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flowcase_certs::CertResolver;
 use pingora::apps::ServerApp;
-use pingora::listeners::tls::Acceptor;
+use pingora::listeners::TlsAccept;
+use pingora::listeners::tls::{Acceptor, TlsSettings};
 use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::tls::TlsRef;
 use pingora::protocols::{ALPN, Ssl, Stream};
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
@@ -59,16 +65,51 @@ impl<A> TlsFront<A> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
-            .with_cert_resolver(certs);
+            .with_cert_resolver(certs.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         if offer_acme_tls {
             config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
         }
+        // pingora only runs handshake callbacks (the one way to fill the digest's extension) on
+        // an acceptor built from `TlsSettings`, whose ALPN list cannot hold three protocols; so
+        // build that one, then swap in the rustls configuration above. The callbacks stay.
+        let mut settings = TlsSettings::with_callbacks(Box::new(RecordServerName))?;
+        settings.set_cert_resolver(certs);
+        let mut acceptor = settings.build();
+        acceptor.acceptor = pingora::tls::TlsAcceptor::from(Arc::new(config));
         Ok(Self {
-            acceptor: Acceptor::from_server_config(Arc::new(config)),
+            acceptor,
             app: Arc::new(app),
         })
     }
+}
+
+/// The host name a client named in its TLS handshake (SNI), lower-cased as rustls hands it
+/// over. Absent from the digest when the client sent none (connections to an IP address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsServerName(pub String);
+
+struct RecordServerName;
+
+#[async_trait]
+impl TlsAccept for RecordServerName {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let name = tls.server_name()?;
+        Some(Arc::new(TlsServerName(name.to_ascii_lowercase())))
+    }
+}
+
+/// The SNI of the connection a request came on, if the client sent one.
+pub fn server_name(digest: Option<&pingora::protocols::Digest>) -> Option<&str> {
+    digest?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<TlsServerName>()
+        .map(|n| n.0.as_str())
 }
 
 #[async_trait]

@@ -1,10 +1,17 @@
 //! An upstream for proxy tests: answers every HTTP request with a JSON description of what it
 //! received (method, path, query, headers), and echoes WebSocket messages at `/ws`. Tests point
-//! instance routes at it to see exactly what the gateway forwards.
+//! instance routes at it to see exactly what the gateway forwards. `/slow/<secs>` answers after
+//! that many seconds; `/upload` reads the whole body and answers its length. It counts the
+//! requests that reached it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::Path;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::IntoResponse;
@@ -13,6 +20,7 @@ use serde_json::{Map, Value, json};
 
 pub struct EchoServer {
     pub addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -20,13 +28,45 @@ impl EchoServer {
     pub async fn start() -> EchoServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
         let app = Router::new()
             .route("/ws", any(websocket))
-            .fallback(describe);
+            .route("/slow/{secs}", any(slow))
+            .route("/upload", any(upload))
+            .fallback(describe)
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    next.run(req)
+                },
+            ));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        EchoServer { addr, task }
+        EchoServer {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    /// How many requests reached this server so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+async fn slow(Path(secs): Path<u64>) -> impl IntoResponse {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    "finally"
+}
+
+/// Reads the whole body: `{"received": <bytes>}`, or 400 when the body broke off.
+async fn upload(body: Body) -> impl IntoResponse {
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => axum::Json(json!({"received": bytes.len()})).into_response(),
+        Err(_) => (axum::http::StatusCode::BAD_REQUEST, "broken body").into_response(),
     }
 }
 

@@ -41,12 +41,7 @@ pub fn add_user(dir: &GatewayDir, name: &str, password: &str) {
 /// its host.
 pub async fn echo_instance(dir: &GatewayDir, owner: &str, slug: &str) -> EchoInstance {
     let echo = EchoServer::start().await;
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        dir.data_dir().join("flowcase.db").display()
-    ))
-    .await
-    .unwrap();
+    let store = Store::connect(&database_url(dir)).await.unwrap();
     let tenant = store.default_tenant().await.unwrap().unwrap();
     let user = store
         .find_user_by_login(owner)
@@ -201,10 +196,18 @@ pub async fn desktop_instance(dir: &GatewayDir, owner: &str, slug: &str) -> Desk
     }
 }
 
+/// The database of the gateway of `dir`: its `FLOWCASE_DATABASE__URL`, or its SQLite file.
+pub fn database_url(dir: &GatewayDir) -> String {
+    dir.env
+        .get("FLOWCASE_DATABASE__URL")
+        .cloned()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.data_dir().join("flowcase.db").display()))
+}
+
 /// Waits until the running gateway routes `host`: it reloads instances every 500 ms, but a
 /// loaded machine can stretch that, so a fixed sleep made tests flaky. An unknown instance host
 /// answers 404; a known one sends an anonymous visitor to sign in.
-async fn wait_until_routed(dir: &GatewayDir, host: &str) {
+pub async fn wait_until_routed(dir: &GatewayDir, host: &str) {
     let pem = std::fs::read(dir.data_dir().join("tls/self-signed.crt")).unwrap();
     let client = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
@@ -226,4 +229,40 @@ async fn wait_until_routed(dir: &GatewayDir, host: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Logs `user` in on the public host with `client` (its cookie jar keeps the session).
+pub async fn login(gw: &crate::Gateway, client: &reqwest::Client, user: &str, password: &str) {
+    let resp = client
+        .post(gw.url("localhost", "/api/v1/session"))
+        .header("origin", gw.origin())
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "login of {user}");
+}
+
+/// Goes through the instance-host login (app-auth code → host-only cookie) with a logged-in
+/// `client` and returns the app cookie as `name=value`, for clients that send it by hand.
+pub async fn app_cookie(gw: &crate::Gateway, client: &reqwest::Client, host: &str) -> String {
+    let mut url = reqwest::Url::parse(&gw.url(host, "/")).unwrap();
+    for _ in 0..10 {
+        let resp = client.get(url.clone()).send().await.unwrap();
+        for c in resp.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            if c.starts_with("__Host-flowcase_app=") {
+                return c.split(';').next().unwrap().to_owned();
+            }
+        }
+        assert!(
+            resp.status().is_redirection(),
+            "no app cookie; got {}",
+            resp.status()
+        );
+        url = url
+            .join(resp.headers()["location"].to_str().unwrap())
+            .unwrap();
+    }
+    panic!("no app cookie after 10 redirects");
 }

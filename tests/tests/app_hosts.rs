@@ -266,6 +266,119 @@ async fn forged_other_host_and_replayed_codes_are_refused_and_return_paths_stay_
     }
 }
 
+/// Codes live 60 s. Time is passed into the minting, so the test mints with the gateway's own
+/// key one code "61 seconds ago" and one now, for the same user, instance and host: only the
+/// fresh one opens the door.
+#[tokio::test]
+async fn a_code_older_than_60_seconds_is_refused() {
+    use flowcase_admin::auth::app_host::{AppIdentity, CODE_TTL_MS, mint_code};
+    use flowcase_admin::store::{Store, now_millis};
+
+    let env = Env::start().await;
+    let keyring =
+        flowcase_admin::secrets::ensure_key_file(&env.dir.data_dir().join("secret.key")).unwrap();
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        env.dir.data_dir().join("flowcase.db").display()
+    ))
+    .await
+    .unwrap();
+    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
+    let instance = store.get_instance_by_slug("app1").await.unwrap().unwrap();
+    store.close().await;
+    let now = now_millis();
+    let identity = AppIdentity {
+        session: "a session of alice".into(),
+        user_id: alice.id,
+        username: "alice".into(),
+        email: None,
+        groups: vec!["User".into()],
+        host: env.host.clone(),
+        instance_id: instance.id,
+        session_expires_at: now + 3_600_000,
+    };
+    let enter = |code: &str| env.app(&format!("/__flowcase/auth?code={code}&return=/"));
+
+    let old = mint_code(&keyring, identity.clone(), "/", now - CODE_TTL_MS - 1_000).unwrap();
+    let resp = env.browser().get(enter(&old)).send().await.unwrap();
+    assert_eq!(resp.status(), 403, "a code minted 61 s ago");
+    assert!(resp.text().await.unwrap().contains("expired"));
+
+    let fresh = mint_code(&keyring, identity, "/", now).unwrap();
+    let resp = env.browser().get(enter(&fresh)).send().await.unwrap();
+    assert_eq!(resp.status(), 302, "the same code minted now");
+    assert!(
+        resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("__Host-flowcase_app=")
+    );
+}
+
+/// Two gateway processes on one PostgreSQL database (and one key): a code redeemed on one is
+/// refused on the other, while a fresh code works on either.
+#[tokio::test]
+async fn a_code_works_once_across_gateway_processes_sharing_the_database() {
+    use flowcase_e2e::instances::{login, wait_until_routed};
+    use flowcase_e2e::postgres::TestDatabase;
+
+    let db = TestDatabase::create().await;
+    let mut first = GatewayDir::new();
+    let key = first.dir.path().join("shared-secret.key");
+    let mut second = GatewayDir::new();
+    for dir in [&mut first, &mut second] {
+        dir.set("FLOWCASE_DATABASE__URL", &db.url)
+            .set("FLOWCASE_SECRETS__KEY_FILE", key.to_str().unwrap());
+    }
+    let gw1 = Gateway::start(&first).await;
+    let gw2 = Gateway::start(&second).await;
+    add_user(&first, "alice", PASSWORD);
+    let EchoInstance {
+        echo: _echo, host, ..
+    } = echo_instance(&first, "alice", "app1").await;
+    wait_until_routed(&second, &host).await;
+
+    let alice = gw1.client(&first.data_dir(), &["localhost", &host]);
+    login(&gw1, &alice, "alice", PASSWORD).await;
+    let code_for = async || {
+        let resp = alice
+            .get(gw1.url("localhost", &format!("/app-auth?host={host}&return=/")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        let to = Url::parse(&location(&resp)).unwrap();
+        format!("{}?{}", to.path(), to.query().unwrap())
+    };
+    let on = |gw: &Gateway, dir: &GatewayDir, path: &str| {
+        let client = gw.client(&dir.data_dir(), &[&host]);
+        let url = gw.url(&host, path);
+        async move { client.get(url).send().await.unwrap().status() }
+    };
+
+    let code = code_for().await;
+    assert_eq!(
+        on(&gw1, &first, &code).await,
+        302,
+        "first use, first process"
+    );
+    assert_eq!(
+        on(&gw2, &second, &code).await,
+        403,
+        "replayed on the other process"
+    );
+    let code = code_for().await;
+    assert_eq!(
+        on(&gw2, &second, &code).await,
+        302,
+        "first use, other process"
+    );
+    assert_eq!(on(&gw1, &first, &code).await, 403, "replayed on the first");
+
+    drop((gw1, gw2));
+    db.drop_now().await;
+}
+
 #[tokio::test]
 async fn logging_out_cuts_the_instance_host_at_once() {
     let env = Env::start().await;

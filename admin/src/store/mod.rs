@@ -13,6 +13,7 @@
 //! and foreign-key refusals [`AdminError::Reference`] on both backends.
 
 pub mod api_keys;
+pub mod app_codes;
 pub mod audit;
 pub mod codec;
 pub mod copy;
