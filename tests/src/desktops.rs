@@ -4,9 +4,7 @@
 //! the database for every page, so `/droplet/{id}` treats such a row like one the orchestrator
 //! wrote for a real container.
 
-use flowcase_admin::store::{
-    DropletType, InstanceStatus, NewDroplet, NewInstance, Store, TargetKind, now_millis,
-};
+use flowcase_admin::store::DropletType;
 
 use crate::GatewayDir;
 
@@ -31,54 +29,17 @@ pub async fn desktop_instance(
     kind: DropletType,
     upstream: &str,
 ) -> DesktopInstance {
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        dir.data_dir().join("flowcase.db").display()
-    ))
-    .await
-    .unwrap();
-    let tenant = store.default_tenant().await.unwrap().unwrap();
-    let user = store
-        .find_user_by_login(owner)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("no user {owner}"));
-    let now = now_millis();
-    let droplet = store
-        .create_droplet(
-            &NewDroplet::new(tenant.id, droplet_name, kind, TargetKind::Container),
-            now,
-        )
-        .await
-        .unwrap();
-    let instance = store
-        .create_instance(
-            &NewInstance {
-                slug: slug.into(),
-                droplet_id: droplet.id,
-                user_id: user.id,
-                status: InstanceStatus::Requested,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    store
-        .set_instance_container(
-            instance.id,
-            Some("c1"),
-            Some(&format!("flowcase-{slug}")),
-            Some(upstream),
-        )
-        .await
-        .unwrap();
-    store
-        .set_instance_status(instance.id, InstanceStatus::Running, None, now)
-        .await
-        .unwrap();
-    store.close().await;
+    let id = crate::instances::running_instance_row(
+        dir,
+        owner,
+        slug,
+        (droplet_name, kind),
+        upstream,
+        None,
+    )
+    .await;
     DesktopInstance {
-        id: instance.id,
+        id,
         slug: slug.to_owned(),
         droplet_name: droplet_name.to_owned(),
     }

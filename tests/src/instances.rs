@@ -41,6 +41,33 @@ pub fn add_user(dir: &GatewayDir, name: &str, password: &str) {
 /// its host.
 pub async fn echo_instance(dir: &GatewayDir, owner: &str, slug: &str) -> EchoInstance {
     let echo = EchoServer::start().await;
+    let id = running_instance_row(
+        dir,
+        owner,
+        slug,
+        ("Echo", DropletType::Http),
+        &echo.addr.to_string(),
+        None,
+    )
+    .await;
+    let host = format!("{slug}.apps.localhost");
+    wait_until_routed(dir, &host).await;
+    EchoInstance { echo, host, id }
+}
+
+/// Writes a running instance `slug` of the existing user `owner` straight into the gateway's
+/// database, on the droplet `droplet` (name and type; created the first time, then shared, as a
+/// catalogue entry would be), at `upstream`, with `password` sealed as its desktop password as
+/// the orchestrator seals it. Returns the instance's id.
+pub async fn running_instance_row(
+    dir: &GatewayDir,
+    owner: &str,
+    slug: &str,
+    (droplet_name, kind): (&str, DropletType),
+    upstream: &str,
+    password: Option<&str>,
+) -> i64 {
+    use flowcase_admin::orchestrator::{CREDENTIALS_PURPOSE, InstanceCredentials};
     let store = Store::connect(&database_url(dir)).await.unwrap();
     let tenant = store.default_tenant().await.unwrap().unwrap();
     let user = store
@@ -49,18 +76,17 @@ pub async fn echo_instance(dir: &GatewayDir, owner: &str, slug: &str) -> EchoIns
         .unwrap()
         .unwrap_or_else(|| panic!("no user {owner}"));
     let now = now_millis();
-    // One "Echo" droplet per gateway, shared by every echo instance, as a catalogue would.
     let existing = store
         .list_droplets()
         .await
         .unwrap()
         .into_iter()
-        .find(|d| d.name == "Echo" && d.tenant_id == tenant.id);
+        .find(|d| d.name == droplet_name && d.tenant_id == tenant.id);
     let droplet = match existing {
         Some(droplet) => droplet,
         None => store
             .create_droplet(
-                &NewDroplet::new(tenant.id, "Echo", DropletType::Http, TargetKind::Container),
+                &NewDroplet::new(tenant.id, droplet_name, kind, TargetKind::Container),
                 now,
             )
             .await
@@ -83,22 +109,33 @@ pub async fn echo_instance(dir: &GatewayDir, owner: &str, slug: &str) -> EchoIns
             instance.id,
             Some("c1"),
             Some(&format!("flowcase-{slug}")),
-            Some(&echo.addr.to_string()),
+            Some(upstream),
         )
         .await
         .unwrap();
+    if let Some(password) = password {
+        let keyring =
+            flowcase_admin::secrets::ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
+        let sealed = flowcase_admin::secrets::seal::seal(
+            &keyring,
+            CREDENTIALS_PURPOSE,
+            &InstanceCredentials {
+                password: password.to_owned(),
+            },
+            i64::MAX,
+        )
+        .unwrap();
+        store
+            .set_instance_credentials(instance.id, Some(&sealed))
+            .await
+            .unwrap();
+    }
     store
         .set_instance_status(instance.id, InstanceStatus::Running, None, now)
         .await
         .unwrap();
     store.close().await;
-    let host = format!("{slug}.apps.localhost");
-    wait_until_routed(dir, &host).await;
-    EchoInstance {
-        echo,
-        host,
-        id: instance.id,
-    }
+    instance.id
 }
 
 /// A running VNC desktop instance for tunnel tests. Its "container" is only an address: the
@@ -119,77 +156,19 @@ pub struct DesktopInstance {
 /// Docker (`FLOWCASE_DOCKER__HOST` at a socket that does not exist): reconciliation would mark
 /// the row gone, its container being nowhere.
 pub async fn desktop_instance(dir: &GatewayDir, owner: &str, slug: &str) -> DesktopInstance {
-    use flowcase_admin::orchestrator::{CREDENTIALS_PURPOSE, InstanceCredentials};
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        dir.data_dir().join("flowcase.db").display()
-    ))
-    .await
-    .unwrap();
-    let keyring =
-        flowcase_admin::secrets::ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
-    let tenant = store.default_tenant().await.unwrap().unwrap();
-    let user = store
-        .find_user_by_login(owner)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("no user {owner}"));
-    let now = now_millis();
-    let droplet = store
-        .create_droplet(
-            &NewDroplet::new(
-                tenant.id,
-                format!("Desktop {slug}"),
-                DropletType::Vnc,
-                TargetKind::Container,
-            ),
-            now,
-        )
-        .await
-        .unwrap();
-    let instance = store
-        .create_instance(
-            &NewInstance {
-                slug: slug.into(),
-                droplet_id: droplet.id,
-                user_id: user.id,
-                status: InstanceStatus::Requested,
-            },
-            now,
-        )
-        .await
-        .unwrap();
     let upstream = SocketAddr::from(([127, 0, 0, 1], 5901));
-    store
-        .set_instance_container(
-            instance.id,
-            Some("c1"),
-            Some(&format!("flowcase-{slug}")),
-            Some(&upstream.to_string()),
-        )
-        .await
-        .unwrap();
     let password = format!("{:08x}", rand::random::<u32>());
-    let sealed = flowcase_admin::secrets::seal::seal(
-        &keyring,
-        CREDENTIALS_PURPOSE,
-        &InstanceCredentials {
-            password: password.clone(),
-        },
-        i64::MAX,
+    let id = running_instance_row(
+        dir,
+        owner,
+        slug,
+        (&format!("Desktop {slug}"), DropletType::Vnc),
+        &upstream.to_string(),
+        Some(&password),
     )
-    .unwrap();
-    store
-        .set_instance_credentials(instance.id, Some(&sealed))
-        .await
-        .unwrap();
-    store
-        .set_instance_status(instance.id, InstanceStatus::Running, None, now)
-        .await
-        .unwrap();
-    store.close().await;
+    .await;
     DesktopInstance {
-        id: instance.id,
+        id,
         slug: slug.into(),
         upstream,
         password,
@@ -231,8 +210,14 @@ pub async fn wait_until_routed(dir: &GatewayDir, host: &str) {
     }
 }
 
-/// Logs `user` in on the public host with `client` (its cookie jar keeps the session).
-pub async fn login(gw: &crate::Gateway, client: &reqwest::Client, user: &str, password: &str) {
+/// Logs `user` in on the public host with `client` (its cookie jar keeps the session); returns
+/// the session's CSRF token.
+pub async fn login(
+    gw: &crate::Gateway,
+    client: &reqwest::Client,
+    user: &str,
+    password: &str,
+) -> String {
     let resp = client
         .post(gw.url("localhost", "/api/v1/session"))
         .header("origin", gw.origin())
@@ -241,6 +226,10 @@ pub async fn login(gw: &crate::Gateway, client: &reqwest::Client, user: &str, pa
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "login of {user}");
+    resp.json::<serde_json::Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Goes through the instance-host login (app-auth code → host-only cookie) with a logged-in

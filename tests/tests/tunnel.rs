@@ -50,18 +50,7 @@ impl Env {
     }
 
     async fn login(&self, client: &Client, user: &str) -> String {
-        let resp = client
-            .post(self.gw.url("localhost", "/api/v1/session"))
-            .header("origin", self.gw.origin())
-            .json(&json!({"username": user, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json::<Value>().await.unwrap()["csrf_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        flowcase_e2e::instances::login(&self.gw, client, user, PASSWORD).await
     }
 
     async fn logout(&self, client: &Client, csrf: &str) {

@@ -52,18 +52,7 @@ impl Env {
 
     /// Signs `user` in on `client`; returns the session's CSRF token.
     async fn login(&self, client: &Client, user: &str) -> String {
-        let resp = client
-            .post(self.gw.url("localhost", "/api/v1/session"))
-            .header("origin", self.gw.origin())
-            .json(&json!({"username": user, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json::<Value>().await.unwrap()["csrf_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        flowcase_e2e::instances::login(&self.gw, client, user, PASSWORD).await
     }
 
     fn url(&self, path: &str) -> String {

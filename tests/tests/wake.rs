@@ -12,33 +12,11 @@ use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{DropletType, InstanceStatus, NewDroplet, Store, TargetKind};
 use flowcase_config::UpstreamMode;
 use flowcase_e2e::{Gateway, GatewayDir};
-use reqwest::{Client, Url};
+
 use serde_json::json;
 
 const PASSWORD: &str = "a long enough passphrase";
 const HTTPD_PORT: u16 = 8080;
-
-async fn app_cookie(gw: &Gateway, client: &Client, host: &str) -> String {
-    let mut url = Url::parse(&gw.url(host, "/")).unwrap();
-    for _ in 0..10 {
-        let resp = client.get(url.clone()).send().await.unwrap();
-        for c in resp.headers().get_all("set-cookie") {
-            let c = c.to_str().unwrap();
-            if c.starts_with("__Host-flowcase_app=") {
-                return c.split(';').next().unwrap().to_owned();
-            }
-        }
-        assert!(
-            resp.status().is_redirection(),
-            "no app cookie; got {}",
-            resp.status()
-        );
-        url = url
-            .join(resp.headers()["location"].to_str().unwrap())
-            .unwrap();
-    }
-    panic!("no app cookie after 10 redirects");
-}
 
 #[tokio::test]
 async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() {
@@ -108,7 +86,7 @@ async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() 
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    let cookie = app_cookie(&gw, &browser, &host).await;
+    let cookie = flowcase_e2e::instances::app_cookie(&gw, &browser, &host).await;
     let get = |accept: &'static str, agent: &'static str| {
         browser
             .get(gw.url(&host, "/"))
