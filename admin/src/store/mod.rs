@@ -13,7 +13,6 @@
 //! and foreign-key refusals [`AdminError::Reference`] on both backends.
 
 pub mod api_keys;
-pub mod app_codes;
 pub mod audit;
 pub mod codec;
 pub mod copy;
@@ -24,8 +23,8 @@ pub mod identities;
 pub mod instances;
 pub mod invites;
 pub mod sessions;
+pub mod single_use;
 pub mod tenants;
-pub mod tunnel_tokens;
 pub mod users;
 pub mod workshops;
 
