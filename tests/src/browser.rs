@@ -276,6 +276,30 @@ impl Browser {
         self.run(&format!("read {css}"), element.text()).await
     }
 
+    /// The colour at the middle of a real screenshot of the page, decoded by the browser itself
+    /// (pages' policies allow `data:` images).
+    pub async fn screenshot_center_rgb(&self) -> [u8; 3] {
+        use base64::Engine as _;
+        let png = self.client().screenshot().await.unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+        let rgb = self
+            .client()
+            .execute_async(
+                "const [src, done] = arguments; const img = new Image(); \
+                 img.onload = () => { const c = document.createElement('canvas'); \
+                   c.width = img.width; c.height = img.height; const g = c.getContext('2d'); \
+                   g.drawImage(img, 0, 0); \
+                   const d = g.getImageData(img.width >> 1, img.height >> 1, 1, 1).data; \
+                   done([d[0], d[1], d[2]]); }; \
+                 img.onerror = () => done(null); img.src = src;",
+                vec![serde_json::json!(format!("data:image/png;base64,{b64}"))],
+            )
+            .await
+            .unwrap();
+        let channel = |i: usize| rgb[i].as_u64().unwrap() as u8;
+        [channel(0), channel(1), channel(2)]
+    }
+
     /// The URL of the current page.
     pub async fn current_url(&self) -> Url {
         self.run("read the URL", self.client().current_url()).await

@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use flowcase_admin::store::DropletType;
 use flowcase_e2e::browser::{Browser, WAIT_TIMEOUT, screenshot_on_failure};
 use flowcase_e2e::desktops::{DesktopInstance, desktop_instance};
@@ -387,29 +386,6 @@ async fn serve_guacd(mut stream: TcpStream, log: Arc<Mutex<Vec<Vec<String>>>>) {
     }
 }
 
-/// The colour at the middle of a real screenshot of the page, decoded by the browser itself
-/// (the policy allows `data:` images).
-async fn screenshot_center_rgb(browser: &Browser) -> [u8; 3] {
-    let png = browser.client().screenshot().await.unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(png);
-    let rgb = browser
-        .client()
-        .execute_async(
-            "const [src, done] = arguments; const img = new Image(); \
-             img.onload = () => { const c = document.createElement('canvas'); \
-               c.width = img.width; c.height = img.height; const g = c.getContext('2d'); \
-               g.drawImage(img, 0, 0); \
-               const d = g.getImageData(img.width >> 1, img.height >> 1, 1, 1).data; \
-               done([d[0], d[1], d[2]]); }; \
-             img.onerror = () => done(null); img.src = src;",
-            vec![json!(format!("data:image/png;base64,{b64}"))],
-        )
-        .await
-        .unwrap();
-    let channel = |i: usize| rgb[i].as_u64().unwrap() as u8;
-    [channel(0), channel(1), channel(2)]
-}
-
 #[tokio::test]
 async fn the_viewer_shows_the_desktop_and_sends_typed_keys_through_the_tunnel() {
     let guacd = GuacdStandIn::start().await;
@@ -442,7 +418,7 @@ async fn the_viewer_shows_the_desktop_and_sends_typed_keys_through_the_tunnel() 
         // desktop's colour (the overlay is gone, the toolbar is at the top edge).
         let deadline = Instant::now() + WAIT_TIMEOUT;
         loop {
-            let rgb = screenshot_center_rgb(alice).await;
+            let rgb = alice.screenshot_center_rgb().await;
             let close = rgb
                 .iter()
                 .zip(PICTURE_RGB)

@@ -293,29 +293,6 @@ async fn reveal_toolbar(browser: &Browser) {
     browser.click(".toolbar__name").await;
 }
 
-/// The colour at the middle of a real screenshot, decoded by the browser itself.
-async fn screenshot_center_rgb(browser: &Browser) -> [u8; 3] {
-    use base64::Engine as _;
-    let png = browser.client().screenshot().await.unwrap();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(png);
-    let rgb = browser
-        .client()
-        .execute_async(
-            "const [src, done] = arguments; const img = new Image(); \
-             img.onload = () => { const c = document.createElement('canvas'); \
-               c.width = img.width; c.height = img.height; const g = c.getContext('2d'); \
-               g.drawImage(img, 0, 0); \
-               const d = g.getImageData(img.width >> 1, img.height >> 1, 1, 1).data; \
-               done([d[0], d[1], d[2]]); }; \
-             img.onerror = () => done(null); img.src = src;",
-            vec![json!(format!("data:image/png;base64,{b64}"))],
-        )
-        .await
-        .unwrap();
-    let channel = |i: usize| rgb[i].as_u64().unwrap() as u8;
-    [channel(0), channel(1), channel(2)]
-}
-
 #[tokio::test]
 async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnects_as_it_should() {
     let fake = Fake::default();
@@ -346,7 +323,7 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
 
         // The 640×480 picture, scaled to the window, fills the middle of the screen.
         wait_until("the desktop's picture on screen", async || {
-            screenshot_center_rgb(b)
+            b.screenshot_center_rgb()
                 .await
                 .iter()
                 .zip(PICTURE_RGB)
