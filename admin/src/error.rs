@@ -120,6 +120,17 @@ pub enum AdminError {
     #[error("image {0} is not present on the container engine; an administrator must pull it")]
     ImageMissing(String),
 
+    /// A pull's registry refused access to the image (credentials missing or wrong).
+    #[error(
+        "the registry refused access to image {0}: set the droplet's registry username and \
+         password"
+    )]
+    RegistryRefused(String),
+
+    /// A pull's registry cannot be reached (the image, then why).
+    #[error("the registry cannot be reached to pull {0}")]
+    RegistryUnreachable(String),
+
     /// The container engine failed or is unreachable.
     #[error("container engine: {0}")]
     Engine(String),

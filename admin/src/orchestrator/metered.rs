@@ -12,13 +12,14 @@ use futures_util::stream::BoxStream;
 
 use super::engine::{
     ContainerInfo, ContainerSpec, ContainerStats, Engine, EngineError, EngineEvent, EngineInfo,
-    EngineResult,
+    EngineResult, PullProgress, RegistryAuth,
 };
 
 /// The `operation` label values, one per engine method.
 pub const OPERATIONS: &[&str] = &[
     "info",
     "image_present",
+    "pull",
     "ensure_network",
     "remove_network",
     "connect_network",
@@ -52,6 +53,17 @@ impl Engine for Metered {
 
     async fn image_present(&self, image: &str) -> EngineResult<bool> {
         counted("image_present", self.0.image_present(image).await)
+    }
+
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<RegistryAuth>,
+    ) -> BoxStream<'static, EngineResult<PullProgress>> {
+        self.0
+            .pull(image, auth)
+            .map(|progress| counted("pull", progress))
+            .boxed()
     }
 
     async fn ensure_isolated_network(
