@@ -175,8 +175,13 @@ async fn a_missing_tag_is_image_missing_naming_the_image() {
     let events = pull(&h, &droplet).await;
     let e = failure(&events);
     assert!(
-        matches!(e, AdminError::ImageMissing(i) if i == &reference),
+        matches!(e, AdminError::ImageNotInRegistry(i) if i == &reference),
         "{e:?}"
+    );
+    assert_eq!(
+        flowcase_admin::web::error::classify(e).1,
+        "image_missing",
+        "same stable code as a launch's missing image"
     );
     assert!(e.to_string().contains(&reference), "{e}");
     assert!(!image_present(&reference));
@@ -188,7 +193,7 @@ async fn a_missing_tag_is_image_missing_naming_the_image() {
         .await;
     let events = pull(&h, &droplet).await;
     assert!(
-        matches!(failure(&events), AdminError::ImageMissing(i) if i == &other),
+        matches!(failure(&events), AdminError::ImageNotInRegistry(i) if i == &other),
         "{:?}",
         events.last()
     );

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::engine::{PullProgress, RegistryAuth, with_default_tag};
+use super::engine::{EngineError, PullProgress, RegistryAuth, with_default_tag};
 use super::lifecycle::engine_err;
 use super::{Actor, Orchestrator};
 use crate::error::{AdminError, Result};
@@ -111,7 +111,7 @@ pub enum PullEvent {
         /// The reference pulled (with its tag).
         image: String,
     },
-    /// The pull failed: [`AdminError::ImageMissing`], [`AdminError::RegistryRefused`],
+    /// The pull failed: [`AdminError::ImageNotInRegistry`] (code `image_missing`), [`AdminError::RegistryRefused`],
     /// [`AdminError::RegistryUnreachable`] or [`AdminError::Engine`].
     Failed(AdminError),
 }
@@ -193,6 +193,10 @@ impl Orchestrator {
                         reader_gone = tx.send(PullEvent::Progress(p)).await.is_err();
                     }
                     Ok(_) => {}
+                    Err(EngineError::ImageMissing(image)) => {
+                        failure = Some(AdminError::ImageNotInRegistry(image));
+                        break;
+                    }
                     Err(e) => {
                         failure = Some(engine_err(e));
                         break;

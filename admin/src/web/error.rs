@@ -33,7 +33,9 @@ pub fn classify(e: &AdminError) -> (StatusCode, &'static str) {
         AdminError::ExternalLogin(_) => (StatusCode::UNAUTHORIZED, "external_login_failed"),
         AdminError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
         AdminError::CapacityExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "capacity_exhausted"),
-        AdminError::ImageMissing(_) => (StatusCode::CONFLICT, "image_missing"),
+        AdminError::ImageMissing(_) | AdminError::ImageNotInRegistry(_) => {
+            (StatusCode::CONFLICT, "image_missing")
+        }
         AdminError::RegistryRefused(_) => (StatusCode::FAILED_DEPENDENCY, "registry_refused"),
         AdminError::RegistryUnreachable(_) => {
             (StatusCode::FAILED_DEPENDENCY, "registry_unreachable")
