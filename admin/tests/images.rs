@@ -139,8 +139,9 @@ async fn a_pulled_image_is_present_and_launches() {
         "{requests:?}"
     );
     assert!(
-        requests.iter().any(|r| r.starts_with("GET /v2/")
-            && r.contains("/blobs/sha256:")),
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /v2/") && r.contains("/blobs/sha256:")),
         "the unique layer is downloaded: {requests:?}"
     );
     assert!(
@@ -157,7 +158,10 @@ async fn a_pulled_image_is_present_and_launches() {
         .iter()
         .find(|e| e.action == "droplet.pull")
         .expect("the pull is audited");
-    assert_eq!(entry.target_id.as_deref(), Some(droplet.id.to_string().as_str()));
+    assert_eq!(
+        entry.target_id.as_deref(),
+        Some(droplet.id.to_string().as_str())
+    );
     assert_eq!(entry.details["outcome"], "pulled");
 }
 
@@ -264,7 +268,10 @@ async fn a_registry_with_auth_serves_only_with_the_droplets_credentials() {
         .unwrap();
     let sealed: Vec<u8> = row.get("sealed");
     let text = String::from_utf8_lossy(&sealed);
-    assert!(!text.contains(password) && !text.contains("puller"), "{text}");
+    assert!(
+        !text.contains(password) && !text.contains("puller"),
+        "{text}"
+    );
     let audit: Vec<String> = sqlx::query("SELECT details_json FROM audit_log")
         .fetch_all(&pool)
         .await
@@ -272,7 +279,11 @@ async fn a_registry_with_auth_serves_only_with_the_droplets_credentials() {
         .iter()
         .map(|r| r.get::<String, _>("details_json"))
         .collect();
-    assert!(!audit.iter().any(|d| d.contains(password) || d.contains("not-the-password")));
+    assert!(
+        !audit
+            .iter()
+            .any(|d| d.contains(password) || d.contains("not-the-password"))
+    );
     pool.close().await;
 }
 
@@ -294,5 +305,68 @@ async fn an_unreachable_registry_is_said_to_be_one() {
     assert!(
         matches!(e, AdminError::RegistryUnreachable(r) if r.starts_with(&reference)),
         "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_credentials_are_replaced_and_removed_on_postgresql_sealed() {
+    let h = Harness::new(Db::Postgres).await;
+    let droplet = h
+        .http_droplet("web", |d| d.image = Some("127.0.0.1:9/x/y:1".into()))
+        .await;
+    for password in ["first-pw-0a1b", "second-pw-2c3d"] {
+        let credentials = RegistryCredentials {
+            username: "puller".into(),
+            password: password.into(),
+        };
+        h.orch
+            .set_registry_credentials(&Actor::system(), &droplet, Some(&credentials))
+            .await
+            .unwrap();
+        let sealed = h
+            .store
+            .droplet_registry_credentials(droplet.id)
+            .await
+            .unwrap()
+            .expect("stored");
+        assert!(!String::from_utf8_lossy(&sealed).contains(password));
+        let opened = flowcase_admin::orchestrator::images::open_registry_credentials(
+            &keyring(),
+            &droplet,
+            &sealed,
+        )
+        .unwrap();
+        assert_eq!(opened, credentials);
+    }
+    h.orch
+        .set_registry_credentials(&Actor::system(), &droplet, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store
+            .droplet_registry_credentials(droplet.id)
+            .await
+            .unwrap(),
+        None
+    );
+    // Deleting the droplet takes its credentials along.
+    h.orch
+        .set_registry_credentials(
+            &Actor::system(),
+            &droplet,
+            Some(&RegistryCredentials {
+                username: "u".into(),
+                password: "p".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    h.store.delete_droplet(droplet.id).await.unwrap();
+    assert_eq!(
+        h.store
+            .droplet_registry_credentials(droplet.id)
+            .await
+            .unwrap(),
+        None
     );
 }

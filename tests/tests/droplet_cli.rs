@@ -419,7 +419,11 @@ fn droplet_pull_prints_progress_with_the_registry_credentials_given_on_stdin() {
     refused.push(format!("--registry-password={PASSWORD}"));
     let out = dir.cli(&args(&refused));
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("--registry-password-stdin"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--registry-password-stdin"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains(PASSWORD));
 
     // Without credentials, the pull is refused, said as such.

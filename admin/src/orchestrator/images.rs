@@ -268,21 +268,33 @@ mod tests {
             registry_server(&d, "127.0.0.1:5000/flowcase/httpd:v1"),
             "127.0.0.1:5000"
         );
-        assert_eq!(registry_server(&d, "registry.example/a/b:1"), "registry.example");
+        assert_eq!(
+            registry_server(&d, "registry.example/a/b:1"),
+            "registry.example"
+        );
         assert_eq!(registry_server(&d, "localhost/a:1"), "localhost");
         assert_eq!(
             registry_server(&d, "library/debian:12"),
             "https://index.docker.io/v1/"
         );
         d.registry = Some("mirror.example:443".into());
-        assert_eq!(registry_server(&d, "library/debian:12"), "mirror.example:443");
+        assert_eq!(
+            registry_server(&d, "library/debian:12"),
+            "mirror.example:443"
+        );
     }
 
     #[test]
     fn bare_repositories_get_the_latest_tag() {
         assert_eq!(with_default_tag("debian"), "debian:latest");
-        assert_eq!(with_default_tag("127.0.0.1:5000/a/b"), "127.0.0.1:5000/a/b:latest");
-        assert_eq!(with_default_tag("127.0.0.1:5000/a/b:v1"), "127.0.0.1:5000/a/b:v1");
+        assert_eq!(
+            with_default_tag("127.0.0.1:5000/a/b"),
+            "127.0.0.1:5000/a/b:latest"
+        );
+        assert_eq!(
+            with_default_tag("127.0.0.1:5000/a/b:v1"),
+            "127.0.0.1:5000/a/b:v1"
+        );
         assert_eq!(with_default_tag("a/b@sha256:00"), "a/b@sha256:00");
     }
 
@@ -301,7 +313,10 @@ mod tests {
         };
         let sealed = seal_registry_credentials(&keys, 7, &creds).unwrap();
         assert!(!String::from_utf8_lossy(&sealed).contains("s3cret-pw"));
-        assert_eq!(open_registry_credentials(&keys, &d, &sealed).unwrap(), creds);
+        assert_eq!(
+            open_registry_credentials(&keys, &d, &sealed).unwrap(),
+            creds
+        );
         d.id = 8;
         assert!(open_registry_credentials(&keys, &d, &sealed).is_err());
         assert!(!format!("{creds:?}").contains("s3cret-pw"));

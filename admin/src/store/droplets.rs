@@ -509,12 +509,11 @@ impl Store {
 
     /// The sealed registry credentials of a droplet, if any.
     pub async fn droplet_registry_credentials(&self, droplet_id: i64) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query(
-            "SELECT sealed FROM droplet_registry_credentials WHERE droplet_id = $1",
-        )
-        .bind(droplet_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT sealed FROM droplet_registry_credentials WHERE droplet_id = $1")
+                .bind(droplet_id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| r.try_get("sealed")).transpose()?)
     }
 }

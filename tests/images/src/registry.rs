@@ -123,9 +123,8 @@ impl Registry {
         let config_file = entry["Config"]
             .as_str()
             .ok_or("manifest.json has no Config")?;
-        let mut config: serde_json::Value =
-            serde_json::from_slice(&read(&root.join(config_file))?)
-                .map_err(|e| format!("{config_file}: {e}"))?;
+        let mut config: serde_json::Value = serde_json::from_slice(&read(&root.join(config_file))?)
+            .map_err(|e| format!("{config_file}: {e}"))?;
         let mut layer_files = Vec::new();
         for layer in entry["Layers"]
             .as_array()
@@ -271,7 +270,9 @@ fn serve(stream: TcpStream, shared: &Shared) {
         let header = |name: &str| {
             head.iter().skip(1).find_map(|h| {
                 let (k, v) = h.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_owned())
             })
         };
         if let Some(length) = header("content-length").and_then(|l| l.parse::<u64>().ok()) {
