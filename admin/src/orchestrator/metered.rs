@@ -1,7 +1,8 @@
 //! An [`Engine`] wrapper that counts failed engine calls by operation for
 //! `flowcase_docker_api_errors_total`, so every backend is measured the same way without each
 //! implementation remembering to. Answers that are part of normal operation (a container that is
-//! already gone, a name taken, an image not present) are not API errors and are not counted.
+//! already gone, a name taken, an image not present, a registry refusing or lacking a pulled
+//! image) are not API errors and are not counted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
