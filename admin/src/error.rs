@@ -120,6 +120,22 @@ pub enum AdminError {
     #[error("image {0} is not present on the container engine; an administrator must pull it")]
     ImageMissing(String),
 
+    /// A pull found no such image (repository or tag) in its registry. Same stable code as
+    /// [`Self::ImageMissing`] (`image_missing`), worded for the pull.
+    #[error("the registry has no image {0}: check the repository name and tag")]
+    ImageNotInRegistry(String),
+
+    /// A pull's registry refused access to the image (credentials missing or wrong).
+    #[error(
+        "the registry refused access to image {0}: set the droplet's registry username and \
+         password"
+    )]
+    RegistryRefused(String),
+
+    /// A pull's registry cannot be reached (the image, then why).
+    #[error("the registry cannot be reached to pull {0}")]
+    RegistryUnreachable(String),
+
     /// The container engine failed or is unreachable.
     #[error("container engine: {0}")]
     Engine(String),

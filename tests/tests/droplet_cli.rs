@@ -11,6 +11,10 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -366,4 +370,121 @@ fn external_hosts_take_their_secret_from_stdin_or_a_file_never_from_an_argument(
         assert_eq!(windows.external_port, Some(3389));
         store.close().await;
     });
+}
+
+#[test]
+fn droplet_pull_prints_progress_with_the_registry_credentials_given_on_stdin() {
+    const PASSWORD: &str = "Registry-pw-71c2";
+    let dir = GatewayDir::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut gw = flowcase_e2e::Gateway::start(&dir).await;
+        gw.stop();
+    });
+    // Unique per test run: parallel tests share one dockerd.
+    let repository = format!("flowcase/cli-{}", dir.deployment());
+    let image = flowcase_test_images::httpd_image().unwrap();
+    let registry =
+        flowcase_test_images::registry::Registry::start(Some(("puller", PASSWORD))).unwrap();
+    registry.push(&repository, "v1", &image).unwrap();
+    let reference = registry.reference(&repository, "v1");
+    let missing = registry.reference(&repository, "v9");
+    struct Untag(String);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", &self.0])
+                .output();
+        }
+    }
+    let _untag = Untag(reference.clone());
+    let add = |name: &str, image: &str| {
+        vec![
+            "droplet".to_owned(),
+            "add".into(),
+            "--name".into(),
+            name.into(),
+            "--type".into(),
+            "http".into(),
+            "--image".into(),
+            image.into(),
+            "--port".into(),
+            "8080".into(),
+        ]
+    };
+
+    // A registry password as an argument is refused and not echoed.
+    let mut refused = add("Web", &reference);
+    refused.extend(["--registry-username".into(), "puller".into()]);
+    refused.push(format!("--registry-password={PASSWORD}"));
+    let out = dir.cli(&args(&refused));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--registry-password-stdin"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(PASSWORD));
+
+    // Without credentials, the pull is refused, said as such.
+    let out = dir.cli(&args(&add("Anonymous", &reference)));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = dir.cli(&["droplet", "pull", "Anonymous"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("refused") && stderr(&out).contains(&reference),
+        "{}",
+        stderr(&out)
+    );
+
+    // With them (from stdin), progress then success, and the image is there.
+    let mut with = add("Web", &reference);
+    with.extend([
+        "--registry-username".into(),
+        "puller".into(),
+        "--registry-password-stdin".into(),
+    ]);
+    let out = dir.cli_with_stdin(&args(&with), &format!("{PASSWORD}\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = dir.cli(&["droplet", "pull", "Web"]);
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{printed}\n{}", stderr(&out));
+    eprintln!("{printed}");
+    assert!(printed.contains("Pulling from"), "{printed}");
+    assert!(printed.contains(": Pull complete"), "{printed}");
+    assert!(
+        printed.trim_end().ends_with(&format!("pulled {reference}")),
+        "{printed}"
+    );
+    assert!(!printed.contains(PASSWORD) && !stderr(&out).contains(PASSWORD));
+    let inspect = std::process::Command::new("docker")
+        .args(["image", "inspect", &reference])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success());
+
+    // A tag the registry does not have: image_missing's words, naming the image.
+    let mut add_missing = add("Missing", &missing);
+    add_missing.extend([
+        "--registry-username".into(),
+        "puller".into(),
+        "--registry-password-stdin".into(),
+    ]);
+    let out = dir.cli_with_stdin(&args(&add_missing), &format!("{PASSWORD}\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = dir.cli(&["droplet", "pull", "Missing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("the registry has no image {missing}")),
+        "{}",
+        stderr(&out)
+    );
+
+    // The password is nowhere in the database file in clear.
+    let db = std::fs::read(dir.data_dir().join("flowcase.db")).unwrap();
+    let wal = std::fs::read(dir.data_dir().join("flowcase.db-wal")).unwrap_or_default();
+    let needle = PASSWORD.as_bytes();
+    for bytes in [&db, &wal] {
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+    }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
@@ -20,9 +21,9 @@ use bollard::models::{
     PortBinding, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, InspectNetworkOptions,
-    ListContainersOptions, RemoveContainerOptions, StartContainerOptions, StatsOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
+    InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
+    StatsOptions, StopContainerOptions,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -30,7 +31,8 @@ use tokio::sync::OnceCell;
 
 use super::engine::{
     ContainerInfo, ContainerSpec, ContainerState, ContainerStats, Engine, EngineError, EngineEvent,
-    EngineInfo, EngineResult, Exposure, LABEL_DEPLOYMENT, LABEL_INSTANCE,
+    EngineInfo, EngineResult, Exposure, LABEL_DEPLOYMENT, LABEL_INSTANCE, PullProgress,
+    RegistryAuth, with_default_tag,
 };
 
 /// The option that turns inter-container traffic off on a bridge network.
@@ -101,6 +103,55 @@ fn engine_error(err: BollardError) -> EngineError {
         | BollardError::RequestTimeoutError
         | BollardError::HyperLegacyError { .. }) => EngineError::Unavailable(other.to_string()),
         other => EngineError::Other(other.to_string()),
+    }
+}
+
+/// Classifies a failed pull. Docker reports registry trouble as a status before the stream
+/// starts or as an error message inside it, so the message decides; these are dockerd's own
+/// words (distribution errors), stable across versions.
+fn pull_error(image: &str, err: BollardError) -> EngineError {
+    let message = match &err {
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        BollardError::DockerStreamError { error } => error.clone(),
+        _ => return engine_error(err),
+    };
+    let lower = message.to_ascii_lowercase();
+    let refused = [
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "incorrect username or password",
+        "denied: ",
+    ];
+    let missing = [
+        "manifest unknown",
+        "not found",
+        "name unknown",
+        "repository does not exist",
+    ];
+    let unreachable = [
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "dial tcp",
+        "connection reset",
+        "http response to https client",
+        "tls: ",
+        "timeout exceeded",
+    ];
+    if missing.iter().any(|m| lower.contains(m)) && !lower.contains("unauthorized") {
+        EngineError::ImageMissing(image.to_owned())
+    } else if refused.iter().any(|m| lower.contains(m)) {
+        EngineError::RegistryRefused(image.to_owned())
+    } else if unreachable.iter().any(|m| lower.contains(m)) {
+        EngineError::RegistryUnreachable(format!("{image}: {message}"))
+    } else if let BollardError::DockerResponseServerError {
+        status_code: 404, ..
+    } = err
+    {
+        EngineError::ImageMissing(image.to_owned())
+    } else {
+        EngineError::Other(format!("pull of {image} failed: {message}"))
     }
 }
 
@@ -291,6 +342,57 @@ impl Engine for DockerEngine {
             Err(e) if is_status(&e, 404) => Ok(false),
             Err(e) => Err(engine_error(e)),
         }
+    }
+
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<RegistryAuth>,
+    ) -> BoxStream<'static, EngineResult<PullProgress>> {
+        let this = self.clone();
+        let image = with_default_tag(image);
+        let credentials = auth.map(|a| DockerCredentials {
+            username: Some(a.username),
+            password: Some(a.password),
+            serveraddress: Some(a.server),
+            ..Default::default()
+        });
+        futures_util::stream::once(async move { this.client().await.cloned() })
+            .map(move |client| match client {
+                Ok(docker) => {
+                    let options = CreateImageOptions {
+                        from_image: Some(image.clone()),
+                        ..Default::default()
+                    };
+                    let image = image.clone();
+                    docker
+                        .create_image(Some(options), None, credentials.clone())
+                        .map(move |item| match item {
+                            Ok(info) => {
+                                let detail = info.progress_detail.unwrap_or_default();
+                                Ok(PullProgress {
+                                    layer: info.id.filter(|id| !id.is_empty()),
+                                    status: info.status.unwrap_or_default(),
+                                    current: detail.current,
+                                    total: detail.total,
+                                })
+                            }
+                            Err(e) => Err(pull_error(&image, e)),
+                        })
+                        .boxed()
+                }
+                Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten()
+            // The first failure ends the pull: nothing after it is meaningful.
+            .scan(false, |failed, item| {
+                let next = (!*failed).then(|| {
+                    *failed = item.is_err();
+                    item
+                });
+                futures_util::future::ready(next)
+            })
+            .boxed()
     }
 
     async fn ensure_isolated_network(

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 /// Label naming the instance (its slug) on every container, volume and network we create.
@@ -42,6 +43,12 @@ pub enum EngineError {
     /// The image is not present on the engine.
     #[error("image {0} is not present")]
     ImageMissing(String),
+    /// The registry refused to serve the image (no credentials, or wrong ones); names the image.
+    #[error("the registry refused access to image {0}: check the registry username and password")]
+    RegistryRefused(String),
+    /// The registry of the image cannot be reached; names the image and says why.
+    #[error("the registry of image {0} cannot be reached")]
+    RegistryUnreachable(String),
     /// The engine cannot be reached.
     #[error("engine unreachable: {0}")]
     Unavailable(String),
@@ -172,6 +179,52 @@ pub struct ContainerStats {
     pub memory_limit_bytes: u64,
 }
 
+/// Credentials for the registry an image is pulled from. `Debug` hides the password; it is
+/// never logged nor put in an error.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// Account on the registry.
+    pub username: String,
+    /// Its password (or token).
+    pub password: String,
+    /// The registry's address (`host[:port]`), as the engine keys credentials.
+    pub server: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One progress report of an image pull, as the engine sends it: per layer (`layer` set) or for
+/// the whole image (`Pulling from ...`, `Digest: ...`, `Status: Downloaded newer image ...`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PullProgress {
+    /// Layer (short digest) the report is about, if any.
+    pub layer: Option<String>,
+    /// What happens: `Pulling fs layer`, `Downloading`, `Extracting`, `Pull complete`, ...
+    pub status: String,
+    /// Bytes done, while downloading or extracting.
+    pub current: Option<i64>,
+    /// Bytes in all, when known.
+    pub total: Option<i64>,
+}
+
+/// `image` with `:latest` added when it names neither a tag nor a digest: an engine asked for a
+/// bare repository would pull every tag.
+pub fn with_default_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') {
+        image.to_owned()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
 /// Result alias of engine calls.
 pub type EngineResult<T> = Result<T, EngineError>;
 
@@ -182,6 +235,21 @@ pub trait Engine: Send + Sync + 'static {
     async fn info(&self) -> EngineResult<EngineInfo>;
     /// Whether `image` is present locally.
     async fn image_present(&self, image: &str) -> EngineResult<bool>;
+    /// Pulls `image` (with `:latest` when it names no tag), logging in with `auth` if given.
+    /// Yields progress until the image is present, then ends; a failure is the last item:
+    /// [`EngineError::ImageMissing`] (no such repository or tag),
+    /// [`EngineError::RegistryRefused`] (credentials missing or refused),
+    /// [`EngineError::RegistryUnreachable`] or another error. The default refuses: an engine
+    /// that cannot pull (a test double) says so.
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<RegistryAuth>,
+    ) -> BoxStream<'static, EngineResult<PullProgress>> {
+        let _ = auth;
+        let error = EngineError::Other(format!("this engine cannot pull images ({image})"));
+        futures_util::stream::once(async move { Err(error) }).boxed()
+    }
     /// Makes sure a network exists with inter-container traffic off; creates it (labelled) if
     /// missing. An existing network that lets containers talk to each other is refused
     /// ([`EngineError::Conflict`]).

@@ -66,6 +66,8 @@ pub struct ReconcileReport {
 pub(super) fn engine_err(e: EngineError) -> AdminError {
     match e {
         EngineError::ImageMissing(image) => AdminError::ImageMissing(image),
+        EngineError::RegistryRefused(image) => AdminError::RegistryRefused(image),
+        EngineError::RegistryUnreachable(reason) => AdminError::RegistryUnreachable(reason),
         other => AdminError::Engine(other.to_string()),
     }
 }

@@ -1,7 +1,8 @@
 //! An [`Engine`] wrapper that counts failed engine calls by operation for
 //! `flowcase_docker_api_errors_total`, so every backend is measured the same way without each
 //! implementation remembering to. Answers that are part of normal operation (a container that is
-//! already gone, a name taken, an image not present) are not API errors and are not counted.
+//! already gone, a name taken, an image not present, a registry refusing or lacking a pulled
+//! image) are not API errors and are not counted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,13 +13,14 @@ use futures_util::stream::BoxStream;
 
 use super::engine::{
     ContainerInfo, ContainerSpec, ContainerStats, Engine, EngineError, EngineEvent, EngineInfo,
-    EngineResult,
+    EngineResult, PullProgress, RegistryAuth,
 };
 
 /// The `operation` label values, one per engine method.
 pub const OPERATIONS: &[&str] = &[
     "info",
     "image_present",
+    "pull",
     "ensure_network",
     "remove_network",
     "connect_network",
@@ -52,6 +54,17 @@ impl Engine for Metered {
 
     async fn image_present(&self, image: &str) -> EngineResult<bool> {
         counted("image_present", self.0.image_present(image).await)
+    }
+
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<RegistryAuth>,
+    ) -> BoxStream<'static, EngineResult<PullProgress>> {
+        self.0
+            .pull(image, auth)
+            .map(|progress| counted("pull", progress))
+            .boxed()
     }
 
     async fn ensure_isolated_network(

@@ -1,7 +1,7 @@
 //! The orchestrator: droplets become instances, instances become containers on an engine.
 //!
 //! - [`engine`]: the narrow engine interface (create, start, stop, remove, inspect, list ours,
-//!   events, stats, image present) and its vocabulary; [`docker`]: its Docker implementation,
+//!   events, stats, image present, pull) and its vocabulary; [`docker`]: its Docker implementation,
 //!   the only place that knows bollard;
 //! - [`spec`]: the container an instance gets (pure: limits, hardening, labels, profile volume);
 //! - [`ready`]: when a started container counts as ready;
@@ -15,6 +15,8 @@
 //!   every instance network;
 //! - [`stats`]: CPU and memory per instance and for the host;
 //! - [`catalogue`]: droplet definitions as operators write them (command line, JSON catalogue);
+//! - [`images`]: image pulls for administrators, with progress, and the sealed registry
+//!   credentials of droplets;
 //! - [`desktop_target`]: where guacd connects for a desktop instance (container or external
 //!   host) and the sealed credentials of external hosts.
 //!
@@ -35,6 +37,7 @@ pub mod docker;
 pub mod engine;
 pub mod events;
 pub mod gateway_container;
+pub mod images;
 pub mod lifecycle;
 pub mod metered;
 pub mod pool;
@@ -59,6 +62,7 @@ pub use activity::ActivityReporter;
 pub use desktop_target::{DesktopTarget, ExternalCredentials};
 pub use engine::{Engine, EngineError};
 pub use events::EngineHealth;
+pub use images::{PullEvent, RegistryCredentials};
 pub use lifecycle::ReconcileReport;
 pub use pool::PoolReport;
 pub use reaper::ReapReport;

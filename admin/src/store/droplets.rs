@@ -478,4 +478,42 @@ impl Store {
         .await?;
         Ok(ids)
     }
+
+    /// Replaces the sealed registry credentials of a droplet (`None` removes them). The caller
+    /// seals them; this module never sees plaintext.
+    pub async fn set_droplet_registry_credentials(
+        &self,
+        droplet_id: i64,
+        sealed: Option<&[u8]>,
+        now: i64,
+    ) -> Result<()> {
+        let Some(sealed) = sealed else {
+            sqlx::query("DELETE FROM droplet_registry_credentials WHERE droplet_id = $1")
+                .bind(droplet_id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO droplet_registry_credentials (droplet_id, sealed, updated_at) \
+             VALUES ($1, $2, $3) \
+             ON CONFLICT (droplet_id) DO UPDATE SET sealed = $2, updated_at = $3",
+        )
+        .bind(droplet_id)
+        .bind(sealed.to_vec())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The sealed registry credentials of a droplet, if any.
+    pub async fn droplet_registry_credentials(&self, droplet_id: i64) -> Result<Option<Vec<u8>>> {
+        let row =
+            sqlx::query("SELECT sealed FROM droplet_registry_credentials WHERE droplet_id = $1")
+                .bind(droplet_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.try_get("sealed")).transpose()?)
+    }
 }

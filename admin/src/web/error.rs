@@ -33,7 +33,13 @@ pub fn classify(e: &AdminError) -> (StatusCode, &'static str) {
         AdminError::ExternalLogin(_) => (StatusCode::UNAUTHORIZED, "external_login_failed"),
         AdminError::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
         AdminError::CapacityExhausted(_) => (StatusCode::SERVICE_UNAVAILABLE, "capacity_exhausted"),
-        AdminError::ImageMissing(_) => (StatusCode::CONFLICT, "image_missing"),
+        AdminError::ImageMissing(_) | AdminError::ImageNotInRegistry(_) => {
+            (StatusCode::CONFLICT, "image_missing")
+        }
+        AdminError::RegistryRefused(_) => (StatusCode::FAILED_DEPENDENCY, "registry_refused"),
+        AdminError::RegistryUnreachable(_) => {
+            (StatusCode::FAILED_DEPENDENCY, "registry_unreachable")
+        }
         AdminError::Engine(_) => (StatusCode::BAD_GATEWAY, "engine_error"),
         AdminError::NotReady(_) => (StatusCode::GATEWAY_TIMEOUT, "instance_not_ready"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -6,15 +6,24 @@
 //!
 //! External hosts (`--host`) take their password or SSH key from standard input or a file,
 //! sealed with the key file before it is stored; a password given as an argument is refused,
-//! since the shell history and `ps` would show it. `list` never prints a secret.
+//! since the shell history and `ps` would show it. `list` never prints a secret. The same goes
+//! for the registry password of a container droplet (`--registry-username` with
+//! `--registry-password-stdin`), sealed per droplet. `pull` pulls a droplet's image on the
+//! engine with those credentials and prints the engine's progress.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use flowcase_admin::orchestrator::catalogue::{self, Definition, EntryError};
 use flowcase_admin::orchestrator::desktop_target::{
     ExternalCredentials, host_port, store_external_credentials,
+};
+use flowcase_admin::orchestrator::docker::DockerEngine;
+use flowcase_admin::orchestrator::metered::Metered;
+use flowcase_admin::orchestrator::{
+    Actor, Options, Orchestrator, PullEvent, RegistryCredentials, SystemClock,
 };
 use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{Droplet, Store, Tenant, now_millis};
@@ -31,6 +40,12 @@ pub enum DropletCommand {
     Import {
         /// The catalogue file (`-` for standard input).
         file: String,
+    },
+    /// Pull a container droplet's image on the engine (with its registry credentials, if
+    /// any), printing progress; exit 1 when the pull fails.
+    Pull {
+        /// The droplet's name or id.
+        droplet: String,
     },
 }
 
@@ -73,6 +88,20 @@ pub struct AddArgs {
     /// Refused: a password given on the command line lands in the shell history and in `ps`.
     #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
     password: Option<Option<String>>,
+    /// Registry the image comes from (`host[:port]`), when the image reference does not name
+    /// it; its credentials are keyed by it.
+    #[arg(long, value_name = "HOST")]
+    registry: Option<String>,
+    /// With --image: the account the image is pulled with (its password from
+    /// --registry-password-stdin).
+    #[arg(long, value_name = "USER")]
+    registry_username: Option<String>,
+    /// With --registry-username: read the registry password from standard input (one line).
+    #[arg(long)]
+    registry_password_stdin: bool,
+    /// Refused: a password given on the command line lands in the shell history and in `ps`.
+    #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
+    registry_password: Option<Option<String>>,
     /// Another container port to expose (repeatable).
     #[arg(long, value_name = "PORT")]
     extra_port: Vec<String>,
@@ -164,6 +193,7 @@ impl AddArgs {
             ("network", &self.network),
             ("description", &self.description),
             ("icon", &self.icon),
+            ("registry", &self.registry),
         ];
         for (key, value) in optional {
             if let Some(value) = value {
@@ -244,6 +274,39 @@ impl AddArgs {
     }
 }
 
+impl AddArgs {
+    /// The registry account, its password from standard input: never from an argument.
+    fn registry_credentials(&self) -> anyhow::Result<Option<RegistryCredentials>> {
+        if self.registry_password.is_some() {
+            bail!(
+                "--registry-password is refused: a password on the command line lands in the \
+                 shell history and in `ps`; use --registry-password-stdin"
+            );
+        }
+        let Some(username) = &self.registry_username else {
+            if self.registry_password_stdin {
+                bail!("--registry-password-stdin goes with --registry-username");
+            }
+            return Ok(None);
+        };
+        if self.image.is_none() {
+            bail!("--registry-username goes with --image");
+        }
+        if !self.registry_password_stdin {
+            bail!("--registry-username needs --registry-password-stdin");
+        }
+        if self.password_stdin {
+            bail!("--password-stdin and --registry-password-stdin cannot both read standard input");
+        }
+        let text =
+            std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?;
+        Ok(Some(RegistryCredentials {
+            username: username.clone(),
+            password: first_line(&text, "standard input")?,
+        }))
+    }
+}
+
 /// The first line of a secret's text, without its line ending; empty is an error.
 fn first_line(text: &str, source: &str) -> anyhow::Result<String> {
     let line = text.lines().next().unwrap_or_default();
@@ -276,6 +339,7 @@ async fn execute(config: &Config, store: &Store, command: DropletCommand) -> any
         DropletCommand::Add(args) => {
             // Before anything else, so a refused secret is not also run through the parser.
             let credentials = args.credentials()?;
+            let registry_credentials = args.registry_credentials()?;
             let definition = catalogue::parse_entry(0, &args.to_entry())
                 .map_err(|e| anyhow::anyhow!(field_errors(&e)))?;
             let tenant = tenant(store).await?;
@@ -300,6 +364,20 @@ async fn execute(config: &Config, store: &Store, command: DropletCommand) -> any
                             return Err(e).context("cannot store the host's credentials");
                         }
                     }
+                    if let Some(registry) = &registry_credentials {
+                        let stored = async {
+                            let orchestrator = orchestrator(config, store)?;
+                            orchestrator
+                                .set_registry_credentials(&cli_actor(), &droplet, Some(registry))
+                                .await?;
+                            anyhow::Ok(())
+                        }
+                        .await;
+                        if let Err(e) = stored {
+                            let _ = store.delete_droplet(droplet.id).await;
+                            return Err(e).context("cannot store the registry credentials");
+                        }
+                    }
                     println!("added droplet {} (id {})", droplet.name, droplet.id);
                     Ok(())
                 }
@@ -315,7 +393,73 @@ async fn execute(config: &Config, store: &Store, command: DropletCommand) -> any
         }
         DropletCommand::List => list(store).await,
         DropletCommand::Import { file } => import(store, &file).await,
+        DropletCommand::Pull { droplet } => pull(config, store, &droplet).await,
     }
+}
+
+/// Who the audit log names for changes made from the command line.
+fn cli_actor() -> Actor {
+    Actor {
+        user_id: None,
+        name: Some("command line".into()),
+    }
+}
+
+/// An orchestrator over the configured engine, for the commands that need one.
+fn orchestrator(config: &Config, store: &Store) -> anyhow::Result<Arc<Orchestrator>> {
+    let keyring = ensure_key_file(&config.secret_key_file())?;
+    let engine = DockerEngine::connect(&config.docker.host)
+        .map_err(|e| anyhow::anyhow!("cannot set up the Docker client: {e}"))?;
+    Ok(Arc::new(Orchestrator::new(
+        store.clone(),
+        Arc::new(Metered(Arc::new(engine))),
+        keyring,
+        Arc::new(SystemClock),
+        Options::from_config(config),
+    )))
+}
+
+/// `flowcase droplet pull`: one line per change of a layer's state (bytes while downloading
+/// and extracting), then `pulled <image>`.
+async fn pull(config: &Config, store: &Store, name_or_id: &str) -> anyhow::Result<()> {
+    let droplets = store.list_droplets().await?;
+    let droplet = droplets
+        .iter()
+        .find(|d| d.name == name_or_id)
+        .or_else(|| {
+            let id = name_or_id.parse::<i64>().ok()?;
+            droplets.iter().find(|d| d.id == id)
+        })
+        .with_context(|| format!("no droplet named {name_or_id:?} (nor with that id)"))?;
+    let orchestrator = orchestrator(config, store)?;
+    let mut events = orchestrator.pull_image(cli_actor(), droplet.id).await?;
+    let mut last: Option<(Option<String>, String)> = None;
+    while let Some(event) = events.recv().await {
+        match event {
+            PullEvent::Progress(p) => {
+                let key = (p.layer.clone(), p.status.clone());
+                let bytes = match p.total {
+                    Some(total) if total > 0 => format!(" ({total} bytes)"),
+                    _ => String::new(),
+                };
+                // Downloads report many times per layer: each state is printed once, with the
+                // layer's size when the engine gives it.
+                if last.as_ref() != Some(&key) {
+                    match &p.layer {
+                        Some(layer) => println!("{layer}: {}{bytes}", p.status),
+                        None => println!("{}", p.status),
+                    }
+                    last = Some(key);
+                }
+            }
+            PullEvent::Done { image } => {
+                println!("pulled {image}");
+                return Ok(());
+            }
+            PullEvent::Failed(e) => bail!("{e}"),
+        }
+    }
+    bail!("the pull ended without saying how")
 }
 
 /// One flag per problem, named as typed (`--memory: ...`).

@@ -2,6 +2,7 @@
 //!
 //! - [`httpd_image`]: our tiny HTTP server (`src/bin/flowcase-test-httpd`) FROM scratch, with
 //!   the shared libraries `ldd` lists and the dynamic loader copied to the same paths;
+//! - [`registry::Registry`]: a tiny registry (HTTP API v2) on loopback that dockerd pulls from;
 //! - [`vnc_image`]: a VNC desktop made of Debian's `Xtigervnc` (package
 //!   tigervnc-standalone-server) the same way, plus the minimal set it refuses to start
 //!   without: `xkbcomp`, the XKB data and `/bin/sh` (the X server runs
@@ -16,6 +17,7 @@
 //! Everything here blocks: call it from `spawn_blocking` or before the runtime matters.
 
 pub mod des;
+pub mod registry;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
