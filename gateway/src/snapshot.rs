@@ -1,5 +1,5 @@
-//! What the front door knows without asking anyone: the instances by slug, and the sessions
-//! revoked since the app-host cookies derived from them were issued. The control plane's
+//! What the front door knows without asking anyone: the web-app instances by slug, and the
+//! sessions revoked since the app-host cookies derived from them were issued. The control plane's
 //! refresher keeps both fresh from the database; the proxy only ever reads memory.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use flowcase_admin::store::{Instance, InstanceStatus, Store, now_millis};
+use flowcase_admin::store::{DropletType, Instance, InstanceStatus, Store, now_millis};
 
 /// How stale the front door's view may get. Revocations (logout, a disabled user) reach
 /// instance hosts within this time, also from other gateway processes.
@@ -60,11 +60,22 @@ impl Snapshot {
         self.revoked.load().contains_key(session_id)
     }
 
-    fn set_instances(&self, instances: &[Instance], droplet_names: &HashMap<i64, String>) {
+    /// Only instances of `http` droplets get an instance host: a desktop's port speaks VNC, RDP
+    /// or SSH to guacd through the tunnel, never HTTP to a browser.
+    fn set_instances(
+        &self,
+        instances: &[Instance],
+        droplets: &HashMap<i64, (String, DropletType)>,
+    ) {
+        let names: HashMap<i64, String> = droplets
+            .iter()
+            .map(|(id, (name, _))| (*id, name.clone()))
+            .collect();
         let map = instances
             .iter()
             .filter(|i| !matches!(i.status, InstanceStatus::Gone))
-            .map(|i| (i.slug.clone(), InstanceRoute::new(i, droplet_names)))
+            .filter(|i| matches!(droplets.get(&i.droplet_id), Some((_, DropletType::Http))))
+            .map(|i| (i.slug.clone(), InstanceRoute::new(i, &names)))
             .collect();
         self.instances.store(Arc::new(map));
     }
@@ -96,12 +107,14 @@ pub async fn refresh_forever(store: Store, snapshot: Arc<Snapshot>) {
         let routes = async {
             let instances = store.list_live_instances().await?;
             let droplets = store.list_droplets().await?;
-            let names: HashMap<i64, String> =
-                droplets.into_iter().map(|d| (d.id, d.name)).collect();
-            Ok::<_, flowcase_admin::AdminError>((instances, names))
+            let droplets: HashMap<i64, (String, DropletType)> = droplets
+                .into_iter()
+                .map(|d| (d.id, (d.name, d.droplet_type)))
+                .collect();
+            Ok::<_, flowcase_admin::AdminError>((instances, droplets))
         };
         match routes.await {
-            Ok((instances, names)) => snapshot.set_instances(&instances, &names),
+            Ok((instances, droplets)) => snapshot.set_instances(&instances, &droplets),
             Err(e) => tracing::warn!(error = %e, "cannot refresh the instance routes"),
         }
         match store.revoked_sessions_since(since, now).await {

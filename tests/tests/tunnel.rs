@@ -856,4 +856,41 @@ async fn group_clipboard_restrictions_reach_guacd() {
     let hs = env.guacd.handshakes().pop().unwrap();
     assert_eq!(hs.value("disable-paste"), Some("true"));
     assert_eq!(hs.value("disable-copy"), Some(""));
+    // The viewer page offers only what guacd allows.
+    let page = alice
+        .get(
+            env.gw
+                .url("localhost", &format!("/droplet/{}", env.desktop.id)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"data-can-paste="false""#), "{page}");
+    assert!(page.contains(r#"data-can-copy="true""#), "{page}");
+}
+
+#[tokio::test]
+async fn a_desktop_has_no_instance_host() {
+    let env = Env::start().await;
+    // A web app added after the desktop: once its host routes, the gateway's view holds both.
+    let app = echo_instance(&env.dir, "alice", "webalice").await;
+    let desktop_host = format!("{}.apps.localhost", env.desktop.slug);
+    let alice = env.gw.client(
+        &env.dir.data_dir(),
+        &["localhost", &app.host, &desktop_host],
+    );
+    env.login(&alice, "alice").await;
+    let to_app = alice.get(env.gw.url(&app.host, "/")).send().await.unwrap();
+    assert_eq!(to_app.status(), 302, "the web app's host asks for its code");
+    // The desktop's port speaks VNC to guacd: browsers never get an HTTP route to it, not even
+    // its owner's.
+    let to_desktop = alice
+        .get(env.gw.url(&desktop_host, "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(to_desktop.status(), 404);
 }

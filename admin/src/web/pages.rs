@@ -369,6 +369,17 @@ pub async fn viewer(
         let origin = flowcase_config::origin(&host, server.effective_https_port());
         return Redirect::to(&format!("{origin}/")).into_response();
     }
+    // The restrictions the tunnel hands guacd (which enforces them): the page only hides what
+    // would not work anyway.
+    let clipboard = match state.store.user_clipboard(principal.user.id).await {
+        Ok(clipboard) => clipboard,
+        Err(e) => {
+            return error_page(
+                super::error::classify(&e).0,
+                &super::error::public_message(&e),
+            );
+        }
+    };
     let back = format!("/droplet/{}", instance.id);
     let login_url = format!(
         "/?{}",
@@ -381,11 +392,8 @@ pub async fn viewer(
             droplet_name: &droplet.name,
             csrf_token: state.auth.csrf_token(&principal).unwrap_or_default(),
             csrf_header: crate::auth::csrf::HEADER,
-            // TODO(groups): the store has no clipboard flags yet; when groups gain
-            // `disable_copy`/`disable_paste`, take them from the principal's groups here (the
-            // tunnel passes the same rights to guacd, which enforces them).
-            can_copy: true,
-            can_paste: true,
+            can_copy: !clipboard.disable_copy,
+            can_paste: !clipboard.disable_paste,
             login_url,
             script_url: super::assets::url("js/viewer.js"),
             style_url: super::assets::url("css/viewer.css"),
