@@ -10,7 +10,8 @@
 //! - it records every connection, handshake and instruction it receives, so tests can assert
 //!   what reached guacd (pings never do) — and that nothing did;
 //! - on command it sends a 64 KiB clipboard stream, multi-byte text cut into one-byte writes,
-//!   floods (counting what it managed to write), or dies mid-session.
+//!   floods (counting what it managed to write), draws a counted series of images (for
+//!   `bench/tunnel.sh`), echoes what it receives from then on, or dies mid-session.
 //!
 //! It uses the gateway's own parser (`flowcase_guac`).
 
@@ -130,9 +131,21 @@ pub enum Command {
     SendMultibyte,
     /// `blob`s of 8000 characters until `bytes` are written or the session ends.
     Flood { bytes: usize },
+    /// `count` display instructions (`img` + `blob` of [`DISPLAY_BLOB_CHARS`] base64 + `end`,
+    /// repeated), the last of which is `sync,<DISPLAY_DONE>`; written in batches.
+    Display { count: usize },
+    /// From now on, every instruction received after `ready` is written back as it came,
+    /// at once: a round trip through a relay without guacd's own work in it.
+    Echo,
     /// Drop the connection without a word.
     Die,
 }
+
+/// The base64 characters of each `blob` that [`Command::Display`] sends: about a 64×64 tile
+/// of a PNG-compressed desktop.
+pub const DISPLAY_BLOB_CHARS: usize = 4096;
+/// The timestamp of the `sync` that ends a [`Command::Display`].
+pub const DISPLAY_DONE: &str = "424242";
 
 pub struct GuacdDouble {
     pub addr: SocketAddr,
@@ -254,11 +267,15 @@ async fn session(
     }
     let mut nop = tokio::time::interval(Duration::from_secs(5));
     nop.tick().await;
+    let mut echo = false;
     loop {
         tokio::select! {
             instruction = conn.next() => {
                 let Some(instruction) = instruction else { return };
                 let done = instruction.opcode == "disconnect";
+                if echo && !done && !conn.send(&instruction.encode()).await {
+                    return;
+                }
                 if instruction.opcode == "sync" {
                     // The client acknowledges our frames; nothing to do.
                 }
@@ -271,6 +288,12 @@ async fn session(
                 let Some(command) = command else { return };
                 match command {
                     Command::Die => return,
+                    Command::Echo => echo = true,
+                    Command::Display { count } => {
+                        if !display(&mut conn, count).await {
+                            return;
+                        }
+                    }
                     Command::SendLarge => {
                         if !conn.send(&large_stream()).await {
                             return;
@@ -378,6 +401,38 @@ async fn handshake(conn: &mut Conn, seen: &Mutex<Seen>) -> Option<Handshake> {
         i.encode_into(&mut first);
     }
     conn.send(&first).await.then_some(hs)
+}
+
+/// [`Command::Display`]: `count` instructions, the last `sync,<DISPLAY_DONE>`.
+async fn display(conn: &mut Conn, count: usize) -> bool {
+    let blob = "A".repeat(DISPLAY_BLOB_CHARS);
+    let mut batch = String::new();
+    for n in 0..count.saturating_sub(1) {
+        let stream = (n / 3 % 16 + 1).to_string();
+        let instruction = match n % 3 {
+            0 => {
+                let (x, y) = (
+                    (n / 3 % 20 * 64).to_string(),
+                    (n / 60 % 11 * 64).to_string(),
+                );
+                Instruction::new(
+                    "img",
+                    [stream, "14".into(), "0".into(), "image/png".into(), x, y],
+                )
+            }
+            1 => Instruction::new("blob", [stream, blob.clone()]),
+            _ => Instruction::new("end", [stream]),
+        };
+        instruction.encode_into(&mut batch);
+        if batch.len() >= 64 * 1024 {
+            if !conn.send(&batch).await {
+                return false;
+            }
+            batch.clear();
+        }
+    }
+    Instruction::new("sync", [DISPLAY_DONE]).encode_into(&mut batch);
+    conn.send(&batch).await
 }
 
 /// The [`large_payload`] as a clipboard stream on stream 2, base64 in 6000-character blobs.
