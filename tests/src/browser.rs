@@ -256,6 +256,37 @@ impl Browser {
         self.run(&format!("click {css}"), element.click()).await;
     }
 
+    /// Runs `script` (a function body: `return …;`) in the page and gives back its value.
+    pub async fn eval(&self, script: &str) -> Value {
+        self.run("run a script", self.client().execute(script, vec![]))
+            .await
+    }
+
+    /// Polls `script` until it returns something truthy (not null, false, 0 or ""), at most
+    /// [`WAIT_TIMEOUT`]; gives back that value. `what` names it in the failure.
+    pub async fn wait_for_js(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        loop {
+            let value = self.eval(script).await;
+            let truthy = match &value {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{}] no {what} within {WAIT_TIMEOUT:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The page's visible text (`document.body.innerText`).
     pub async fn page_text(&self) -> String {
         let text = self

@@ -11,6 +11,7 @@ pub mod instances;
 pub mod oidc_provider;
 pub mod pebble;
 pub mod postgres;
+pub mod viewer;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};

@@ -12,8 +12,9 @@ use flowcase_admin::store::DropletType;
 use flowcase_e2e::browser::{Browser, WAIT_TIMEOUT, screenshot_on_failure};
 use flowcase_e2e::desktops::{DesktopInstance, desktop_instance};
 use flowcase_e2e::instances::add_user;
+use flowcase_e2e::viewer::reveal_toolbar;
 use flowcase_e2e::{Gateway, GatewayDir};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use url::Url;
@@ -56,34 +57,6 @@ async fn visit_as(browser: &Browser, origin: &str, url: &str, user: &str) {
         }
     }
     panic!("[{user}] could not reach {url}: the network kept changing");
-}
-
-async fn eval(browser: &Browser, script: &str) -> Value {
-    browser.client().execute(script, vec![]).await.unwrap()
-}
-
-/// Polls `script` until it returns something truthy (not null, false, 0 or ""), at most
-/// [`WAIT_TIMEOUT`]; returns that value.
-async fn wait_for_js(browser: &Browser, what: &str, script: &str) -> Value {
-    let deadline = Instant::now() + WAIT_TIMEOUT;
-    loop {
-        let value = eval(browser, script).await;
-        let truthy = match &value {
-            Value::Null => false,
-            Value::Bool(b) => *b,
-            Value::Number(n) => n.as_f64() != Some(0.0),
-            Value::String(s) => !s.is_empty(),
-            _ => true,
-        };
-        if truthy {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} within {WAIT_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Console lines that mean the page is broken: policy violations and uncaught exceptions
@@ -150,27 +123,27 @@ async fn the_viewer_runs_under_the_csp_asks_for_a_token_and_shows_its_status() {
 
         // It asked for a tunnel token for this instance (with its session and CSRF header).
         let token_path = format!("/api/v1/instances/{}/tunnel-token", env.desktop.id);
-        wait_for_js(
-            alice,
-            "a tunnel-token request",
-            &format!(
-                "return performance.getEntriesByType('resource')\
+        alice
+            .wait_for_js(
+                "a tunnel-token request",
+                &format!(
+                    "return performance.getEntriesByType('resource')\
                  .some(e => new URL(e.name).pathname === {token_path:?});"
-            ),
-        )
-        .await;
+                ),
+            )
+            .await;
 
         // The status overlay says where things stand, in words.
-        let overlay = wait_for_js(
-            alice,
-            "a settled overlay",
-            "const o = document.getElementById('overlay'); \
+        let overlay = alice
+            .wait_for_js(
+                "a settled overlay",
+                "const o = document.getElementById('overlay'); \
              const t = document.getElementById('overlay-title').textContent.trim(); \
              return o.dataset.state === 'connecting' ? null : \
                {state: o.dataset.state, hidden: o.hidden, title: t, \
                 display: getComputedStyle(o).display};",
-        )
-        .await;
+            )
+            .await;
         let state = overlay["state"].as_str().unwrap();
         assert!(
             ["waiting", "retrying", "failed", "connected"].contains(&state),
@@ -190,35 +163,33 @@ async fn the_viewer_runs_under_the_csp_asks_for_a_token_and_shows_its_status() {
         // The toolbar shows the droplet and a badge; the style sheet applied (no inline style
         // is allowed, so this proves the external sheet loaded).
         // textContent, not the rendered text: the toolbar may have hidden itself already.
-        let name = eval(
-            alice,
-            "return document.querySelector('.toolbar__name').textContent;",
-        )
-        .await;
+        let name = alice
+            .eval("return document.querySelector('.toolbar__name').textContent;")
+            .await;
         assert_eq!(name, "Dev desktop");
-        let position = eval(
-            alice,
-            "return getComputedStyle(document.getElementById('toolbar')).position;",
-        )
-        .await;
+        let position = alice
+            .eval("return getComputedStyle(document.getElementById('toolbar')).position;")
+            .await;
         assert_eq!(position, "fixed");
 
-        // The menu opens with its clipboard panel and closes again.
+        // The menu opens with its clipboard panel and closes again (the toolbar hides itself
+        // once the desktop shows: the pointer brings it back first).
+        reveal_toolbar(alice).await;
         alice.click("#btn-menu").await;
-        wait_for_js(
-            alice,
-            "the open menu",
-            "return !document.getElementById('menu').hidden;",
-        )
-        .await;
+        alice
+            .wait_for_js(
+                "the open menu",
+                "return !document.getElementById('menu').hidden;",
+            )
+            .await;
         alice.wait_for_element("#clipboard-text").await;
         alice.click("#btn-menu").await;
-        wait_for_js(
-            alice,
-            "the closed menu",
-            "return document.getElementById('menu').hidden;",
-        )
-        .await;
+        alice
+            .wait_for_js(
+                "the closed menu",
+                "return document.getElementById('menu').hidden;",
+            )
+            .await;
 
         // The policy lets the page open the tunnel's WebSocket (same origin, wss): whatever the
         // server answers, Chromium must not refuse it before sending. A WebSocket to another
@@ -398,19 +369,17 @@ async fn the_viewer_shows_the_desktop_and_sends_typed_keys_through_the_tunnel() 
 
     screenshot_on_failure(&[alice], async {
         visit_as(alice, &origin, &viewer, "alice").await;
-        wait_for_js(
-            alice,
-            "the connected viewer",
-            "return document.getElementById('overlay').dataset.state === 'connected';",
-        )
-        .await;
+        alice
+            .wait_for_js(
+                "the connected viewer",
+                "return document.getElementById('overlay').dataset.state === 'connected';",
+            )
+            .await;
         // textContent: WebDriver's text is empty once the toolbar has slid out of view.
         assert_eq!(
-            eval(
-                alice,
-                "return document.getElementById('badge').textContent;"
-            )
-            .await,
+            alice
+                .eval("return document.getElementById('badge').textContent;")
+                .await,
             "Connected"
         );
 

@@ -26,7 +26,8 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use flowcase_e2e::browser::{Browser, WAIT_TIMEOUT, screenshot_on_failure};
-use serde_json::{Value, json};
+use flowcase_e2e::viewer::{overlay_state, reveal_toolbar};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 /// The colour the fake desktop is filled with.
@@ -248,10 +249,6 @@ async fn serve_tunnel(mut socket: WebSocket, fake: Fake) {
     }
 }
 
-async fn eval(browser: &Browser, script: &str) -> Value {
-    browser.client().execute(script, vec![]).await.unwrap()
-}
-
 async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + WAIT_TIMEOUT;
     while !done().await {
@@ -261,36 +258,6 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn overlay_state(browser: &Browser) -> String {
-    eval(
-        browser,
-        "return document.getElementById('overlay').dataset.state;",
-    )
-    .await
-    .as_str()
-    .unwrap_or_default()
-    .to_owned()
-}
-
-/// Brings the hidden toolbar back as a user does, by pointing at the top edge of the window,
-/// and leaves the pointer on it so that it stays.
-async fn reveal_toolbar(browser: &Browser) {
-    let shown = async || {
-        eval(
-            browser,
-            "return document.getElementById('toolbar').getBoundingClientRect().top >= 0;",
-        )
-        .await
-            == true
-    };
-    if !shown().await {
-        // The hotspot's middle is where the toolbar slides in: the pointer ends up on it.
-        browser.click("#toolbar-hotspot").await;
-    }
-    wait_until("the toolbar", shown).await;
-    browser.click(".toolbar__name").await;
 }
 
 #[tokio::test]
@@ -317,7 +284,8 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
         assert_eq!(*fake.presented.lock().unwrap(), ["token-1"]);
         // textContent: WebDriver's text is empty once the toolbar has slid out of view.
         assert_eq!(
-            eval(b, "return document.getElementById('badge').textContent;").await,
+            b.eval("return document.getElementById('badge').textContent;")
+                .await,
             "Connected"
         );
 
@@ -374,11 +342,9 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
         })
         .await;
         let size = fake.received("size").pop().unwrap();
-        let inner = eval(
-            b,
-            "return [innerWidth * devicePixelRatio, innerHeight * devicePixelRatio];",
-        )
-        .await;
+        let inner = b
+            .eval("return [innerWidth * devicePixelRatio, innerHeight * devicePixelRatio];")
+            .await;
         assert_eq!(
             size[1],
             inner[0].as_f64().unwrap().round().to_string(),
@@ -389,16 +355,12 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
             inner[1].as_f64().unwrap().round().to_string(),
             "{size:?}"
         );
-        let shown_width = eval(
-            b,
-            "return document.querySelector('#display > div').getBoundingClientRect().width;",
-        )
-        .await;
-        let expected = eval(
-            b,
-            "return Math.min(innerWidth / 640, innerHeight / 480) * 640;",
-        )
-        .await;
+        let shown_width = b
+            .eval("return document.querySelector('#display > div').getBoundingClientRect().width;")
+            .await;
+        let expected = b
+            .eval("return Math.min(innerWidth / 640, innerHeight / 480) * 640;")
+            .await;
         assert!(
             (shown_width.as_f64().unwrap() - expected.as_f64().unwrap()).abs() < 1.0,
             "the picture fits the window: {shown_width} vs {expected}"
@@ -406,11 +368,8 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
 
         // While the desktop is in use the toolbar slides out of the way by itself.
         wait_until("the toolbar to hide", async || {
-            eval(
-                b,
-                "return document.getElementById('toolbar').getBoundingClientRect().bottom <= 0;",
-            )
-            .await
+            b.eval("return document.getElementById('toolbar').getBoundingClientRect().bottom <= 0;")
+                .await
                 == true
         })
         .await;
@@ -443,7 +402,8 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
         reveal_toolbar(b).await;
         b.click("#btn-menu").await;
         wait_until("the desktop's clipboard in the panel", async || {
-            eval(b, "return document.getElementById('clipboard-text').value;").await
+            b.eval("return document.getElementById('clipboard-text').value;")
+                .await
                 == "héllo du bureau"
         })
         .await;
@@ -479,12 +439,16 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
 
         // A network that goes quiet: the viewer says so (the tunnel is UNSTABLE after 1.5 s
         // without data) without covering the desktop, and recovers when data flows again.
-        let notice_shown =
-            async || eval(b, "return !document.getElementById('notice').hidden;").await == true;
+        let notice_shown = async || {
+            b.eval("return !document.getElementById('notice').hidden;")
+                .await
+                == true
+        };
         fake.order(Order::Mute(true));
         wait_until("the unstable notice", notice_shown).await;
         assert_eq!(
-            eval(b, "return document.getElementById('badge').textContent;").await,
+            b.eval("return document.getElementById('badge').textContent;")
+                .await,
             "Unstable"
         );
         assert_eq!(
@@ -495,7 +459,8 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
         fake.order(Order::Mute(false));
         wait_until("the notice to go", async || !notice_shown().await).await;
         assert_eq!(
-            eval(b, "return document.getElementById('badge').textContent;").await,
+            b.eval("return document.getElementById('badge').textContent;")
+                .await,
             "Connected"
         );
 
