@@ -185,7 +185,7 @@ impl ControlPlane {
         );
         // The engine may be slow or down: pages and logins must not wait for it.
         let requests = self.wake_requests.lock().ok().and_then(|mut w| w.take());
-        if let Ok(orchestrator) = orchestrator {
+        if let Ok(orchestrator) = orchestrator.clone() {
             let activity = self.activity.clone();
             tokio::spawn(async move {
                 if let Err(e) = orchestrator.prepare().await {
@@ -230,7 +230,11 @@ impl ControlPlane {
                 return;
             }
         };
-        let state = match flowcase_admin::web::AppState::new(self.config.clone(), store.clone()) {
+        let state = match flowcase_admin::web::AppState::new(
+            self.config.clone(),
+            store.clone(),
+            orchestrator,
+        ) {
             Ok(state) => state,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the control plane");

@@ -20,7 +20,8 @@ use flowcase_config::Config;
 
 use crate::Store;
 use crate::auth::Auth;
-use crate::error::Result;
+use crate::error::{AdminError, Result};
+use crate::orchestrator::Orchestrator;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -29,10 +30,17 @@ pub struct AppState {
     pub store: Store,
     pub auth: Arc<Auth>,
     pub assertions: Arc<crate::auth::assertion::AssertionSigner>,
+    /// The orchestrator, or why it could not be set up (no Docker client): pages and logins
+    /// work without it; what needs it answers `engine_error` with that reason.
+    pub orchestrator: std::result::Result<Arc<Orchestrator>, String>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Store) -> Result<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        orchestrator: std::result::Result<Arc<Orchestrator>, String>,
+    ) -> Result<Self> {
         let keyring = crate::secrets::ensure_key_file(&config.secret_key_file())?;
         let auth = Arc::new(Auth::new(store.clone(), keyring, &config)?);
         let assertions = Arc::new(crate::auth::assertion::AssertionSigner::load_or_create(
@@ -43,7 +51,16 @@ impl AppState {
             store,
             auth,
             assertions,
+            orchestrator,
         })
+    }
+
+    /// The orchestrator, for handlers that start, stop or pull: an `engine_error` when the
+    /// Docker client could not be set up.
+    pub fn orchestrator(&self) -> Result<&Arc<Orchestrator>> {
+        self.orchestrator
+            .as_ref()
+            .map_err(|reason| AdminError::Engine(reason.clone()))
     }
 }
 
