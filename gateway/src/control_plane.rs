@@ -73,6 +73,7 @@ pub struct ControlPlane {
     /// Where the front door claims redeemed instance-host codes; connected to the store
     /// once the control plane has one.
     code_claims: crate::app_host::CodeClaims,
+    tunnel_door: crate::tunnel::front::TunnelDoor,
 }
 
 /// Where the front door reports instance activity; filled once the orchestrator exists (it is
@@ -99,7 +100,14 @@ impl ControlPlane {
             activity,
             waker,
             code_claims: crate::app_host::CodeClaims::default(),
+            tunnel_door: crate::tunnel::front::TunnelDoor::default(),
         }
+    }
+
+    /// Where the TLS front finds the tunnel server, filled once it exists.
+    pub fn with_tunnel_door(mut self, door: crate::tunnel::front::TunnelDoor) -> Self {
+        self.tunnel_door = door;
+        self
     }
 
     /// Where the front door claims redeemed instance-host codes; connected to the store once
@@ -201,24 +209,26 @@ impl ControlPlane {
             });
         }
 
-        // Desktop tunnels: on this runtime, next to the store they check tokens against.
+        // Desktop tunnels: on this runtime, next to the store they check tokens against. The
+        // TLS front hands most of them over directly; the socket serves the proxy's route.
+        let tunnels = Arc::new(crate::tunnel::server::Tunnels {
+            config: self.config.clone(),
+            store: store.clone(),
+            keyring: self.keyring.clone(),
+            snapshot: self.snapshot.clone(),
+            activity: self.activity.clone(),
+            waker: self.waker.clone(),
+            used: Default::default(),
+            connections: Default::default(),
+        });
+        let _ = self.tunnel_door.set(tunnels.clone());
         let tunnel_socket = self.runtime_dir.tunnel_socket();
         match crate::tunnel::server::bind(&tunnel_socket) {
             Ok(listener) => {
-                let tunnels = crate::tunnel::server::Tunnels {
-                    config: self.config.clone(),
-                    store: store.clone(),
-                    keyring: self.keyring.clone(),
-                    snapshot: self.snapshot.clone(),
-                    activity: self.activity.clone(),
-                    waker: self.waker.clone(),
-                    used: Default::default(),
-                    connections: Default::default(),
-                };
-                tokio::spawn(crate::tunnel::server::serve(listener, Arc::new(tunnels)));
+                tokio::spawn(crate::tunnel::server::serve(listener, tunnels));
             }
             Err(e) => {
-                tracing::error!(error = %e, path = %tunnel_socket.display(), "cannot listen on the tunnel socket; desktops are unavailable");
+                tracing::error!(error = %e, path = %tunnel_socket.display(), "cannot listen on the tunnel socket; desktops are reachable only directly");
             }
         }
 

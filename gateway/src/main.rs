@@ -10,6 +10,7 @@ mod logging;
 mod metrics;
 mod proxy;
 mod redirect;
+mod rewound;
 mod routing;
 mod serve;
 mod snapshot;

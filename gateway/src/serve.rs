@@ -44,6 +44,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     let waker = wake.0.clone();
     let activity = crate::control_plane::Activity::default();
     let code_claims = crate::app_host::CodeClaims::default();
+    let tunnel_door = crate::tunnel::front::TunnelDoor::default();
     let assertions =
         Arc::new(flowcase_admin::auth::assertion::AssertionSigner::load_or_create(data_dir)?);
     let conf = server_conf(&config);
@@ -74,6 +75,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         "front door",
         certs.clone(),
         config.tls.mode == TlsMode::Acme && config.tls.acme.challenge == AcmeChallenge::TlsAlpn01,
+        (config.server.clone(), tunnel_door.clone()),
     )?;
     front_door.add_tcp(&config.server.https_listen.to_string());
 
@@ -100,7 +102,8 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
             wake,
             activity,
         )
-        .with_code_claims(code_claims),
+        .with_code_claims(code_claims)
+        .with_tunnel_door(tunnel_door),
     );
     control.threads = Some(2);
 

@@ -13,20 +13,29 @@
 //! The name the client asked for in the handshake (SNI) rides along in the connection's
 //! `SslDigest` extension as a [`TlsServerName`], where the proxy checks it against each request's
 //! host (see `proxy.rs`).
+//!
+//! Before the proxy, the start of each HTTP/1.1 connection is read to take desktop tunnels
+//! straight to the tunnel server (see [`crate::tunnel::front`]); the proxy gets everything else
+//! with those bytes given back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flowcase_certs::CertResolver;
+use flowcase_config::ServerConfig;
 use pingora::apps::ServerApp;
 use pingora::listeners::TlsAccept;
 use pingora::listeners::tls::{Acceptor, TlsSettings};
 use pingora::protocols::l4::stream::Stream as TcpStream;
-use pingora::protocols::tls::TlsRef;
+use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{ALPN, Ssl, Stream};
 use pingora::proxy::{HttpProxy, ProxyHttp};
 use pingora::server::ShutdownWatch;
+
+use crate::rewound::Rewound;
+use crate::tunnel::front::TunnelDoor;
+use crate::tunnel::server::Via;
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
 
@@ -42,6 +51,7 @@ pub fn front_door_service<SV>(
     name: &str,
     certs: Arc<CertResolver>,
     offer_acme_tls: bool,
+    tunnels: (ServerConfig, TunnelDoor),
 ) -> anyhow::Result<Service<TlsFront<HttpProxy<SV>>>>
 where
     SV: ProxyHttp,
@@ -50,17 +60,24 @@ where
     let app = pingora::proxy::http_proxy(conf, proxy);
     Ok(Service::new(
         name.to_owned(),
-        TlsFront::new(certs, app, offer_acme_tls)?,
+        TlsFront::new(certs, app, offer_acme_tls, tunnels)?,
     ))
 }
 
 pub struct TlsFront<A> {
     acceptor: Acceptor,
     app: Arc<A>,
+    /// The host rules a direct tunnel must meet, and the tunnel server.
+    tunnels: (ServerConfig, TunnelDoor),
 }
 
 impl<A> TlsFront<A> {
-    pub fn new(certs: Arc<CertResolver>, app: A, offer_acme_tls: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        certs: Arc<CertResolver>,
+        app: A,
+        offer_acme_tls: bool,
+        tunnels: (ServerConfig, TunnelDoor),
+    ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -80,6 +97,7 @@ impl<A> TlsFront<A> {
         Ok(Self {
             acceptor,
             app: Arc::new(app),
+            tunnels,
         })
     }
 }
@@ -104,12 +122,11 @@ impl TlsAccept for RecordServerName {
 
 /// The SNI of the connection a request came on, if the client sent one.
 pub fn server_name(digest: Option<&pingora::protocols::Digest>) -> Option<&str> {
-    digest?
-        .ssl_digest
-        .as_ref()?
-        .extension
-        .get::<TlsServerName>()
-        .map(|n| n.0.as_str())
+    sni_of(digest?.ssl_digest.as_ref()?)
+}
+
+fn sni_of(ssl: &SslDigest) -> Option<&str> {
+    ssl.extension.get::<TlsServerName>().map(|n| n.0.as_str())
 }
 
 #[async_trait]
@@ -142,13 +159,42 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsFront<A> {
                 }
             };
         crate::metrics::tls_handshake(true);
-        if let Some(ALPN::Custom(proto)) = tls.selected_alpn_proto()
-            && proto.protocol() == ACME_TLS_ALPN
-        {
-            tracing::debug!("answered a tls-alpn-01 validation");
-            return None;
+        let mut tls = tls;
+        match tls.selected_alpn_proto() {
+            Some(ALPN::Custom(proto)) if proto.protocol() == ACME_TLS_ALPN => {
+                tracing::debug!("answered a tls-alpn-01 validation");
+                None
+            }
+            // Browsers open WebSockets over HTTP/1.1 only.
+            Some(ALPN::H2) => self.app.process_new(Box::new(tls), shutdown).await,
+            _ => {
+                let head = crate::tunnel::front::read_head(&mut tls, HANDSHAKE_TIMEOUT).await?;
+                let (server, door) = &self.tunnels;
+                let ssl = tls.get_ssl_digest();
+                let sni = ssl.as_deref().and_then(sni_of);
+                let tunnel = door
+                    .get()
+                    .filter(|_| crate::tunnel::front::is_tunnel_request(&head, sni, server));
+                let stream = Rewound::new(head, tls);
+                match tunnel {
+                    Some(tunnels) => {
+                        let started = std::time::Instant::now();
+                        tunnels.handle(stream, Via::Front).await;
+                        // The proxy's access line, for tunnels that never reach the proxy.
+                        tracing::info!(
+                            target: "access",
+                            host_class = "public",
+                            method = "GET",
+                            path = "/tunnel",
+                            via = "tls-front",
+                            latency_ms = started.elapsed().as_millis() as u64,
+                        );
+                        None
+                    }
+                    None => self.app.process_new(Box::new(stream), shutdown).await,
+                }
+            }
         }
-        self.app.process_new(Box::new(tls), shutdown).await
     }
 
     async fn cleanup(&self) {

@@ -287,6 +287,24 @@ impl Browser {
         }
     }
 
+    /// Moves the pointer onto the middle of the element matched by `css`, as a user's mouse
+    /// does (hover effects, `mouseenter`), without clicking.
+    pub async fn point_at(&self, css: &str) {
+        use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+        let element = self.wait_for_element(css).await;
+        let actions = MouseActions::new("mouse".into()).then(PointerAction::MoveToElement {
+            element,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        });
+        self.run(
+            &format!("point at {css}"),
+            self.client().perform_actions(actions),
+        )
+        .await;
+    }
+
     /// The page's visible text (`document.body.innerText`).
     pub async fn page_text(&self) -> String {
         let text = self

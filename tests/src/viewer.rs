@@ -18,12 +18,12 @@ pub async fn overlay_state(browser: &Browser) -> String {
 /// leaves the pointer on it so that it stays: clicking a tool on a hidden toolbar fails
 /// ("element not interactable"), as it would for a user.
 pub async fn reveal_toolbar(browser: &Browser) {
-    const SHOWN: &str =
-        "return document.getElementById('toolbar').getBoundingClientRect().top >= 0;";
-    if browser.eval(SHOWN).await != true {
-        // The hotspot's middle is where the toolbar slides in: the pointer ends up on it.
-        browser.click("#toolbar-hotspot").await;
-    }
+    // In view and done sliding: its top edge at the window's.
+    const SHOWN: &str = "const t = document.getElementById('toolbar'); \
+                         return t.classList.contains('toolbar--shown') \
+                           && Math.abs(t.getBoundingClientRect().top) < 0.5;";
+    // Moving (not clicking): the sliding toolbar may already cover the hotspot.
+    browser.point_at("#toolbar-hotspot").await;
     browser.wait_for_js("the toolbar in view", SHOWN).await;
-    browser.click(".toolbar__name").await;
+    browser.point_at(".toolbar__name").await;
 }

@@ -102,6 +102,12 @@ impl Env {
     /// Opens the tunnel as the browser client does: `?token=…&GUAC_*…`, subprotocol
     /// `guacamole`. Returns the socket and the subprotocol the server chose.
     async fn open(&self, token: &str) -> (Ws, Option<String>) {
+        self.open_on(token, false).await
+    }
+
+    /// [`Self::open`], on a connection that served an ordinary request first (so the upgrade
+    /// takes the proxy's route rather than the TLS front's direct one).
+    async fn open_on(&self, token: &str, after_a_request: bool) -> (Ws, Option<String>) {
         let pem = std::fs::read(self.dir.data_dir().join("tls/self-signed.crt")).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -118,10 +124,29 @@ impl Env {
         let tcp = tokio::net::TcpStream::connect(self.gw.https_addr())
             .await
             .unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        let mut stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
             .connect("localhost".try_into().unwrap(), tcp)
             .await
             .unwrap();
+        if after_a_request {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let head = format!(
+                "HEAD / HTTP/1.1\r\nHost: localhost:{}\r\n\r\n",
+                self.dir.https_port
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            while !response.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).await.unwrap();
+                response.push(byte[0]);
+            }
+            assert!(
+                response.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&response)
+            );
+        }
         let query = serde_urlencoded::to_string([
             ("token", token),
             ("GUAC_WIDTH", "1280"),
@@ -379,6 +404,49 @@ async fn a_desktop_opens_through_the_tunnel_at_protocol_1_5_0() {
     let logs = env.gw.stderr();
     assert!(logs.contains("desktop tunnel open"), "{logs}");
     assert!(!logs.contains(&token), "the token was logged:\n{logs}");
+    // A browser's tunnel is taken at the TLS front, not through the proxy's second hop.
+    assert!(
+        logs.lines().any(|l| l.contains("access")
+            && l.contains("path=\"/tunnel\"")
+            && l.contains("via=\"tls-front\"")),
+        "{logs}"
+    );
+}
+
+/// A WebSocket upgrade that is not the first request on its connection (a client reusing a
+/// kept-alive connection) is not taken at the TLS front but by the proxy's route, and works the
+/// same, the token kept out of every log there too.
+#[tokio::test]
+async fn a_tunnel_after_other_requests_on_a_kept_alive_connection_works_too() {
+    let env = Env::start().await;
+    let alice = env.browser();
+    let csrf = env.login(&alice, "alice").await;
+    let token = env.token(&alice, &csrf).await;
+    let (mut ws, protocol) = env.open_on(&token, true).await;
+    assert_eq!(protocol.as_deref(), Some("guacamole"));
+    let first = next_text(&mut ws).await;
+    assert!(first.starts_with("0.,36."), "the UUID first: {first}");
+    let drawn = read_until(&mut ws, "sync").await;
+    assert_eq!(drawn[2].args[1], guacd::PICTURE_PNG_BASE64);
+    ws.send(Message::text("3.key,5.65307,1.1;")).await.unwrap();
+    wait_for("the key to reach guacd", || {
+        env.guacd.received().iter().any(|i| i.opcode == "key")
+    })
+    .await;
+    ws.close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = env.gw.stderr();
+    assert!(logs.contains("desktop tunnel open"), "{logs}");
+    assert!(!logs.contains(&token), "the token was logged:\n{logs}");
+    let upgrade = logs
+        .lines()
+        .find(|l| l.contains("access") && l.contains("path=\"/tunnel\""))
+        .unwrap_or_else(|| panic!("no access line for the upgrade:\n{logs}"));
+    assert!(
+        upgrade.contains("status=101"),
+        "the proxy's route: {upgrade}"
+    );
+    assert!(!upgrade.contains("tls-front"), "{upgrade}");
 }
 
 #[tokio::test]

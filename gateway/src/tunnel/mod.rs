@@ -1,9 +1,11 @@
 //! Desktops in the browser: the Guacamole WebSocket tunnel between `guacamole-common-js` and
 //! guacd (the README's "Desktops" section says what users and operators see).
 //!
-//! - [`server`]: the WebSocket endpoint on a private Unix socket the front door routes the
-//!   public host's `/tunnel` to; checks the one-time token, the session and the user's right to
-//!   the instance before anything reaches guacd;
+//! - [`front`]: tunnels taken straight at the TLS front (the usual way in), the proxy's
+//!   route otherwise;
+//! - [`server`]: the WebSocket endpoint, for connections the TLS front hands over and on a
+//!   private Unix socket the proxy routes the public host's `/tunnel` to; checks the one-time
+//!   token, the session and the user's right to the instance before anything reaches guacd;
 //! - [`handshake`]: the guacd handshake at protocol 1.5.0 with version negotiation;
 //! - [`relay`]: both directions, whole instructions per frame, ping echo, bounded buffers,
 //!   timeouts, status-coded closes, activity reports.
@@ -11,6 +13,7 @@
 //! The instruction format itself lives in the `flowcase-guac` crate, shared with the test kit's
 //! guacd double and the fuzzer.
 
+pub mod front;
 pub mod handshake;
 pub mod relay;
 pub mod server;

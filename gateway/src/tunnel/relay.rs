@@ -20,7 +20,7 @@ use std::time::Duration;
 use flowcase_admin::orchestrator::activity::ActivityReporter;
 use flowcase_guac::{Scan, Status, opcode, scan};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -130,7 +130,7 @@ async fn write_browser<S>(
 }
 
 async fn guacd_to_browser(
-    mut guacd: OwnedReadHalf,
+    guacd: OwnedReadHalf,
     leftover: Vec<u8>,
     out: mpsc::Sender<Out>,
 ) -> Status {
@@ -172,21 +172,28 @@ async fn guacd_to_browser(
                 return Status::Success;
             }
         }
-        // What is left is one incomplete instruction, which `scan` bounds.
-        buf.reserve(READ_CHUNK);
-        let read = tokio::time::timeout(
-            GUACD_SILENCE,
-            (&mut guacd).take(READ_CHUNK as u64).read_buf(&mut buf),
-        )
-        .await;
+        // What is left is one incomplete instruction, which `scan` bounds. Read what is
+        // there without waiting; only when nothing is, give the read buffer back and wait: an
+        // idle desktop (most of them, most of the time) then holds no read buffer at all.
+        buf.reserve_exact(READ_CHUNK);
+        let read = match guacd.try_read_buf(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                buf.shrink_to_fit();
+                match tokio::time::timeout(GUACD_SILENCE, guacd.readable()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => return Status::UpstreamTimeout,
+                }
+            }
+            read => read,
+        };
         match read {
-            Ok(Ok(0)) => return ending.unwrap_or(Status::UpstreamError),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+            Ok(0) => return ending.unwrap_or(Status::UpstreamError),
+            Ok(_) => {}
+            Err(e) => {
                 tracing::info!(error = %e, "guacd connection lost");
                 return ending.unwrap_or(Status::UpstreamError);
             }
-            Err(_) => return Status::UpstreamTimeout,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The tunnel endpoint: a WebSocket server on a private Unix socket, which the front door
-//! routes the public host's `/tunnel` to. Each connection is checked before guacd hears of it:
+//! The tunnel endpoint: a WebSocket server for the connections the TLS front hands over
+//! ([`super::front`]) and on a private Unix socket, which the proxy routes the public host's
+//! `/tunnel` to otherwise. Each connection is checked before guacd hears of it:
 //! the token opens (sealed for tunnels, not expired), was never used (by this process, nor by
 //! another sharing the database), its session is still
 //! valid and not revoked, and its user may still use the instance; any failure closes with
@@ -19,7 +20,7 @@ use flowcase_admin::store::{Store, now_millis};
 use flowcase_config::Config;
 use flowcase_guac::{Instruction, Status};
 use futures_util::SinkExt;
-use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpStream, UnixListener};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -39,6 +40,8 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest message a browser may send: the client sends single instructions (at most 8192
 /// code points); anything much bigger is not the Guacamole client.
 const MAX_BROWSER_MESSAGE: usize = 64 * 1024;
+/// What the WebSocket reader holds between messages (see where it is set).
+const BROWSER_READ_BUFFER: usize = 4 * 1024;
 
 /// What every tunnel needs.
 pub struct Tunnels {
@@ -65,7 +68,7 @@ pub async fn serve(listener: UnixListener, tunnels: Arc<Tunnels>) {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let tunnels = tunnels.clone();
-                tokio::spawn(async move { tunnels.handle(stream).await });
+                tokio::spawn(async move { tunnels.handle(stream, Via::Proxy).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot accept a tunnel connection");
@@ -85,6 +88,16 @@ struct Opened {
     handshake_seconds: f64,
 }
 
+/// How a tunnel connection arrived, which says where its token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// From the proxy's route, which moved the token into [`super::TOKEN_HEADER`].
+    Proxy,
+    /// Straight from the TLS front: the browser's own request, token in the query string
+    /// (which nothing here logs).
+    Front,
+}
+
 /// What the upgrade request carried.
 #[derive(Default)]
 struct Upgrade {
@@ -93,7 +106,10 @@ struct Upgrade {
 }
 
 impl Tunnels {
-    async fn handle(&self, stream: UnixStream) {
+    pub async fn handle<S>(&self, stream: S, via: Via)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let mut upgrade = Upgrade::default();
         // The refusal's type is tungstenite's (`http::Response`), large or not.
         #[allow(clippy::result_large_err)]
@@ -103,13 +119,21 @@ impl Tunnels {
                 *refusal.status_mut() = StatusCode::NOT_FOUND;
                 return Err(refusal);
             }
-            upgrade.token = request
-                .headers()
-                .get(super::TOKEN_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            upgrade.query = serde_urlencoded::from_str(request.uri().query().unwrap_or_default())
-                .unwrap_or_default();
+            let mut query: Vec<(String, String)> =
+                serde_urlencoded::from_str(request.uri().query().unwrap_or_default())
+                    .unwrap_or_default();
+            upgrade.token = match via {
+                Via::Proxy => request
+                    .headers()
+                    .get(super::TOKEN_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                Via::Front => query
+                    .iter()
+                    .position(|(name, _)| name == "token")
+                    .map(|at| query.remove(at).1),
+            };
+            upgrade.query = query;
             let wants_guacamole = request
                 .headers()
                 .get_all("sec-websocket-protocol")
@@ -128,6 +152,9 @@ impl Tunnels {
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(MAX_BROWSER_MESSAGE);
         config.max_frame_size = Some(MAX_BROWSER_MESSAGE);
+        // The browser sends keys and pointer moves: a small read buffer (it grows for the rare
+        // large clipboard) instead of the default 128 KiB every idle tunnel would hold.
+        config.read_buffer_size = BROWSER_READ_BUFFER;
         let accepted = tokio::time::timeout(
             UPGRADE_TIMEOUT,
             tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)),
@@ -183,11 +210,10 @@ impl Tunnels {
 
     /// Checks the token, connects to guacd, runs the handshake and announces the tunnel's
     /// UUID; the status to close with when any of it fails.
-    async fn open(
-        &self,
-        ws: &mut WebSocketStream<UnixStream>,
-        upgrade: Upgrade,
-    ) -> Result<Opened, Status> {
+    async fn open<S>(&self, ws: &mut WebSocketStream<S>, upgrade: Upgrade) -> Result<Opened, Status>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let now = now_millis();
         let (grant, session_expires_at) = self.admit(upgrade.token.as_deref(), now).await?;
         let target = if grant.watch {
@@ -371,7 +397,10 @@ fn refusal(e: AdminError) -> Status {
     }
 }
 
-async fn close(ws: &mut WebSocketStream<UnixStream>, status: Status) {
+async fn close<S>(ws: &mut WebSocketStream<S>, status: Status)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
         ws.close(Some(super::close_frame(status))),
