@@ -13,6 +13,7 @@ mod redirect;
 mod routing;
 mod serve;
 mod snapshot;
+mod systemd;
 mod tls_front;
 mod tunnel;
 mod wake;
