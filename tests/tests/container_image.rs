@@ -45,10 +45,10 @@ fn final_stage() -> String {
         .expect("deploy/Dockerfile ends with a FROM scratch stage");
     let stage = &dockerfile[start + 1..];
     assert!(
-        stage.contains("--from=build /rootfs/"),
+        stage.contains("--from=build /image/rootfs/ /"),
         "the final stage copies the tree of scripts/image-rootfs:\n{stage}"
     );
-    let stage = stage.replace("--from=build /rootfs/", "rootfs/");
+    let stage = stage.replace("--from=build ", "").replace(" /image/", " ");
     assert!(
         !stage.contains("--from="),
         "the final stage takes nothing else from the build stage:\n{stage}"
@@ -90,7 +90,7 @@ async fn the_image_runs_unprivileged_on_a_read_only_root_and_drives_docker() {
     let ctx = tempfile::tempdir().unwrap();
     run(Command::new(repo().join("scripts/image-rootfs"))
         .arg(flowcase_bin())
-        .arg(ctx.path().join("rootfs")));
+        .arg(ctx.path()));
     for lib in ["lib64/ld-linux-x86-64.so.2", "usr/local/bin/flowcase"] {
         assert!(ctx.path().join("rootfs").join(lib).exists(), "{lib}");
     }
@@ -174,7 +174,11 @@ async fn the_image_runs_unprivileged_on_a_read_only_root_and_drives_docker() {
             .await
             && resp.status() == 200
         {
-            break resp.json().await.unwrap();
+            // Ready, and (once the engine was first contacted) Docker up through the socket.
+            let body: Value = resp.json().await.unwrap();
+            if body["checks"]["docker"]["ok"] == true {
+                break body;
+            }
         }
         assert!(
             Instant::now() < deadline,
@@ -196,16 +200,18 @@ async fn the_image_runs_unprivileged_on_a_read_only_root_and_drives_docker() {
         ports.lines().all(|l| l.contains("-> 127.0.0.1:")),
         "published on loopback only: {ports}"
     );
-    let top = text(&docker(&["top", &cleanup.container, "-eo", "uid,comm"]));
+    let top = text(&docker(&["top", &cleanup.container, "-eo", "pid,uid,comm"]));
     assert!(
-        top.lines()
-            .skip(1)
-            .all(|l| l.trim_start().starts_with("10001")),
+        top.lines().count() > 1
+            && top
+                .lines()
+                .skip(1)
+                .all(|l| l.split_whitespace().nth(1) == Some("10001")),
         "the gateway runs as uid 10001: {top}"
     );
 
     // --- HTTPS: trust the certificate it generated in its volume, sign in ---------------------
-    let data = ctx.path().join("data");
+    let data = ctx.path().join("from-volume");
     std::fs::create_dir_all(&data).unwrap();
     for file in ["tls/self-signed.crt", "IDENTIFIANTS.txt"] {
         let to = data.join(Path::new(file).file_name().unwrap());
