@@ -1,7 +1,8 @@
 //! Issue 9, systemd: `deploy/systemd/flowcase.service` passes `systemd-analyze verify` without a
 //! warning and keeps its sandbox, and its reload (`deploy/systemd/flowcase-reload`, run the way
 //! systemd runs an ExecReload) upgrades the gateway without losing a request while telling the
-//! service manager, over a notify socket of the test's own, which process is the service now.
+//! service manager, over a notify socket of the test's own, which process is the service now; a
+//! reload with a broken configuration leaves the running gateway serving.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::unix::net::UnixDatagram;
@@ -230,4 +231,40 @@ impl Drop for KillOnDrop {
             .args(["-TERM", &self.0.to_string()])
             .status();
     }
+}
+
+#[tokio::test]
+async fn a_reload_with_a_bad_configuration_keeps_the_running_gateway() {
+    let dir = GatewayDir::new();
+    let mut gw = Gateway::start(&dir).await;
+    let mut reload = Command::new(repo().join(RELOAD));
+    reload
+        .arg(flowcase_bin())
+        .current_dir(dir.dir.path())
+        .env("MAINPID", gw.pid().to_string());
+    for (var, _) in std::env::vars() {
+        if var.starts_with("FLOWCASE_") {
+            reload.env_remove(var);
+        }
+    }
+    // The configuration was edited wrongly before the reload.
+    reload
+        .envs(&dir.env)
+        .env("FLOWCASE_SERVER__HTTPS_LISTEN", "not an address");
+    let out = tokio::task::spawn_blocking(move || reload.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "the reload reports the failure");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("https_listen"),
+        "and says why: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        gw.wait_exit(Duration::from_millis(1500)).is_none(),
+        "the running gateway was left alone"
+    );
+    let client = gw.client(&dir.data_dir(), &["localhost"]);
+    let resp = client.get(gw.url("localhost", "/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "and still serves");
 }
