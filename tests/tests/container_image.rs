@@ -3,6 +3,11 @@
 //! nothing is pulled — runs as an unprivileged user on a read-only root filesystem with a data
 //! volume, talks to the Docker socket mounted into it, and serves HTTPS on a port published on
 //! loopback only: ready, an administrator can sign in, and it reports Docker up.
+//!
+//! The image holds the binary under test (`$FLOWCASE_BIN`, the debug build CI already has)
+//! rather than a release build: the layout, libraries and final stage are the same, and CI does
+//! not compile the workspace a second time. `/readyz` lives on the metrics listener (plain HTTP,
+//! published on loopback like HTTPS); the sign-in goes over HTTPS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
