@@ -170,6 +170,11 @@ fn assert_gateway_service(file: &str, compose: &Value) {
         compose["services"]["guacd"]["network_mode"], "service:gateway",
         "{file}: guacd shares the gateway's network namespace"
     );
+    let guacd = compose["services"]["guacd"]["command"].to_string();
+    assert!(
+        guacd.contains("\"-b\",\"127.0.0.1\""),
+        "{file}: guacd listens on loopback only, out of the instances' reach: {guacd}"
+    );
     assert!(
         gateway["build"]["dockerfile"]
             .as_str()
