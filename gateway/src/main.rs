@@ -14,6 +14,7 @@ mod rewound;
 mod routing;
 mod serve;
 mod snapshot;
+mod systemd;
 mod tls_front;
 mod tunnel;
 mod wake;

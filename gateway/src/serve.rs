@@ -54,6 +54,9 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(Some(options), conf);
     server.bootstrap();
+    // After an upgrade's handover this process holds the listeners: systemd must follow it
+    // before the old process exits (see `crate::systemd`).
+    crate::systemd::notify_main_pid();
     let server_conf = server.configuration.clone();
 
     let mut front_door = crate::tls_front::front_door_service(
@@ -112,7 +115,14 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         "certificates",
         certificate_service,
     ));
-    server.add_service(front_door).add_dependency(&control);
+    let front_door = server.add_service(front_door);
+    front_door.add_dependency(&control);
+    server
+        .add_service(pingora::services::background::background_service(
+            "service manager notification",
+            crate::systemd::ReadyNotifier,
+        ))
+        .add_dependency(&front_door);
     server.add_service(redirector);
     server.add_service(metrics);
     tracing::info!(
