@@ -328,6 +328,37 @@ fn docker_name_ok(name: &str) -> bool {
         && name.len() <= 128
 }
 
+/// Longest icon reference accepted.
+pub const ICON_MAX: usize = 2048;
+
+/// An icon is an `https://` URL or one of our own assets (`/assets/...`): never `http:` (mixed
+/// content), `data:` or `javascript:`, and nothing that could leave an attribute or a CSS
+/// `url()` (quotes, brackets, spaces, backslashes), whatever the page that shows it does.
+pub fn icon_ok(icon: &str) -> Result<(), String> {
+    let safe = |c: char| {
+        c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '<' | '>' | '(' | ')' | '\\' | '`')
+    };
+    if icon.len() > ICON_MAX || !icon.chars().all(safe) {
+        return Err(format!(
+            "must be at most {ICON_MAX} characters without spaces, quotes or brackets"
+        ));
+    }
+    if let Some(rest) = icon.strip_prefix("https://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty() || host.contains('@') {
+            return Err("must name a host after https:// (and no user name)".into());
+        }
+        return Ok(());
+    }
+    if let Some(path) = icon.strip_prefix("/assets/") {
+        if path.is_empty() || path.split('/').any(|part| part.is_empty() || part == "..") {
+            return Err("must be a path under /assets/ without empty or .. parts".into());
+        }
+        return Ok(());
+    }
+    Err("must be an https:// URL or one of our /assets/ paths".into())
+}
+
 /// Millicores from a core count given as a number or a string (`1.5`, `"0.25"`).
 fn millicores(value: &Value) -> Option<i64> {
     let cores = match value {
@@ -520,6 +551,11 @@ pub fn parse_entry(index: usize, value: &Value) -> Result<Definition, EntryError
         r.fail("description", "must be at most 2000 characters");
     }
     let icon = r.string("icon").filter(|i| !i.is_empty());
+    if let Some(i) = &icon
+        && let Err(message) = icon_ok(i)
+    {
+        r.fail("icon", message);
+    }
     let registry = r.string("registry").filter(|i| !i.is_empty());
     let active = r.boolean("active");
     if pool_size.unwrap_or(0) > 0 && profile_mount.is_some() {
@@ -765,6 +801,11 @@ fn parse_external(index: usize, mut r: Reader<'_>) -> Result<Definition, EntryEr
         r.fail("description", "must be at most 2000 characters");
     }
     let icon = r.string("icon").filter(|i| !i.is_empty());
+    if let Some(i) = &icon
+        && let Err(message) = icon_ok(i)
+    {
+        r.fail("icon", message);
+    }
     let active = r.boolean("active");
     let (Some(name), Some(droplet_type), Some(host), Some(port), true) =
         (name.clone(), droplet_type, host, port, r.errors.is_empty())
@@ -789,6 +830,77 @@ fn parse_external(index: usize, mut r: Reader<'_>) -> Result<Definition, EntryEr
     droplet.icon = icon;
     droplet.active = active.unwrap_or(true);
     Ok(Definition { droplet, groups })
+}
+
+/// A droplet as the catalogue entry that would define it (without its groups and secrets),
+/// so a change can be applied to it and the whole result checked again by [`parse_entry`]:
+/// an edit meets exactly the checks of a creation.
+pub fn entry_of(droplet: &Droplet) -> Map<String, Value> {
+    let mut entry = Map::new();
+    let mut put = |key: &str, value: Value| {
+        if !value.is_null() {
+            entry.insert(key.to_owned(), value);
+        }
+    };
+    put("name", Value::from(droplet.name.clone()));
+    put("type", Value::from(droplet.droplet_type.as_str()));
+    if !droplet.description.is_empty() {
+        put("description", Value::from(droplet.description.clone()));
+    }
+    put("icon", serde_json::json!(droplet.icon));
+    put("active", Value::from(droplet.active));
+    put("idle_timeout", serde_json::json!(droplet.idle_timeout_secs));
+    put("max_lifetime", serde_json::json!(droplet.max_lifetime_secs));
+    if droplet.idle_action != IdleAction::Stop {
+        put("idle_action", Value::from(droplet.idle_action.as_str()));
+    }
+    if droplet.target == TargetKind::External {
+        put("host", serde_json::json!(droplet.external_host));
+        put("port", serde_json::json!(droplet.external_port));
+        put("username", serde_json::json!(droplet.external_username));
+        put("domain", serde_json::json!(droplet.external_domain));
+        if !droplet.external_params.is_empty() {
+            put("param", serde_json::json!(droplet.external_params));
+        }
+        return entry;
+    }
+    put("image", serde_json::json!(droplet.image));
+    put("registry", serde_json::json!(droplet.registry));
+    if let Some((first, rest)) = droplet.ports.split_first() {
+        put("port", Value::from(*first));
+        if !rest.is_empty() {
+            put("extra_port", serde_json::json!(rest));
+        }
+    }
+    put(
+        "cores",
+        serde_json::json!(droplet.cpu_millicores.map(|m| m as f64 / 1000.0)),
+    );
+    put("memory", serde_json::json!(droplet.memory_mb));
+    put("pids_limit", serde_json::json!(droplet.pids_limit));
+    put("health_path", serde_json::json!(droplet.health_path));
+    put("profile_mount", serde_json::json!(droplet.profile_mount));
+    put("profile_path", serde_json::json!(droplet.profile_path));
+    if !droplet.env.is_empty() {
+        put("env", serde_json::json!(droplet.env));
+    }
+    if !droplet.labels.is_empty() {
+        put("label", serde_json::json!(droplet.labels));
+    }
+    if droplet.pool_size > 0 {
+        put("pool_size", Value::from(droplet.pool_size));
+    }
+    if droplet.pool_started {
+        put("pool_started", Value::from(true));
+    }
+    if !droplet.cap_add.is_empty() {
+        put("cap_add", serde_json::json!(droplet.cap_add));
+    }
+    if droplet.read_only_root {
+        put("read_only_root", Value::from(true));
+    }
+    put("network", serde_json::json!(droplet.network));
+    entry
 }
 
 /// Reads a catalogue: a JSON array of entries. Returns one result per entry, in order, or an
@@ -1009,6 +1121,45 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn icons_are_https_or_our_assets() {
+        assert!(icon_ok("https://cdn.example/icons/firefox.svg").is_ok());
+        assert!(icon_ok("/assets/icons/firefox.svg").is_ok());
+        for bad in [
+            "http://cdn.example/a.png",
+            "javascript:alert(1)",
+            "data:image/png;base64,AAAA",
+            "https://",
+            "https://user@evil.example/a.png",
+            "/assets/../secret",
+            "/etc/passwd",
+            "https://a.example/x\" onerror=\"alert(1)",
+            "icon.png",
+        ] {
+            assert!(icon_ok(bad).is_err(), "{bad}");
+        }
+        let entry = json!({"name": "A", "type": "http", "image": "a:1", "port": 80,
+                           "icon": "javascript:alert(1)"});
+        assert_eq!(fields(parse_entry(0, &entry)), ["icon"]);
+    }
+
+    #[test]
+    fn a_droplet_reads_back_as_the_entry_that_defines_it() {
+        let entries = [
+            json!({"name": "Web", "type": "http", "image": "a/b:1", "port": 8080,
+                   "extra_port": [9000], "cores": 1.5, "memory": 512, "env": {"A": "1"},
+                   "label": {"team": "x"}, "idle_timeout": 600, "health_path": "/ok",
+                   "icon": "/assets/web.svg", "active": false, "description": "d"}),
+            json!({"name": "Win", "type": "rdp", "host": "win.example", "port": 3390,
+                   "username": "bob", "domain": "CORP", "param": {"security": "nla"}}),
+        ];
+        for entry in entries {
+            let first = parse_entry(0, &entry).unwrap();
+            let again = parse_entry(0, &Value::Object(entry_of(&preview(&first.droplet))));
+            assert_eq!(again.unwrap().droplet, first.droplet, "{entry}");
+        }
     }
 
     #[test]

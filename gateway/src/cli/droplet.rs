@@ -23,7 +23,7 @@ use flowcase_admin::orchestrator::desktop_target::{
 use flowcase_admin::orchestrator::docker::DockerEngine;
 use flowcase_admin::orchestrator::metered::Metered;
 use flowcase_admin::orchestrator::{
-    Actor, Options, Orchestrator, PullEvent, RegistryCredentials, SystemClock,
+    Actor, Options, Orchestrator, PullEvent, PullLog, RegistryCredentials, SystemClock,
 };
 use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{Droplet, Store, Tenant, now_millis};
@@ -433,23 +433,12 @@ async fn pull(config: &Config, store: &Store, name_or_id: &str) -> anyhow::Resul
         .with_context(|| format!("no droplet named {name_or_id:?} (nor with that id)"))?;
     let orchestrator = orchestrator(config, store)?;
     let mut events = orchestrator.pull_image(cli_actor(), droplet.id).await?;
-    let mut last: Option<(Option<String>, String)> = None;
+    let mut log = PullLog::default();
     while let Some(event) = events.recv().await {
         match event {
             PullEvent::Progress(p) => {
-                let key = (p.layer.clone(), p.status.clone());
-                let bytes = match p.total {
-                    Some(total) if total > 0 => format!(" ({total} bytes)"),
-                    _ => String::new(),
-                };
-                // Downloads report many times per layer: each state is printed once, with the
-                // layer's size when the engine gives it.
-                if last.as_ref() != Some(&key) {
-                    match &p.layer {
-                        Some(layer) => println!("{layer}: {}{bytes}", p.status),
-                        None => println!("{}", p.status),
-                    }
-                    last = Some(key);
+                if let Some(line) = log.line(&p) {
+                    println!("{line}");
                 }
             }
             PullEvent::Done { image } => {
