@@ -179,8 +179,10 @@ impl Api {
     }
 
     async fn create_group(&self, tenant_id: Option<i64>, name: &str, flags: &[&str]) -> i64 {
-        let permissions: serde_json::Map<String, Value> =
-            flags.iter().map(|f| ((*f).to_owned(), json!(true))).collect();
+        let permissions: serde_json::Map<String, Value> = flags
+            .iter()
+            .map(|f| ((*f).to_owned(), json!(true)))
+            .collect();
         let (status, body) = self
             .post(
                 "/api/v1/groups",
@@ -344,7 +346,10 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
         (json!({"name": ""}), "name"),
         (json!({"name": "a\u{7}b"}), "name"),
         (json!({"external_port": 22}), "external_port"),
-        (json!({"registry_password": "Reg-secret-93f1"}), "registry_username"),
+        (
+            json!({"registry_password": "Reg-secret-93f1"}),
+            "registry_username",
+        ),
         (json!({"is_admin": true}), "body"),
         (json!({"group_ids": [999_999]}), "group_ids"),
         (json!({"target": "external"}), "target"),
@@ -359,9 +364,18 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
         assert!(!body.to_string().contains("Reg-secret-93f1"), "{body}");
     }
     for (body, field) in [
-        (json!({"droplet_type": "http", "image": "a:1", "ports": [80]}), "name"),
-        (json!({"name": "No type", "image": "a:1", "ports": [80]}), "droplet_type"),
-        (json!({"name": "No port", "droplet_type": "http", "image": "a:1"}), "ports"),
+        (
+            json!({"droplet_type": "http", "image": "a:1", "ports": [80]}),
+            "name",
+        ),
+        (
+            json!({"name": "No type", "image": "a:1", "ports": [80]}),
+            "droplet_type",
+        ),
+        (
+            json!({"name": "No port", "droplet_type": "http", "image": "a:1"}),
+            "ports",
+        ),
         (
             json!({"name": "Ext", "droplet_type": "ssh", "target": "external"}),
             "external_host",
@@ -414,14 +428,14 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
         .create_droplet(json!({
             "name": "Build server",
             "droplet_type": "ssh",
-            "external_host": "build.internal",
+            "external_host": "127.0.0.1",
             "external_port": 2222,
             "external_username": "ci",
             "external_password": "Host-secret-5c2e",
         }))
         .await;
     assert_eq!(host["target"], "external");
-    assert_eq!(host["external_host"], "build.internal");
+    assert_eq!(host["external_host"], "127.0.0.1");
     assert_eq!(host["external_port"], 2222);
     assert_eq!(host["has_external_credentials"], true);
     assert_eq!(host["image"], Value::Null);
@@ -448,7 +462,10 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
     let (_, page) = admin
         .get("/api/v1/droplets?scope=all&limit=2&offset=1")
         .await;
-    assert_eq!((page["total"].clone(), page["limit"].clone()), (json!(5), json!(2)));
+    assert_eq!(
+        (page["total"].clone(), page["limit"].clone()),
+        (json!(5), json!(2))
+    );
     assert_eq!(names(&page), ["Alpha desk", "Beta desk"]);
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     for (query, field) in [
@@ -457,7 +474,9 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
         ("scope=everything", "scope"),
         ("limit=0", "limit"),
     ] {
-        let (status, body) = admin.get(&format!("/api/v1/droplets?scope=all&{query}")).await;
+        let (status, body) = admin
+            .get(&format!("/api/v1/droplets?scope=all&{query}"))
+            .await;
         assert_eq!(status, 422, "{query}");
         assert_eq!(body["error"]["field"], field, "{query}");
     }
@@ -480,8 +499,17 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
     let (instance, _) = orchestrator.launch(&uma_user, &droplet).await.unwrap();
     let host_path = format!("/api/v1/droplets/{host_id}");
     let (status, body) = admin.call(Method::DELETE, &host_path, None).await;
-    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "in_use"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("1 instance"));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "in_use"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 instance")
+    );
     orchestrator
         .destroy(instance.id, &Actor::system())
         .await
@@ -577,9 +605,7 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
             Anonymous => (StatusCode::UNAUTHORIZED, "unauthenticated"),
         };
         // Each caller deletes a droplet of its own making, so deletions do not collide.
-        let victim = admin
-            .create_droplet(web(&format!("Victim {who:?}")))
-            .await["id"]
+        let victim = admin.create_droplet(web(&format!("Victim {who:?}"))).await["id"]
             .as_i64()
             .unwrap();
         let cases: Vec<Case> = vec![
@@ -672,16 +698,26 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
             let is_pull = path.ends_with("/pull");
             let (got, answer) = if is_pull && status == sse {
                 let (got, content_type, events) = api.stream(&path).await;
-                assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+                assert!(
+                    content_type.starts_with("text/event-stream"),
+                    "{content_type}"
+                );
                 let last = events.last().unwrap();
                 assert_eq!(last.0, "error", "{events:?}");
-                assert!(last.1["code"].as_str().unwrap().starts_with("registry"), "{events:?}");
+                assert!(
+                    last.1["code"].as_str().unwrap().starts_with("registry"),
+                    "{events:?}"
+                );
                 (got, Value::Null)
             } else {
                 api.call(method.clone(), &path, body).await
             };
             assert_eq!(got, status, "{who:?} {method} {path}: {answer}");
-            assert_eq!(code(&answer), want_code, "{who:?} {method} {path}: {answer}");
+            assert_eq!(
+                code(&answer),
+                want_code,
+                "{who:?} {method} {path}: {answer}"
+            );
         }
         // Pull-all: a stream for droplet administrators, over their own tenant only.
         let (status, content_type, events) = api.stream("/api/v1/droplets/pull-all").await;
@@ -744,10 +780,8 @@ async fn a_pull_streams_progress_and_log_then_done_and_failures_are_error_events
     let pushed = repository.clone();
     let registry = tokio::task::spawn_blocking(move || {
         let image = flowcase_test_images::httpd_image()?;
-        let registry = flowcase_test_images::registry::Registry::start(Some((
-            "puller",
-            REGISTRY_PASSWORD,
-        )))?;
+        let registry =
+            flowcase_test_images::registry::Registry::start(Some(("puller", REGISTRY_PASSWORD)))?;
         registry.push(&pushed, "v1", &image)?;
         Ok::<_, String>(registry)
     })
@@ -778,7 +812,10 @@ async fn a_pull_streams_progress_and_log_then_done_and_failures_are_error_events
         .stream(&format!("/api/v1/droplets/{}/pull", web["id"]))
         .await;
     assert_eq!(status, 200);
-    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
     let progress: Vec<&Value> = events
         .iter()
         .filter(|(n, _)| n == "progress")
@@ -790,14 +827,20 @@ async fn a_pull_streams_progress_and_log_then_done_and_failures_are_error_events
             assert!(p.get(key).is_some(), "{key} in {p}");
         }
     }
-    assert!(progress.iter().any(|p| p["layer"].is_string()), "{events:?}");
+    assert!(
+        progress.iter().any(|p| p["layer"].is_string()),
+        "{events:?}"
+    );
     let log: Vec<&str> = events
         .iter()
         .filter(|(n, _)| n == "log")
         .map(|(_, d)| d["line"].as_str().unwrap())
         .collect();
     assert!(log.iter().any(|l| l.contains("Pulling from")), "{log:?}");
-    assert!(log.iter().any(|l| l.ends_with(": Pull complete")), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.ends_with(": Pull complete")),
+        "{log:?}"
+    );
     let (last, data) = events.last().unwrap();
     assert_eq!(last, "done", "{events:?}");
     assert_eq!(data["image"], reference.as_str());
@@ -817,11 +860,18 @@ async fn a_pull_streams_progress_and_log_then_done_and_failures_are_error_events
     let (last, data) = events.last().unwrap();
     assert_eq!(last, "error", "{events:?}");
     assert_eq!(data["code"], "image_missing", "{data}");
-    assert!(data["message"].as_str().unwrap().contains(&missing), "{data}");
+    assert!(
+        data["message"].as_str().unwrap().contains(&missing),
+        "{data}"
+    );
     let (_, _, events) = admin
         .stream(&format!("/api/v1/droplets/{}/pull", anonymous["id"]))
         .await;
-    assert_eq!(events.last().unwrap().1["code"], "registry_refused", "{events:?}");
+    assert_eq!(
+        events.last().unwrap().1["code"],
+        "registry_refused",
+        "{events:?}"
+    );
 
     // An external host has no image: refused before any stream starts.
     let host = admin
@@ -953,7 +1003,15 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
     assert_eq!(report["dry_run"], true);
     assert_eq!(
         statuses(&report),
-        ["would_import", "would_import", "invalid", "skipped", "invalid", "invalid", "skipped"]
+        [
+            "would_import",
+            "would_import",
+            "invalid",
+            "skipped",
+            "invalid",
+            "invalid",
+            "skipped"
+        ]
     );
     assert_eq!(count().await, before);
 
@@ -961,7 +1019,9 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         statuses(&report),
-        ["imported", "imported", "invalid", "skipped", "invalid", "invalid", "skipped"]
+        [
+            "imported", "imported", "invalid", "skipped", "invalid", "invalid", "skipped"
+        ]
     );
     assert_eq!(
         (&report["imported"], &report["skipped"], &report["invalid"]),
@@ -975,8 +1035,18 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(half, ["memory", "icon"], "{report}");
-    assert!(entries[2]["errors"][0]["reason"].as_str().unwrap().contains("MiB"));
-    assert!(entries[3]["reason"].as_str().unwrap().contains("already exists"));
+    assert!(
+        entries[2]["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("MiB")
+    );
+    assert!(
+        entries[3]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
     assert_eq!(entries[4]["errors"][0]["field"], "group");
     assert_eq!(entries[5]["errors"][0]["field"], "(entry)");
     assert_eq!(entries[1]["name"], HOSTILE);
@@ -1002,7 +1072,11 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
     // The Python registry's format: translated, checked the same way.
     let (status, report) = import("/registry/droplets.json", false).await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!(statuses(&report), ["imported", "invalid", "invalid"], "{report}");
+    assert_eq!(
+        statuses(&report),
+        ["imported", "invalid", "invalid"],
+        "{report}"
+    );
     let entries = report["entries"].as_array().unwrap();
     let (_, firefox) = admin
         .get(&format!("/api/v1/droplets/{}", entries[0]["id"]))
@@ -1013,7 +1087,10 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
     assert_eq!(firefox["droplet_type"], "http");
     assert_eq!(firefox["ports"], json!([6901]));
     assert_eq!(firefox["icon_url"], "https://cdn.example/ff.png");
-    assert_eq!(entries[1]["errors"][0]["field"], "server_password", "{report}");
+    assert_eq!(
+        entries[1]["errors"][0]["field"], "server_password",
+        "{report}"
+    );
     assert_eq!(entries[2]["errors"][0]["field"], "port", "{report}");
     assert!(!report.to_string().contains("pw-legacy-77"));
 

@@ -235,9 +235,10 @@ impl Request {
         }
         let target = match body.remove("target") {
             None | Some(Value::Null) => None,
-            Some(Value::String(t)) => Some(t.parse::<TargetKind>().map_err(|_| {
-                invalid("target", "must be \"container\" or \"external\"")
-            })?),
+            Some(Value::String(t)) => Some(
+                t.parse::<TargetKind>()
+                    .map_err(|_| invalid("target", "must be \"container\" or \"external\""))?,
+            ),
             Some(_) => return Err(invalid("target", "must be \"container\" or \"external\"")),
         };
         let group_ids = match body.remove("group_ids") {
@@ -620,7 +621,11 @@ impl Access<'_> {
         self.require_edit_droplets()?;
         let request = Request::read(body)?;
         let target = request.target.unwrap_or(
-            if request.fields.get("external_host").is_some_and(|v| !v.is_null()) {
+            if request
+                .fields
+                .get("external_host")
+                .is_some_and(|v| !v.is_null())
+            {
                 TargetKind::External
             } else {
                 TargetKind::Container
@@ -824,7 +829,8 @@ impl Access<'_> {
         let url = remote_catalogue::parse_url(url)?;
         let text = remote_catalogue::fetch(&url).await?;
         let entries = remote_catalogue::entries(&text, &url)?;
-        let report = remote_catalogue::import(self.store(), tenant_id, entries, dry_run, now).await?;
+        let report =
+            remote_catalogue::import(self.store(), tenant_id, entries, dry_run, now).await?;
         if !dry_run {
             let imported: Vec<i64> = report.entries.iter().filter_map(|e| e.id).collect();
             self.audit(
@@ -966,7 +972,9 @@ mod tests {
                         "ports": [8080, 9000], "cpu_cores": 0.5, "memory_mb": 256,
                         "env": {"A": "1"}, "labels": {"team": "x"},
                         "icon_url": "/assets/web.svg", "idle_timeout_secs": 600});
-        let d = definition(ok.clone(), TargetKind::Container).unwrap().droplet;
+        let d = definition(ok.clone(), TargetKind::Container)
+            .unwrap()
+            .droplet;
         assert_eq!(d.ports, vec![8080, 9000]);
         assert_eq!(d.cpu_millicores, Some(500));
         for (change, field) in [
@@ -1000,7 +1008,9 @@ mod tests {
     fn external_hosts_take_their_own_fields() {
         let ok = json!({"name": "Win", "droplet_type": "rdp", "external_host": "win.example",
                         "external_port": 3390, "external_username": "bob"});
-        let d = definition(ok.clone(), TargetKind::External).unwrap().droplet;
+        let d = definition(ok.clone(), TargetKind::External)
+            .unwrap()
+            .droplet;
         assert_eq!(d.external_port, Some(3390));
         let mut bad = ok.clone();
         bad["external_host"] = json!("bad host!");

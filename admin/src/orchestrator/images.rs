@@ -326,7 +326,8 @@ mod tests {
             Some("Pulling from a/b")
         );
         assert_eq!(
-            log.line(&p(Some("ab12"), "Downloading", Some(300))).as_deref(),
+            log.line(&p(Some("ab12"), "Downloading", Some(300)))
+                .as_deref(),
             Some("ab12: Downloading (300 bytes)")
         );
         assert_eq!(log.line(&p(Some("ab12"), "Downloading", Some(300))), None);

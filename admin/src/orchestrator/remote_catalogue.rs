@@ -234,7 +234,10 @@ fn python_memory(value: Value) -> Value {
     };
     let lower = text.trim().to_ascii_lowercase();
     let parsed = if let Some(g) = lower.strip_suffix('g') {
-        g.trim().parse::<i64>().ok().and_then(|g| g.checked_mul(1024))
+        g.trim()
+            .parse::<i64>()
+            .ok()
+            .and_then(|g| g.checked_mul(1024))
     } else if let Some(m) = lower.strip_suffix('m') {
         m.trim().parse::<i64>().ok()
     } else {

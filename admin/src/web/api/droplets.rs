@@ -327,7 +327,8 @@ pub async fn pull_all(
     tokio::spawn(async move {
         let (mut pulled, mut failed) = (0usize, 0usize);
         for droplet in &droplets {
-            let start = json!({"droplet_id": droplet.id, "name": droplet.name, "image": droplet.image});
+            let start =
+                json!({"droplet_id": droplet.id, "name": droplet.name, "image": droplet.image});
             if tx.send(event("droplet", start)).await.is_err() {
                 return;
             }
