@@ -828,7 +828,12 @@ impl Access<'_> {
         let tenant_id = self.target_tenant(tenant_id).await?;
         let url = remote_catalogue::parse_url(url)?;
         let text = remote_catalogue::fetch(&url).await?;
-        let entries = remote_catalogue::entries(&text, &url)?;
+        let entries = remote_catalogue::entries(&text, Some(&url)).map_err(|reason| {
+            AdminError::InvalidInput {
+                field: "url",
+                reason,
+            }
+        })?;
         let report =
             remote_catalogue::import(self.store(), tenant_id, entries, dry_run, now).await?;
         if !dry_run {

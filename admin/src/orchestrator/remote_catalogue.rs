@@ -1,5 +1,6 @@
-//! Droplet catalogues fetched from a URL and imported entry by entry (the admin API's
-//! `POST /api/v1/droplets/import`).
+//! Droplet catalogues fetched from a URL and imported entry by entry: the admin API's
+//! `POST /api/v1/droplets/import`, and `flowcase droplet import FILE` (which reads a file
+//! instead of fetching, then imports the same way).
 //!
 //! Owns the fetch (http or https only, at most [`MAX_CATALOGUE_BYTES`], [`FETCH_TIMEOUT`] for
 //! the whole exchange, a few redirects), the reading of the two formats a catalogue may come in,
@@ -147,28 +148,34 @@ pub struct RawEntry {
 }
 
 /// The entries of a catalogue document: a JSON array, or an object with a `droplets` array.
-/// `base` resolves relative icon paths of Python registry entries.
-pub fn entries(text: &str, base: &reqwest::Url) -> Result<Vec<RawEntry>> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| bad_url(format!("the catalogue is not valid JSON: {e}")))?;
+/// `base` (the catalogue's URL) resolves relative icon paths of Python registry entries;
+/// without one they stay as written (and are refused as icons). The error says why the
+/// document is no catalogue.
+pub fn entries(
+    text: &str,
+    base: Option<&reqwest::Url>,
+) -> std::result::Result<Vec<RawEntry>, String> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("the catalogue is not valid JSON: {e}"))?;
     let items = match value {
         Value::Array(items) => items,
         Value::Object(mut map) => match map.remove("droplets") {
             Some(Value::Array(items)) => items,
             _ => {
-                return Err(bad_url(
-                    "the catalogue must be a JSON array of droplets, or an object with a \
-                     \"droplets\" array",
-                ));
+                return Err(
+                    "the catalogue must be a JSON array of droplets, or an object with \
+                            a \"droplets\" array"
+                        .into(),
+                );
             }
         },
-        _ => return Err(bad_url("the catalogue must be a JSON array of droplets")),
+        _ => return Err("the catalogue must be a JSON array of droplets".into()),
     };
     if items.len() > MAX_ENTRIES {
-        return Err(bad_url(format!(
+        return Err(format!(
             "the catalogue has {} entries; at most {MAX_ENTRIES} are imported at once",
             items.len()
-        )));
+        ));
     }
     Ok(items
         .into_iter()
@@ -248,7 +255,7 @@ fn python_memory(value: Value) -> Value {
 
 /// A Python registry entry in our format. Keys we do not know are kept, so the parser names
 /// them as unknown rather than the import dropping them silently.
-fn from_python(mut map: Map<String, Value>, base: &reqwest::Url) -> Map<String, Value> {
+fn from_python(mut map: Map<String, Value>, base: Option<&reqwest::Url>) -> Map<String, Value> {
     map.remove("id");
     let registry = map
         .remove("container_docker_registry")
@@ -264,8 +271,8 @@ fn from_python(mut map: Map<String, Value>, base: &reqwest::Url) -> Map<String, 
             // Python's "container" droplets are web apps and web desktops: our `http`.
             "type" if value.as_str() == Some("container") => Value::from("http"),
             "memory" => python_memory(value),
-            "icon" => match value.as_str().map(str::trim) {
-                Some(path) if !path.is_empty() && !path.contains("://") => base
+            "icon" => match (value.as_str().map(str::trim), base) {
+                (Some(path), Some(base)) if !path.is_empty() && !path.contains("://") => base
                     .join(path)
                     .map_or(value.clone(), |u| Value::from(u.to_string())),
                 _ => value,
@@ -476,7 +483,7 @@ mod tests {
             "port": 6901
         }]})
         .to_string();
-        let entries = entries(&text, &base()).unwrap();
+        let entries = entries(&text, Some(&base())).unwrap();
         assert!(entries[0].python);
         assert_eq!(
             entries[0].value,
@@ -493,7 +500,7 @@ mod tests {
         let text = json!([{"display_name": "Old", "container_docker_image": "a:1",
                            "server_password": "pw"}])
         .to_string();
-        let entry = entries(&text, &base()).unwrap().remove(0);
+        let entry = entries(&text, Some(&base())).unwrap().remove(0);
         let errors = catalogue::parse_entry(0, &entry.value).unwrap_err().errors;
         let fields: Vec<String> = field_errors(errors, true)
             .into_iter()
@@ -506,9 +513,9 @@ mod tests {
     #[test]
     fn documents_that_are_not_catalogues_are_refused() {
         for text in ["{", "42", "{\"items\": []}"] {
-            assert!(entries(text, &base()).is_err(), "{text}");
+            assert!(entries(text, Some(&base())).is_err(), "{text}");
         }
         let many = Value::Array(vec![json!({}); MAX_ENTRIES + 1]).to_string();
-        assert!(entries(&many, &base()).is_err());
+        assert!(entries(&many, Some(&base())).is_err());
     }
 }
