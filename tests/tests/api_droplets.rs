@@ -347,6 +347,8 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
     // Every field is checked, and the refusal names it.
     for (change, field) in [
         (json!({"image": "bad image"}), "image"),
+        (json!({"image": "Upper/Case:1"}), "image"),
+        (json!({"image": "a/b:-tag"}), "image"),
         (json!({"image": null}), "image"),
         (json!({"ports": [70000]}), "ports"),
         (json!({"ports": "8080"}), "ports"),

@@ -328,6 +328,78 @@ fn docker_name_ok(name: &str) -> bool {
         && name.len() <= 128
 }
 
+/// An image reference as the engine reads it: `[host[:port]/]path[:tag][@digest]`, the path
+/// in lowercase components (`a-z`, `0-9`, separated by `.`, `_` or `-`), a tag of up to 128
+/// word characters, dots and dashes, a digest `algorithm:hex`. Checked here so a typo is
+/// refused when the droplet is written, not when a pull or launch fails later.
+pub fn image_reference_ok(image: &str) -> Result<(), &'static str> {
+    if image.is_empty() || image.len() > 255 {
+        return Err("use 1 to 255 characters");
+    }
+    let (named, digest) = match image.split_once('@') {
+        Some((named, digest)) => (named, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(digest) = digest {
+        let (algorithm, hex) = digest.split_once(':').ok_or("a digest is algorithm:hex")?;
+        let algorithm_ok = !algorithm.is_empty()
+            && algorithm
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c));
+        if !algorithm_ok || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err("a digest is algorithm:hex (e.g. sha256: and 64 hex digits)");
+        }
+    }
+    let last_slash = named.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match named[last_slash..].rfind(':') {
+        Some(i) => (&named[..last_slash + i], Some(&named[last_slash + i + 1..])),
+        None => (named, None),
+    };
+    if let Some(tag) = tag {
+        let mut chars = tag.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !first_ok
+            || tag.len() > 128
+            || !chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(
+                "a tag is up to 128 letters, digits, _, . and - (not starting with . or -)",
+            );
+        }
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    if components.len() > 1 && (components[0].contains(['.', ':']) || components[0] == "localhost")
+    {
+        let host = components.remove(0);
+        let (hostname, port) = match host.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host, None),
+        };
+        let host_ok = !hostname.is_empty()
+            && hostname
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !host_ok || !port_ok {
+            return Err("the registry part is host[:port]");
+        }
+    }
+    let component_ok = |c: &str| {
+        let bytes = c.as_bytes();
+        !c.is_empty()
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+    };
+    if !components.iter().all(|c| component_ok(c)) {
+        return Err("the repository is lowercase letters, digits and . _ - between slashes");
+    }
+    Ok(())
+}
+
 /// Longest icon reference accepted.
 pub const ICON_MAX: usize = 2048;
 
@@ -436,9 +508,9 @@ pub fn parse_entry(index: usize, value: &Value) -> Result<Definition, EntryError
     });
     let image = r.required_string("image");
     if let Some(i) = &image
-        && (i.chars().any(char::is_whitespace) || i.len() > 255)
+        && let Err(why) = image_reference_ok(i)
     {
-        r.fail("image", format!("{i:?} is not an image reference"));
+        r.fail("image", format!("{i:?} is not an image reference: {why}"));
     }
     let port = match r.get("port") {
         Some(v) => r.port("port", v),
@@ -1121,6 +1193,37 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn image_references_follow_the_engine_grammar() {
+        for good in [
+            "i",
+            "debian",
+            "library/debian:12",
+            "ghcr.io/flowcase/firefox:latest",
+            "127.0.0.1:5000/a/b:v1",
+            "localhost/a_b/c-d.e:1.0_rc-2",
+            "a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "a/b:1@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(image_reference_ok(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "has space:1",
+            "Upper/Case:1",
+            "a//b",
+            "a/b:",
+            "a/b:-x",
+            "-a/b",
+            "a/b@sha256:xyz",
+            "registry.example:99999/a:1",
+            "a/b:tag:more",
+            &"a".repeat(256),
+        ] {
+            assert!(image_reference_ok(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
