@@ -166,6 +166,7 @@ on_both_backends!(
     tenants_get_and_page,
     every_permission_flag_round_trips,
     droplets_round_trip_with_json_blob_and_access,
+    droplets_update_and_delete_with_their_history,
     instances_round_trip_every_status,
     sessions_expire_touch_and_revoke,
     api_keys_find_touch_and_revoke,
@@ -1144,6 +1145,95 @@ async fn droplets_round_trip_with_json_blob_and_access(db: &TestDb) {
     assert_err!(
         db.store.grant_droplet(firefox.id, 9_999).await,
         AdminError::Reference(_)
+    );
+}
+
+async fn droplets_update_and_delete_with_their_history(db: &TestDb) {
+    let tenant = default_tenant(db).await;
+    let alice = new_user(db, tenant.id, "alice").await;
+    let id = new_droplet(db, tenant.id, "Desktop").await;
+    new_droplet(db, tenant.id, "Taken").await;
+
+    // Every definition field is replaced; the tenant and creation time stay.
+    let mut changed = NewDroplet::new(
+        tenant.id,
+        "Desk 2",
+        DropletType::Http,
+        TargetKind::Container,
+    );
+    changed.image = Some("a/b:2".to_owned());
+    changed.ports = vec![8080];
+    changed.env = BTreeMap::from([("A".to_owned(), "1".to_owned())]);
+    changed.active = false;
+    let updated = db.store.update_droplet(id, &changed, T0 + 5).await.unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.droplet_type, updated.active),
+        ("Desk 2", DropletType::Http, false)
+    );
+    assert_eq!((updated.created_at, updated.updated_at), (T0, T0 + 5));
+    assert_eq!(updated.env, changed.env);
+    changed.name = "Taken".to_owned();
+    assert_err!(
+        db.store.update_droplet(id, &changed, T0).await,
+        AdminError::Conflict(_)
+    );
+    assert_err!(
+        db.store.update_droplet(999_999, &changed, T0).await,
+        AdminError::NotFound("droplet")
+    );
+
+    // Grants and credentials are listed for many droplets at once.
+    let group = db
+        .store
+        .create_group(
+            &NewGroup {
+                tenant_id: tenant.id,
+                name: "Launchers".to_owned(),
+                description: String::new(),
+                permissions: Permissions::default(),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    db.store.grant_droplet(id, group.id).await.unwrap();
+    assert!(
+        db.store
+            .droplet_grants()
+            .await
+            .unwrap()
+            .contains(&(id, group.id))
+    );
+    db.store
+        .set_droplet_registry_credentials(id, Some(b"sealed"), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.droplets_with_registry_credentials().await.unwrap(),
+        vec![id]
+    );
+
+    // Refused while an instance is not gone; nothing is deleted then.
+    let instance = new_instance(db, "d3l-one", id, alice.id, T0).await;
+    assert_err!(
+        db.store.delete_droplet_and_history(id).await,
+        AdminError::Reference(_)
+    );
+    assert!(db.store.get_instance(instance).await.unwrap().is_some());
+    db.store
+        .set_instance_status(instance, InstanceStatus::Gone, None, T0 + 9)
+        .await
+        .unwrap();
+    db.store.delete_droplet_and_history(id).await.unwrap();
+    assert_eq!(db.store.get_droplet(id).await.unwrap(), None);
+    assert_eq!(db.store.get_instance(instance).await.unwrap(), None);
+    assert_eq!(
+        db.store.droplet_group_ids(id).await.unwrap(),
+        Vec::<i64>::new()
+    );
+    assert_err!(
+        db.store.delete_droplet_and_history(id).await,
+        AdminError::NotFound("droplet")
     );
 }
 

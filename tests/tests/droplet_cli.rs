@@ -176,8 +176,20 @@ fn droplet_commands_fill_and_show_the_catalogue() {
         "{err}"
     );
 
+    // Imported again: the names taken are skipped, not refused (the API's import does the same).
+    let again = dir.cli(&["droplet", "import", catalogue.to_str().unwrap()]);
+    let shown = stdout(&again);
+    assert!(
+        shown.contains("entry 0: skipped Desktop: a droplet named \"Desktop\" already exists"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("0 droplet(s) imported, 2 refused, 2 skipped (name taken)"),
+        "{shown}"
+    );
+
     let not_a_catalogue = dir.dir.path().join("object.json");
-    std::fs::write(&not_a_catalogue, r#"{"droplets": []}"#).unwrap();
+    std::fs::write(&not_a_catalogue, r#"{"items": []}"#).unwrap();
     let out = dir.cli(&["droplet", "import", not_a_catalogue.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("JSON array"), "{}", stderr(&out));

@@ -1,5 +1,5 @@
 //! The one authorization layer of the administration API: who may list, read and change which
-//! users, groups and tenants.
+//! users, groups, tenants and droplets.
 //!
 //! Every admin operation goes through a method of [`Access`], which checks, in this order:
 //!
@@ -28,6 +28,7 @@
 //! depend on it.
 
 pub mod desktop;
+mod droplets;
 mod groups;
 mod instances;
 mod tenants;
@@ -40,6 +41,7 @@ use crate::auth::{Auth, ClientInfo, Principal};
 use crate::error::{AdminError, Result};
 use crate::store::{NewAuditEntry, Permissions, Store};
 
+pub use droplets::{DropletAdminView, DropletQuery, DropletView};
 pub use groups::{GroupChanges, GroupDetail, GroupView, NewGroupRequest, UserRef};
 pub use tenants::NewTenantRequest;
 pub use users::{CreatedUser, GroupRef, NewUserRequest, UserChanges, UserDetail};

@@ -328,6 +328,109 @@ fn docker_name_ok(name: &str) -> bool {
         && name.len() <= 128
 }
 
+/// An image reference as the engine reads it: `[host[:port]/]path[:tag][@digest]`, the path
+/// in lowercase components (`a-z`, `0-9`, separated by `.`, `_` or `-`), a tag of up to 128
+/// word characters, dots and dashes, a digest `algorithm:hex`. Checked here so a typo is
+/// refused when the droplet is written, not when a pull or launch fails later.
+pub fn image_reference_ok(image: &str) -> Result<(), &'static str> {
+    if image.is_empty() || image.len() > 255 {
+        return Err("use 1 to 255 characters");
+    }
+    let (named, digest) = match image.split_once('@') {
+        Some((named, digest)) => (named, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(digest) = digest {
+        let (algorithm, hex) = digest.split_once(':').ok_or("a digest is algorithm:hex")?;
+        let algorithm_ok = !algorithm.is_empty()
+            && algorithm
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c));
+        if !algorithm_ok || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err("a digest is algorithm:hex (e.g. sha256: and 64 hex digits)");
+        }
+    }
+    let last_slash = named.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match named[last_slash..].rfind(':') {
+        Some(i) => (&named[..last_slash + i], Some(&named[last_slash + i + 1..])),
+        None => (named, None),
+    };
+    if let Some(tag) = tag {
+        let mut chars = tag.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !first_ok
+            || tag.len() > 128
+            || !chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(
+                "a tag is up to 128 letters, digits, _, . and - (not starting with . or -)",
+            );
+        }
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    if components.len() > 1 && (components[0].contains(['.', ':']) || components[0] == "localhost")
+    {
+        let host = components.remove(0);
+        let (hostname, port) = match host.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host, None),
+        };
+        let host_ok = !hostname.is_empty()
+            && hostname
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !host_ok || !port_ok {
+            return Err("the registry part is host[:port]");
+        }
+    }
+    let component_ok = |c: &str| {
+        let bytes = c.as_bytes();
+        !c.is_empty()
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+    };
+    if !components.iter().all(|c| component_ok(c)) {
+        return Err("the repository is lowercase letters, digits and . _ - between slashes");
+    }
+    Ok(())
+}
+
+/// Longest icon reference accepted.
+pub const ICON_MAX: usize = 2048;
+
+/// An icon is an `https://` URL or one of our own assets (`/assets/...`): never `http:` (mixed
+/// content), `data:` or `javascript:`, and nothing that could leave an attribute or a CSS
+/// `url()` (quotes, brackets, spaces, backslashes), whatever the page that shows it does.
+pub fn icon_ok(icon: &str) -> Result<(), String> {
+    let safe = |c: char| {
+        c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '<' | '>' | '(' | ')' | '\\' | '`')
+    };
+    if icon.len() > ICON_MAX || !icon.chars().all(safe) {
+        return Err(format!(
+            "must be at most {ICON_MAX} characters without spaces, quotes or brackets"
+        ));
+    }
+    if let Some(rest) = icon.strip_prefix("https://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty() || host.contains('@') {
+            return Err("must name a host after https:// (and no user name)".into());
+        }
+        return Ok(());
+    }
+    if let Some(path) = icon.strip_prefix("/assets/") {
+        if path.is_empty() || path.split('/').any(|part| part.is_empty() || part == "..") {
+            return Err("must be a path under /assets/ without empty or .. parts".into());
+        }
+        return Ok(());
+    }
+    Err("must be an https:// URL or one of our /assets/ paths".into())
+}
+
 /// Millicores from a core count given as a number or a string (`1.5`, `"0.25"`).
 fn millicores(value: &Value) -> Option<i64> {
     let cores = match value {
@@ -405,9 +508,9 @@ pub fn parse_entry(index: usize, value: &Value) -> Result<Definition, EntryError
     });
     let image = r.required_string("image");
     if let Some(i) = &image
-        && (i.chars().any(char::is_whitespace) || i.len() > 255)
+        && let Err(why) = image_reference_ok(i)
     {
-        r.fail("image", format!("{i:?} is not an image reference"));
+        r.fail("image", format!("{i:?} is not an image reference: {why}"));
     }
     let port = match r.get("port") {
         Some(v) => r.port("port", v),
@@ -520,6 +623,11 @@ pub fn parse_entry(index: usize, value: &Value) -> Result<Definition, EntryError
         r.fail("description", "must be at most 2000 characters");
     }
     let icon = r.string("icon").filter(|i| !i.is_empty());
+    if let Some(i) = &icon
+        && let Err(message) = icon_ok(i)
+    {
+        r.fail("icon", message);
+    }
     let registry = r.string("registry").filter(|i| !i.is_empty());
     let active = r.boolean("active");
     if pool_size.unwrap_or(0) > 0 && profile_mount.is_some() {
@@ -765,6 +873,11 @@ fn parse_external(index: usize, mut r: Reader<'_>) -> Result<Definition, EntryEr
         r.fail("description", "must be at most 2000 characters");
     }
     let icon = r.string("icon").filter(|i| !i.is_empty());
+    if let Some(i) = &icon
+        && let Err(message) = icon_ok(i)
+    {
+        r.fail("icon", message);
+    }
     let active = r.boolean("active");
     let (Some(name), Some(droplet_type), Some(host), Some(port), true) =
         (name.clone(), droplet_type, host, port, r.errors.is_empty())
@@ -789,6 +902,77 @@ fn parse_external(index: usize, mut r: Reader<'_>) -> Result<Definition, EntryEr
     droplet.icon = icon;
     droplet.active = active.unwrap_or(true);
     Ok(Definition { droplet, groups })
+}
+
+/// A droplet as the catalogue entry that would define it (without its groups and secrets),
+/// so a change can be applied to it and the whole result checked again by [`parse_entry`]:
+/// an edit meets exactly the checks of a creation.
+pub fn entry_of(droplet: &Droplet) -> Map<String, Value> {
+    let mut entry = Map::new();
+    let mut put = |key: &str, value: Value| {
+        if !value.is_null() {
+            entry.insert(key.to_owned(), value);
+        }
+    };
+    put("name", Value::from(droplet.name.clone()));
+    put("type", Value::from(droplet.droplet_type.as_str()));
+    if !droplet.description.is_empty() {
+        put("description", Value::from(droplet.description.clone()));
+    }
+    put("icon", serde_json::json!(droplet.icon));
+    put("active", Value::from(droplet.active));
+    put("idle_timeout", serde_json::json!(droplet.idle_timeout_secs));
+    put("max_lifetime", serde_json::json!(droplet.max_lifetime_secs));
+    if droplet.idle_action != IdleAction::Stop {
+        put("idle_action", Value::from(droplet.idle_action.as_str()));
+    }
+    if droplet.target == TargetKind::External {
+        put("host", serde_json::json!(droplet.external_host));
+        put("port", serde_json::json!(droplet.external_port));
+        put("username", serde_json::json!(droplet.external_username));
+        put("domain", serde_json::json!(droplet.external_domain));
+        if !droplet.external_params.is_empty() {
+            put("param", serde_json::json!(droplet.external_params));
+        }
+        return entry;
+    }
+    put("image", serde_json::json!(droplet.image));
+    put("registry", serde_json::json!(droplet.registry));
+    if let Some((first, rest)) = droplet.ports.split_first() {
+        put("port", Value::from(*first));
+        if !rest.is_empty() {
+            put("extra_port", serde_json::json!(rest));
+        }
+    }
+    put(
+        "cores",
+        serde_json::json!(droplet.cpu_millicores.map(|m| m as f64 / 1000.0)),
+    );
+    put("memory", serde_json::json!(droplet.memory_mb));
+    put("pids_limit", serde_json::json!(droplet.pids_limit));
+    put("health_path", serde_json::json!(droplet.health_path));
+    put("profile_mount", serde_json::json!(droplet.profile_mount));
+    put("profile_path", serde_json::json!(droplet.profile_path));
+    if !droplet.env.is_empty() {
+        put("env", serde_json::json!(droplet.env));
+    }
+    if !droplet.labels.is_empty() {
+        put("label", serde_json::json!(droplet.labels));
+    }
+    if droplet.pool_size > 0 {
+        put("pool_size", Value::from(droplet.pool_size));
+    }
+    if droplet.pool_started {
+        put("pool_started", Value::from(true));
+    }
+    if !droplet.cap_add.is_empty() {
+        put("cap_add", serde_json::json!(droplet.cap_add));
+    }
+    if droplet.read_only_root {
+        put("read_only_root", Value::from(true));
+    }
+    put("network", serde_json::json!(droplet.network));
+    entry
 }
 
 /// Reads a catalogue: a JSON array of entries. Returns one result per entry, in order, or an
@@ -1009,6 +1193,76 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn image_references_follow_the_engine_grammar() {
+        for good in [
+            "i",
+            "debian",
+            "library/debian:12",
+            "ghcr.io/flowcase/firefox:latest",
+            "127.0.0.1:5000/a/b:v1",
+            "localhost/a_b/c-d.e:1.0_rc-2",
+            "a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "a/b:1@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(image_reference_ok(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "has space:1",
+            "Upper/Case:1",
+            "a//b",
+            "a/b:",
+            "a/b:-x",
+            "-a/b",
+            "a/b@sha256:xyz",
+            "registry.example:99999/a:1",
+            "a/b:tag:more",
+            &"a".repeat(256),
+        ] {
+            assert!(image_reference_ok(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn icons_are_https_or_our_assets() {
+        assert!(icon_ok("https://cdn.example/icons/firefox.svg").is_ok());
+        assert!(icon_ok("/assets/icons/firefox.svg").is_ok());
+        for bad in [
+            "http://cdn.example/a.png",
+            "javascript:alert(1)",
+            "data:image/png;base64,AAAA",
+            "https://",
+            "https://user@evil.example/a.png",
+            "/assets/../secret",
+            "/etc/passwd",
+            "https://a.example/x\" onerror=\"alert(1)",
+            "icon.png",
+        ] {
+            assert!(icon_ok(bad).is_err(), "{bad}");
+        }
+        let entry = json!({"name": "A", "type": "http", "image": "a:1", "port": 80,
+                           "icon": "javascript:alert(1)"});
+        assert_eq!(fields(parse_entry(0, &entry)), ["icon"]);
+    }
+
+    #[test]
+    fn a_droplet_reads_back_as_the_entry_that_defines_it() {
+        let entries = [
+            json!({"name": "Web", "type": "http", "image": "a/b:1", "port": 8080,
+                   "extra_port": [9000], "cores": 1.5, "memory": 512, "env": {"A": "1"},
+                   "label": {"team": "x"}, "idle_timeout": 600, "health_path": "/ok",
+                   "icon": "/assets/web.svg", "active": false, "description": "d"}),
+            json!({"name": "Win", "type": "rdp", "host": "win.example", "port": 3390,
+                   "username": "bob", "domain": "CORP", "param": {"security": "nla"}}),
+        ];
+        for entry in entries {
+            let first = parse_entry(0, &entry).unwrap();
+            let again = parse_entry(0, &Value::Object(entry_of(&preview(&first.droplet))));
+            assert_eq!(again.unwrap().droplet, first.droplet, "{entry}");
+        }
     }
 
     #[test]

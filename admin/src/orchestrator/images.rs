@@ -116,6 +116,34 @@ pub enum PullEvent {
     Failed(AdminError),
 }
 
+/// Turns a pull's progress into log lines for people: one line per change of a layer's state
+/// (a download reports many times per layer; each state is said once, with the layer's size
+/// when the engine gives it). Shared by `flowcase droplet pull` and the API's event stream, so
+/// both logs read the same.
+#[derive(Debug, Default)]
+pub struct PullLog {
+    last: Option<(Option<String>, String)>,
+}
+
+impl PullLog {
+    /// The line `progress` adds to the log, if it changes a layer's state.
+    pub fn line(&mut self, progress: &PullProgress) -> Option<String> {
+        let key = (progress.layer.clone(), progress.status.clone());
+        if self.last.as_ref() == Some(&key) {
+            return None;
+        }
+        self.last = Some(key);
+        let bytes = match progress.total {
+            Some(total) if total > 0 => format!(" ({total} bytes)"),
+            _ => String::new(),
+        };
+        Some(match &progress.layer {
+            Some(layer) => format!("{layer}: {}{bytes}", progress.status),
+            None => progress.status.clone(),
+        })
+    }
+}
+
 impl Orchestrator {
     /// Stores (or, with `None`, removes) the registry credentials of a container droplet,
     /// sealed, and audits the change (never the secret).
@@ -281,6 +309,31 @@ mod tests {
         assert_eq!(
             registry_server(&d, "library/debian:12"),
             "mirror.example:443"
+        );
+    }
+
+    #[test]
+    fn the_pull_log_says_each_layer_state_once() {
+        let p = |layer: Option<&str>, status: &str, total: Option<i64>| PullProgress {
+            layer: layer.map(str::to_owned),
+            status: status.into(),
+            current: Some(1),
+            total,
+        };
+        let mut log = PullLog::default();
+        assert_eq!(
+            log.line(&p(None, "Pulling from a/b", None)).as_deref(),
+            Some("Pulling from a/b")
+        );
+        assert_eq!(
+            log.line(&p(Some("ab12"), "Downloading", Some(300)))
+                .as_deref(),
+            Some("ab12: Downloading (300 bytes)")
+        );
+        assert_eq!(log.line(&p(Some("ab12"), "Downloading", Some(300))), None);
+        assert_eq!(
+            log.line(&p(Some("ab12"), "Pull complete", None)).as_deref(),
+            Some("ab12: Pull complete")
         );
     }
 

@@ -15,6 +15,8 @@
 //!   every instance network;
 //! - [`stats`]: CPU and memory per instance and for the host;
 //! - [`catalogue`]: droplet definitions as operators write them (command line, JSON catalogue);
+//!   [`remote_catalogue`]: catalogues fetched from a URL (ours, or the Python Flowcase registry's
+//!   `droplets.json`), bounded in size and time;
 //! - [`images`]: image pulls for administrators, with progress, and the sealed registry
 //!   credentials of droplets;
 //! - [`desktop_target`]: where guacd connects for a desktop instance (container or external
@@ -43,6 +45,7 @@ pub mod metered;
 pub mod pool;
 pub mod ready;
 pub mod reaper;
+pub mod remote_catalogue;
 pub mod spec;
 pub mod stats;
 
@@ -62,7 +65,7 @@ pub use activity::ActivityReporter;
 pub use desktop_target::{DesktopTarget, ExternalCredentials};
 pub use engine::{Engine, EngineError};
 pub use events::EngineHealth;
-pub use images::{PullEvent, RegistryCredentials};
+pub use images::{PullEvent, PullLog, RegistryCredentials};
 pub use lifecycle::ReconcileReport;
 pub use pool::PoolReport;
 pub use reaper::ReapReport;

@@ -517,3 +517,124 @@ impl Store {
         Ok(row.map(|r| r.try_get("sealed")).transpose()?)
     }
 }
+
+impl Store {
+    /// Replaces every definition field of a droplet with `new`'s (not its tenant, its
+    /// external credentials or its group grants, which have their own methods). A name already
+    /// used in the tenant is a `Conflict`.
+    pub async fn update_droplet(&self, id: i64, new: &NewDroplet, now: i64) -> Result<Droplet> {
+        let row = sqlx::query(concat!(
+            "UPDATE droplets SET name = $2, description = $3, droplet_type = $4, target = $5, \
+             image = $6, registry = $7, cpu_millicores = $8, memory_mb = $9, ports_json = $10, \
+             env_json = $11, labels_json = $12, profile_path = $13, network = $14, \
+             idle_timeout_secs = $15, max_lifetime_secs = $16, pool_size = $17, icon = $18, \
+             active = $19, external_host = $20, external_port = $21, external_username = $22, \
+             cap_add_json = $23, read_only_root = $24, pids_limit = $25, health_path = $26, \
+             profile_mount = $27, idle_action = $28, pool_started = $29, \
+             external_domain = $30, external_params_json = $31, updated_at = $32 \
+             WHERE id = $1 RETURNING ",
+            columns!()
+        ))
+        .bind(id)
+        .bind(new.name.as_str())
+        .bind(new.description.as_str())
+        .bind(new.droplet_type.as_str())
+        .bind(new.target.as_str())
+        .bind(new.image.as_deref())
+        .bind(new.registry.as_deref())
+        .bind(new.cpu_millicores)
+        .bind(new.memory_mb)
+        .bind(to_json(&new.ports)?)
+        .bind(to_json(&new.env)?)
+        .bind(to_json(&new.labels)?)
+        .bind(new.profile_path.as_deref())
+        .bind(new.network.as_deref())
+        .bind(new.idle_timeout_secs)
+        .bind(new.max_lifetime_secs)
+        .bind(new.pool_size)
+        .bind(new.icon.as_deref())
+        .bind(flag(new.active))
+        .bind(new.external_host.as_deref())
+        .bind(new.external_port.map(i64::from))
+        .bind(new.external_username.as_deref())
+        .bind(to_json(&new.cap_add)?)
+        .bind(flag(new.read_only_root))
+        .bind(new.pids_limit)
+        .bind(new.health_path.as_deref())
+        .bind(new.profile_mount.as_deref())
+        .bind(new.idle_action.as_str())
+        .bind(flag(new.pool_started))
+        .bind(new.external_domain.as_deref())
+        .bind(to_json(&new.external_params)?)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Droplet::from_row(&row),
+            None => Err(crate::error::AdminError::NotFound("droplet")),
+        }
+    }
+
+    /// Ids of the droplets with sealed registry credentials (for listings that show their
+    /// presence without opening them).
+    pub async fn droplets_with_registry_credentials(&self) -> Result<Vec<i64>> {
+        let ids = sqlx::query_scalar(
+            "SELECT droplet_id FROM droplet_registry_credentials ORDER BY droplet_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    /// Every group grant, as `(droplet_id, group_id)` pairs, for listings of many droplets.
+    pub async fn droplet_grants(&self) -> Result<Vec<(i64, i64)>> {
+        let rows = sqlx::query("SELECT droplet_id, group_id FROM droplet_groups")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("droplet_id")?, r.try_get("group_id")?)))
+            .collect()
+    }
+
+    /// Deletes a droplet whose instances have all ended for good (`gone`): their rows go with
+    /// it (the audit log keeps their history). Refused with `Reference` (`in_use`) while an
+    /// instance that is not `gone` or a warm pool container exists, since they stand for
+    /// containers that would be left behind; nothing is deleted then.
+    pub async fn delete_droplet_and_history(&self, id: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM instances WHERE droplet_id = $1 AND status <> 'gone'",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if live > 0 {
+            return Err(crate::error::AdminError::Reference(format!(
+                "{live} instance(s) of this droplet still exist: stop and delete them first \
+                 (or set active to false so that no new ones start)"
+            )));
+        }
+        let pooled: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pool_containers WHERE droplet_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if pooled > 0 {
+            return Err(crate::error::AdminError::Reference(format!(
+                "{pooled} warm pool container(s) of this droplet exist: set active to false \
+                 (its pool drains), then delete it"
+            )));
+        }
+        sqlx::query("DELETE FROM instances WHERE droplet_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let result = sqlx::query("DELETE FROM droplets WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        expect_one(result, "droplet")?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,6 +1,7 @@
 //! `flowcase droplet …`: fill the catalogue from the shell or a script. `add` takes one droplet
-//! as flags, `import` a JSON catalogue (an array of objects keyed like the flags; see the
-//! README), `list` prints what is there. Flags and catalogue entries go through the same
+//! as flags, `import` a JSON catalogue (an array of objects keyed like the flags, or the Python
+//! Flowcase registry's `droplets.json`; see the README) through the same import as the API's,
+//! `list` prints what is there. Flags and catalogue entries go through the same
 //! parser (`flowcase_admin::orchestrator::catalogue`), so both refuse the same mistakes, each
 //! named by its field (and, for a catalogue, the entry's index).
 //!
@@ -16,17 +17,18 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use flowcase_admin::orchestrator::catalogue::{self, Definition, EntryError};
+use flowcase_admin::orchestrator::catalogue::{self, EntryError};
 use flowcase_admin::orchestrator::desktop_target::{
     ExternalCredentials, host_port, store_external_credentials,
 };
 use flowcase_admin::orchestrator::docker::DockerEngine;
 use flowcase_admin::orchestrator::metered::Metered;
+use flowcase_admin::orchestrator::remote_catalogue;
 use flowcase_admin::orchestrator::{
-    Actor, Options, Orchestrator, PullEvent, RegistryCredentials, SystemClock,
+    Actor, Options, Orchestrator, PullEvent, PullLog, RegistryCredentials, SystemClock,
 };
 use flowcase_admin::secrets::ensure_key_file;
-use flowcase_admin::store::{Droplet, Store, Tenant, now_millis};
+use flowcase_admin::store::{Store, Tenant, now_millis};
 use flowcase_config::Config;
 use serde_json::{Map, Value, json};
 
@@ -433,23 +435,12 @@ async fn pull(config: &Config, store: &Store, name_or_id: &str) -> anyhow::Resul
         .with_context(|| format!("no droplet named {name_or_id:?} (nor with that id)"))?;
     let orchestrator = orchestrator(config, store)?;
     let mut events = orchestrator.pull_image(cli_actor(), droplet.id).await?;
-    let mut last: Option<(Option<String>, String)> = None;
+    let mut log = PullLog::default();
     while let Some(event) = events.recv().await {
         match event {
             PullEvent::Progress(p) => {
-                let key = (p.layer.clone(), p.status.clone());
-                let bytes = match p.total {
-                    Some(total) if total > 0 => format!(" ({total} bytes)"),
-                    _ => String::new(),
-                };
-                // Downloads report many times per layer: each state is printed once, with the
-                // layer's size when the engine gives it.
-                if last.as_ref() != Some(&key) {
-                    match &p.layer {
-                        Some(layer) => println!("{layer}: {}{bytes}", p.status),
-                        None => println!("{}", p.status),
-                    }
-                    last = Some(key);
+                if let Some(line) = log.line(&p) {
+                    println!("{line}");
                 }
             }
             PullEvent::Done { image } => {
@@ -472,59 +463,59 @@ fn field_errors(error: &EntryError) -> String {
         .join("\n")
 }
 
+/// `flowcase droplet import`: the import of the API's `POST /api/v1/droplets/import`
+/// (`remote_catalogue::import`), from a file: each entry checked whole, names already taken
+/// skipped, invalid entries reported by index and field (exit 1).
 async fn import(store: &Store, file: &str) -> anyhow::Result<()> {
     let text = if file == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
     };
-    let entries = catalogue::parse_catalogue(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    let entries =
+        remote_catalogue::entries(&text, None).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
     let tenant = tenant(store).await?;
-    let (mut imported, mut refused) = (0usize, 0usize);
-    for (index, entry) in entries.into_iter().enumerate() {
-        let outcome = match entry {
-            Ok(definition) => create(store, tenant.id, index, &definition).await?,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(droplet) => {
-                imported += 1;
-                println!(
-                    "entry {index}: imported {} (id {})",
-                    droplet.name, droplet.id
-                );
-            }
-            Err(e) => {
-                refused += 1;
-                eprintln!("{file}: {e}");
+    let report = remote_catalogue::import(store, tenant.id, entries, false, now_millis()).await?;
+    for entry in &report.entries {
+        let index = entry.index;
+        let name = entry.name.as_deref().unwrap_or("");
+        match (entry.status, entry.id) {
+            ("imported", Some(id)) => println!("entry {index}: imported {name} (id {id})"),
+            ("skipped", _) => println!(
+                "entry {index}: skipped {name}: {}",
+                entry.reason.as_deref().unwrap_or("")
+            ),
+            _ => {
+                let named = entry
+                    .name
+                    .as_ref()
+                    .map(|n| format!(" ({n:?})"))
+                    .unwrap_or_default();
+                let problems: Vec<String> = entry
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.reason))
+                    .collect();
+                eprintln!("{file}: entry {index}{named}: {}", problems.join("; "));
             }
         }
     }
-    println!("{imported} droplet(s) imported, {refused} refused");
-    if refused > 0 {
+    let skipped = match report.skipped {
+        0 => String::new(),
+        n => format!(", {n} skipped (name taken)"),
+    };
+    println!(
+        "{} droplet(s) imported, {} refused{skipped}",
+        report.imported, report.invalid
+    );
+    if report.invalid > 0 {
         bail!(
-            "{refused} catalogue entr{} refused",
-            if refused == 1 { "y" } else { "ies" }
+            "{} catalogue entr{} refused",
+            report.invalid,
+            if report.invalid == 1 { "y" } else { "ies" }
         );
     }
     Ok(())
-}
-
-async fn create(
-    store: &Store,
-    tenant_id: i64,
-    index: usize,
-    definition: &Definition,
-) -> anyhow::Result<Result<Droplet, EntryError>> {
-    Ok(
-        catalogue::create(store, tenant_id, definition, now_millis())
-            .await?
-            .map_err(|errors| EntryError {
-                index,
-                name: Some(definition.droplet.name.clone()),
-                errors,
-            }),
-    )
 }
 
 fn duration(secs: Option<i64>) -> String {

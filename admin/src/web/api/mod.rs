@@ -3,6 +3,7 @@
 //! routes here.
 
 pub mod account;
+pub mod droplets;
 pub mod groups;
 pub mod input;
 pub mod session;
@@ -49,4 +50,5 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
         .route("/api/v1/instances/{slug}/tunnel-token", post(tunnel::mint))
+        .merge(droplets::routes())
 }
