@@ -41,6 +41,7 @@ use crate::error::{AdminError, Result};
 use crate::store::{NewAuditEntry, Permissions, Store};
 
 pub use groups::{GroupChanges, GroupDetail, GroupView, NewGroupRequest, UserRef};
+pub use instances::{InstanceQuery, Started, StatsScope};
 pub use tenants::NewTenantRequest;
 pub use users::{CreatedUser, GroupRef, NewUserRequest, UserChanges, UserDetail};
 

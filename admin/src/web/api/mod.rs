@@ -5,6 +5,8 @@
 pub mod account;
 pub mod groups;
 pub mod input;
+pub mod instances;
+pub mod legacy;
 pub mod session;
 pub mod tenants;
 pub mod tunnel;
@@ -49,4 +51,6 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
         .route("/api/v1/instances/{slug}/tunnel-token", post(tunnel::mint))
+        .merge(instances::routes())
+        .merge(legacy::routes())
 }
