@@ -687,9 +687,44 @@ async fn the_permission_matrix_holds_on_every_instance_endpoint() {
         .await;
     assert_eq!(status, 201, "{body}");
 
+    // An auditor of the default tenant (sees every instance, changes none), and an instance
+    // manager of the other tenant (rights that stop at their tenant's border).
+    let group = |name: &str, tenant: Value, flags: Value| json!({"name": name, "tenant_id": tenant, "permissions": flags});
+    let (status, auditors) = admin
+        .post(
+            "/api/v1/groups",
+            group("Auditors", Value::Null, json!({"view_instances": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{auditors}");
+    let (status, managers) = admin
+        .post(
+            "/api/v1/groups",
+            group(
+                "Managers",
+                tenant["id"].clone(),
+                json!({"view_instances": true, "edit_instances": true}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{managers}");
+    for (name, group) in [("erin", &auditors), ("dave", &managers)] {
+        let tenant_id = group["tenant_id"].clone();
+        let (status, body) = admin
+            .post(
+                "/api/v1/users",
+                json!({"username": name, "password": PASSWORD, "tenant_id": tenant_id,
+                       "group_ids": [group["id"]]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
     let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
     let bob = Caller::session(&gw, &dir, "bob", PASSWORD).await;
     let carol = Caller::session(&gw, &dir, "carol", PASSWORD).await;
+    let erin = Caller::session(&gw, &dir, "erin", PASSWORD).await;
+    let dave = Caller::session(&gw, &dir, "dave", PASSWORD).await;
     let nobody = Caller::anonymous(&gw, &dir);
     let alice_key = alice.api_key(&gw, &dir).await;
 
@@ -920,6 +955,90 @@ async fn the_permission_matrix_holds_on_every_instance_endpoint() {
             403,
             "forbidden",
         ),
+        // The auditor sees it but may not change it.
+        ("erin", &erin, Method::GET, one.clone(), None, 200, ""),
+        (
+            "erin",
+            &erin,
+            Method::GET,
+            "/api/v1/instances?scope=all".into(),
+            None,
+            200,
+            "",
+        ),
+        (
+            "erin",
+            &erin,
+            Method::GET,
+            "/api/v1/events?scope=all".into(),
+            None,
+            200,
+            "",
+        ),
+        (
+            "erin",
+            &erin,
+            Method::POST,
+            stop.clone(),
+            None,
+            403,
+            "forbidden",
+        ),
+        (
+            "erin",
+            &erin,
+            Method::POST,
+            start.clone(),
+            None,
+            403,
+            "forbidden",
+        ),
+        (
+            "erin",
+            &erin,
+            Method::DELETE,
+            one.clone(),
+            None,
+            403,
+            "forbidden",
+        ),
+        // The other tenant's instance manager: alice's instance does not exist for them.
+        (
+            "dave",
+            &dave,
+            Method::GET,
+            one.clone(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "dave",
+            &dave,
+            Method::POST,
+            stop.clone(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "dave",
+            &dave,
+            Method::DELETE,
+            one.clone(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "dave",
+            &dave,
+            Method::GET,
+            "/api/v1/instances?scope=all".into(),
+            None,
+            200,
+            "",
+        ),
         // The administrator sees and manages everyone's.
         ("admin", &admin, Method::GET, one.clone(), None, 200, ""),
         (
@@ -1013,6 +1132,12 @@ async fn the_permission_matrix_holds_on_every_instance_endpoint() {
         ))
         .await;
     assert_eq!(filtered["total"], 1, "{filtered}");
+    let (_, theirs) = dave.get("/api/v1/instances?scope=all").await;
+    assert_eq!(theirs["total"], 0, "another tenant's list: {theirs}");
+    let (_, seen) = erin.get("/api/v1/instances?scope=all").await;
+    assert_eq!(seen["total"], 1, "{seen}");
+    let (_, stats) = erin.get("/api/v1/stats").await;
+    assert!(stats["host"].is_object(), "{stats}");
     for caller in [&bob, &carol] {
         let (_, mine) = caller.get("/api/v1/instances").await;
         assert_eq!(mine["total"], 0, "{mine}");

@@ -166,3 +166,54 @@ impl Orchestrator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn resolutions_are_bounded_and_strictly_formed() {
+        let ok = Resolution::parse("1920x1080").unwrap();
+        assert_eq!((ok.width, ok.height), (1920, 1080));
+        assert_eq!(ok.to_string(), "1920x1080");
+        assert_eq!(Resolution::parse("320X200").unwrap().to_string(), "320x200");
+        assert_eq!(Resolution::parse("7680x4320").unwrap().to_string(), "7680x4320");
+        for bad in [
+            "", "1920", "1920x", "x1080", "1920x1080x1", "+1920x1080", "1920 x1080", "-1x5",
+            "1e3x900", "319x200", "320x199", "7681x4320", "99999999999x1", "１９２０x1080",
+        ] {
+            match Resolution::parse(bad) {
+                Err(AdminError::InvalidInput { field, .. }) => assert_eq!(field, "resolution"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_resolution_reaches_the_container_and_wins_over_the_droplet() {
+        let mut spec = ContainerSpec {
+            name: "flowcase-x".into(),
+            image: "img".into(),
+            env: [(RESOLUTION_ENV.to_owned(), "640x480".to_owned())].into(),
+            labels: Default::default(),
+            nano_cpus: 1,
+            memory_bytes: 1,
+            pids_limit: 1,
+            cap_add: vec![],
+            read_only_root: false,
+            tmpfs: vec![],
+            network: "n".into(),
+            ports: vec![],
+            exposure: super::super::engine::Exposure::LoopbackEphemeral,
+            mounts: vec![],
+        };
+        LaunchOptions::default().apply(&mut spec);
+        assert_eq!(spec.env[RESOLUTION_ENV], "640x480", "no request, no change");
+        LaunchOptions {
+            resolution: Some(Resolution::parse("1280x800").unwrap()),
+        }
+        .apply(&mut spec);
+        assert_eq!(spec.env[RESOLUTION_ENV], "1280x800");
+    }
+}
