@@ -210,7 +210,15 @@ impl Access<'_> {
             now,
         )
         .await;
-        self.get_instance_row(instance.id).await
+        // As admitted: the background task may already have moved it on, which the event
+        // stream reports.
+        Ok(InstanceRow {
+            instance,
+            droplet_name: droplet.name,
+            droplet_type: droplet.droplet_type,
+            username: self.principal.user.username.clone(),
+            tenant_id: self.principal.user.tenant_id,
+        })
     }
 
     /// Starts a stopped (or failed) instance. Waits a moment for the outcome; a start that

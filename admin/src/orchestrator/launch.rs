@@ -178,10 +178,25 @@ mod tests {
         assert_eq!((ok.width, ok.height), (1920, 1080));
         assert_eq!(ok.to_string(), "1920x1080");
         assert_eq!(Resolution::parse("320X200").unwrap().to_string(), "320x200");
-        assert_eq!(Resolution::parse("7680x4320").unwrap().to_string(), "7680x4320");
+        assert_eq!(
+            Resolution::parse("7680x4320").unwrap().to_string(),
+            "7680x4320"
+        );
         for bad in [
-            "", "1920", "1920x", "x1080", "1920x1080x1", "+1920x1080", "1920 x1080", "-1x5",
-            "1e3x900", "319x200", "320x199", "7681x4320", "99999999999x1", "１９２０x1080",
+            "",
+            "1920",
+            "1920x",
+            "x1080",
+            "1920x1080x1",
+            "+1920x1080",
+            "1920 x1080",
+            "-1x5",
+            "1e3x900",
+            "319x200",
+            "320x199",
+            "7681x4320",
+            "99999999999x1",
+            "１９２０x1080",
         ] {
             match Resolution::parse(bad) {
                 Err(AdminError::InvalidInput { field, .. }) => assert_eq!(field, "resolution"),
