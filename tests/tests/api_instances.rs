@@ -1288,6 +1288,18 @@ async fn changes_made_through_another_gateway_reach_the_event_stream() {
     events
         .wait_for("instance", Duration::from_secs(3), is(id, "running"))
         .await;
+    // The list's filters on PostgreSQL: the search takes `%` and `_` literally.
+    for (query, total) in [
+        ("?q=LAB%20sh", 1),
+        ("?q=lab_shell", 0),
+        ("?q=%25", 0),
+        ("?status=running", 1),
+        ("?status=stopped", 0),
+    ] {
+        let (status, list) = on_second.get(&format!("/api/v1/instances{query}")).await;
+        assert_eq!(status, 200, "{query}: {list}");
+        assert_eq!(list["total"], total, "{query}: {list}");
+    }
     let (status, _) = on_first
         .post(&format!("/api/v1/instances/{id}/stop"), json!({}))
         .await;
