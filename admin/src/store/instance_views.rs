@@ -119,21 +119,8 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<InstanceRow>, i64)> {
+        let items = self.list_instance_rows(filter, limit, offset).await?;
         let (clause, binds) = filter.clause();
-        let n = binds.len();
-        let sql = format!(
-            "{SELECT}{FROM}{clause} ORDER BY i.created_at DESC, i.id DESC LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for bind in &binds {
-            query = match bind {
-                Bind::Int(v) => query.bind(*v),
-                Bind::Text(v) => query.bind(v.clone()),
-            };
-        }
-        let rows = query.bind(limit).bind(offset).fetch_all(&self.pool).await?;
         let count_sql = format!("SELECT COUNT(*){FROM}{clause}");
         let mut count = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql));
         for bind in binds {
@@ -143,11 +130,32 @@ impl Store {
             };
         }
         let total = count.fetch_one(&self.pool).await?;
-        let items = rows
-            .iter()
-            .map(InstanceRow::from_row)
-            .collect::<Result<_>>()?;
         Ok((items, total))
+    }
+
+    /// [`Self::page_instance_rows`] without the count, for readers that poll.
+    pub async fn list_instance_rows(
+        &self,
+        filter: &InstanceFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<InstanceRow>> {
+        let (clause, binds) = filter.clause();
+        let n = binds.len();
+        let sql = format!(
+            "{SELECT}{FROM}{clause} ORDER BY i.created_at DESC, i.id DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            query = match bind {
+                Bind::Int(v) => query.bind(v),
+                Bind::Text(v) => query.bind(v),
+            };
+        }
+        let rows = query.bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        rows.iter().map(InstanceRow::from_row).collect()
     }
 
     /// One instance with its droplet and owner, `gone` ones included.

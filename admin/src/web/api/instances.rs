@@ -695,10 +695,10 @@ impl Watcher {
         let rows = match self
             .state
             .store
-            .page_instance_rows(&self.filter, MAX_WATCHED, 0)
+            .list_instance_rows(&self.filter, MAX_WATCHED, 0)
             .await
         {
-            Ok((rows, _)) => rows,
+            Ok(rows) => rows,
             Err(e) => {
                 tracing::debug!(error = %e, "event stream: cannot read instances");
                 return Ok(());
