@@ -1322,3 +1322,27 @@ async fn changes_made_through_another_gateway_reach_the_event_stream() {
     drop(gw2);
     pg.drop_now().await;
 }
+
+/// An event stream never ends by itself; a graceful stop must not wait for it.
+#[tokio::test]
+async fn an_open_event_stream_does_not_hold_up_a_graceful_stop() {
+    let dir = GatewayDir::new();
+    let mut gw = Gateway::start(&dir).await;
+    add_user(&dir, "alice", PASSWORD);
+    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let mut events = alice.events("").await;
+    gw.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = gw.wait_exit(Duration::ZERO) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not stop within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(events.ends_within(Duration::from_secs(5)).await);
+}
