@@ -43,6 +43,7 @@ use crate::store::{NewAuditEntry, Permissions, Store};
 
 pub use droplets::{DropletAdminView, DropletQuery, DropletView};
 pub use groups::{GroupChanges, GroupDetail, GroupView, NewGroupRequest, UserRef};
+pub use instances::{InstanceQuery, Started, StatsScope};
 pub use tenants::NewTenantRequest;
 pub use users::{CreatedUser, GroupRef, NewUserRequest, UserChanges, UserDetail};
 

@@ -27,6 +27,7 @@ use serde_json::json;
 use super::engine::{
     ContainerState, EngineError, Exposure, LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED,
 };
+use super::launch::{LaunchOptions, PendingLaunch, Prepared};
 use super::ready::{Probe, probe_once};
 use super::spec::{self, SpecInput};
 use super::{
@@ -134,22 +135,23 @@ impl Orchestrator {
     /// Launches a new instance of `droplet` for `user` and returns it once `running` (or the
     /// error that ended it; the row is then `error` with the reason). A ready container of the
     /// droplet's warm pool is handed out when there is one ([`super::pool`]). The caller has
-    /// checked that the user may launch the droplet.
+    /// checked that the user may launch the droplet. See [`Self::launch_with`] for a launch
+    /// tailored by the user's request, and [`Self::launch_in_background`] for one that does not
+    /// wait for the container.
     pub async fn launch(&self, user: &User, droplet: &Droplet) -> Result<(Instance, Upstream)> {
-        let started = std::time::Instant::now();
-        let result = self.launch_unmetered(user, droplet).await;
-        match &result {
-            Ok(_) => crate::metrics::launched(started.elapsed().as_secs_f64()),
-            Err(e) => crate::metrics::launch_failed(crate::web::error::classify(e).1),
-        }
-        result
+        self.launch_with(user, droplet, &LaunchOptions::default())
+            .await
     }
 
-    async fn launch_unmetered(
+    /// The checks and the admission of a launch, up to the `creating` row: what must be
+    /// refused at once (inactive droplet, missing image, quota, capacity). Pool hand-outs and
+    /// external hosts are quick and finish here.
+    pub(super) async fn prepare_launch(
         &self,
         user: &User,
         droplet: &Droplet,
-    ) -> Result<(Instance, Upstream)> {
+        options: &LaunchOptions,
+    ) -> Result<Prepared> {
         let actor = Actor::user(user);
         if !droplet.active {
             return Err(AdminError::InvalidInput {
@@ -158,16 +160,17 @@ impl Orchestrator {
             });
         }
         if droplet.target == TargetKind::External {
-            return self.launch_external(user, droplet, &actor).await;
+            let (instance, upstream) = self.launch_external(user, droplet, &actor).await?;
+            return Ok(Prepared::Done(Box::new(instance), upstream));
         }
-        if let Some(launched) = self.launch_from_pool(user, droplet, &actor).await? {
-            return Ok(launched);
+        if let Some((instance, upstream)) = self.launch_from_pool(user, droplet, &actor).await? {
+            return Ok(Prepared::Done(Box::new(instance), upstream));
         }
         let slug = random_string(SLUG_LEN);
         let password = spec::password_env(droplet.droplet_type)
             .map(|_| random_password(spec::password_len(droplet.droplet_type)));
         let network = self.network_for(droplet, &slug);
-        let container_spec = spec::container_spec(
+        let mut container_spec = spec::container_spec(
             droplet,
             &SpecInput {
                 slug: &slug,
@@ -179,6 +182,7 @@ impl Orchestrator {
                 deployment: &self.options.deployment,
             },
         )?;
+        options.apply(&mut container_spec);
         if !self
             .engine
             .image_present(&container_spec.image)
@@ -205,9 +209,40 @@ impl Orchestrator {
             .map_err(refusal_error)?;
         self.audit(&actor, &instance, None, S::Requested, None)
             .await?;
+        if let Err(e) = self
+            .expect_transition(&actor, &instance, &[S::Requested], S::Creating)
+            .await
+        {
+            self.fail_launch(&actor, instance.id, &container_spec.name, &e)
+                .await;
+            return Err(e);
+        }
+        let instance = self.reload(instance.id).await?;
+        Ok(Prepared::Admitted(Box::new(PendingLaunch {
+            actor,
+            instance,
+            droplet: droplet.clone(),
+            spec: container_spec,
+            password,
+        })))
+    }
 
+    /// The slow part of a launch admitted by [`Self::prepare_launch`]: network, profile volume,
+    /// container, start, readiness. A failure removes the container and leaves the row in
+    /// `error` with the reason.
+    pub(super) async fn complete_launch(
+        &self,
+        pending: Box<PendingLaunch>,
+    ) -> Result<(Instance, Upstream)> {
+        let PendingLaunch {
+            actor,
+            instance,
+            droplet,
+            spec: container_spec,
+            password,
+        } = *pending;
         match self
-            .create_and_start(&actor, &instance, droplet, &container_spec, password)
+            .create_and_start(&actor, &instance, &droplet, &container_spec, password)
             .await
         {
             Ok(upstream) => {
@@ -617,8 +652,6 @@ impl Orchestrator {
         container_spec: &super::engine::ContainerSpec,
         password: Option<String>,
     ) -> Result<Upstream> {
-        self.expect_transition(actor, instance, &[S::Requested], S::Creating)
-            .await?;
         self.ensure_network(
             &instance.slug,
             Some(instance.user_id),
@@ -1033,6 +1066,9 @@ impl Orchestrator {
         to: InstanceStatus,
         reason: Option<&str>,
     ) -> Result<()> {
+        // Every recorded transition passes here, right after its row moved. Nobody listening
+        // is fine.
+        let _ = self.changes.send(instance.id);
         let entry = NewAuditEntry {
             actor_user_id: actor.user_id,
             actor_name: actor.name.clone(),

@@ -5,6 +5,8 @@
 //!   the only place that knows bollard;
 //! - [`spec`]: the container an instance gets (pure: limits, hardening, labels, profile volume);
 //! - [`ready`]: when a started container counts as ready;
+//! - [`launch`]: what a launch request may tailor (resolution) and launches that do not wait
+//!   for the container;
 //! - [`lifecycle`]: launch, start, stop, destroy, `ensure_running` for the gateway and
 //!   reconciliation, every transition persisted and audited;
 //! - [`activity`]: what the gateway saw users do, batched into the database; [`reaper`]: idle
@@ -40,6 +42,7 @@ pub mod engine;
 pub mod events;
 pub mod gateway_container;
 pub mod images;
+pub mod launch;
 pub mod lifecycle;
 pub mod metered;
 pub mod pool;
@@ -66,10 +69,14 @@ pub use desktop_target::{DesktopTarget, ExternalCredentials};
 pub use engine::{Engine, EngineError};
 pub use events::EngineHealth;
 pub use images::{PullEvent, PullLog, RegistryCredentials};
+pub use launch::{LaunchOptions, RESOLUTION_ENV, Resolution};
 pub use lifecycle::ReconcileReport;
 pub use pool::PoolReport;
 pub use reaper::ReapReport;
 pub use stats::{HostStats, InstanceStats, InstanceUsage, Usage};
+
+/// Changes kept for slow receivers of [`Orchestrator::subscribe_changes`].
+const CHANGES_BACKLOG: usize = 256;
 
 /// Purpose the per-instance credentials are sealed for (AEAD associated data).
 pub const CREDENTIALS_PURPOSE: &str = "instance-credentials";
@@ -247,6 +254,9 @@ pub struct Orchestrator {
     pool_filling: tokio::sync::Mutex<()>,
     /// The gateway's own container, once found (mode `container-network`).
     gateway: tokio::sync::OnceCell<Option<String>>,
+    /// The id of every instance whose row this process just moved, for live views (the API's
+    /// event stream); see [`Self::subscribe_changes`].
+    changes: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl fmt::Debug for Orchestrator {
@@ -281,7 +291,17 @@ impl Orchestrator {
             pool_wanted: tokio::sync::Notify::new(),
             pool_filling: tokio::sync::Mutex::new(()),
             gateway: tokio::sync::OnceCell::new(),
+            changes: tokio::sync::broadcast::channel(CHANGES_BACKLOG).0,
         }
+    }
+
+    /// Ids of instances whose status this process changes from now on (launch steps, stops,
+    /// destroys, wakes, the reaper, reconciliation), each sent right after the row moved.
+    /// A receiver that falls more than a few hundred changes behind loses the oldest ones
+    /// (`Lagged`) and should re-read what it shows. Changes made by other gateway processes on
+    /// the same database are not seen here: live views re-read the rows as well.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.changes.subscribe()
     }
 
     /// Starts every background task: the periodic reconciler, the engine event watcher (which

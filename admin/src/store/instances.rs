@@ -85,7 +85,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    fn from_row(row: &AnyRow) -> Result<Self> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(Self {
             id: row.try_get("id")?,
             slug: row.try_get("slug")?,

@@ -20,6 +20,7 @@ pub mod droplets;
 pub mod gauges;
 pub mod groups;
 pub mod identities;
+pub mod instance_views;
 pub mod instances;
 pub mod invites;
 pub mod sessions;
@@ -44,6 +45,7 @@ pub use codec::{now_millis, unix_millis};
 pub use droplets::{Droplet, DropletType, NewDroplet, TargetKind};
 pub use gauges::GaugeCounts;
 pub use groups::{Clipboard, Group, NewGroup, Permissions};
+pub use instance_views::{InstanceFilter, InstanceRow};
 pub use instances::{
     AdmissionLimits, Allocation, Instance, InstanceStatus, NewInstance, Refusal, StartClaim,
 };

@@ -6,6 +6,8 @@ pub mod account;
 pub mod droplets;
 pub mod groups;
 pub mod input;
+pub mod instances;
+pub mod legacy;
 pub mod session;
 pub mod tenants;
 pub mod tunnel;
@@ -51,4 +53,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
         .route("/api/v1/instances/{slug}/tunnel-token", post(tunnel::mint))
         .merge(droplets::routes())
+        .merge(instances::routes())
+        .merge(legacy::routes())
 }
