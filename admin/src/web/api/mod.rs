@@ -3,12 +3,15 @@
 //! routes here.
 
 pub mod account;
+pub mod audit;
 pub mod groups;
 pub mod input;
 pub mod session;
+pub mod system;
 pub mod tenants;
 pub mod tunnel;
 pub mod users;
+pub mod workshops;
 
 use axum::Router;
 use axum::routing::{delete, get, post, put};
@@ -49,4 +52,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/tenants", get(tenants::list).post(tenants::create))
         .route("/api/v1/instances/{slug}/tunnel-token", post(tunnel::mint))
+        .merge(workshops::routes())
+        .merge(audit::routes())
+        .merge(system::routes())
 }
