@@ -256,7 +256,10 @@ mod tests {
         assert_eq!(parse_loadavg("garbage"), None);
         let meminfo = "MemTotal:       16318496 kB\nMemFree:  1 kB\nMemAvailable:    8000000 kB\n";
         assert_eq!(meminfo_bytes(meminfo, "MemTotal"), Some(16_318_496 * 1024));
-        assert_eq!(meminfo_bytes(meminfo, "MemAvailable"), Some(8_000_000 * 1024));
+        assert_eq!(
+            meminfo_bytes(meminfo, "MemAvailable"),
+            Some(8_000_000 * 1024)
+        );
         assert_eq!(meminfo_bytes(meminfo, "Mem"), None);
     }
 

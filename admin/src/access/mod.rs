@@ -43,9 +43,9 @@ use crate::auth::{Auth, ClientInfo, Principal};
 use crate::error::{AdminError, Result};
 use crate::store::{NewAuditEntry, Permissions, Store};
 
+pub use audit::{AuditQuery, Pruned};
 pub use groups::{GroupChanges, GroupDetail, GroupView, NewGroupRequest, UserRef};
 pub use tenants::NewTenantRequest;
-pub use audit::{AuditQuery, Pruned};
 pub use users::{CreatedUser, GroupRef, NewUserRequest, UserChanges, UserDetail};
 pub use workshops::{
     DropletRef, MyWorkshop, NewWorkshopRequest, ParticipantView, SeatInstance, WorkshopChanges,

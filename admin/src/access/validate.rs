@@ -152,7 +152,10 @@ mod tests {
 
     #[test]
     fn instants_in_millis_or_rfc3339() {
-        assert_eq!(instant("since", "1767225600000").ok(), Some(1_767_225_600_000));
+        assert_eq!(
+            instant("since", "1767225600000").ok(),
+            Some(1_767_225_600_000)
+        );
         assert_eq!(
             instant("since", "2026-01-01T00:00:00Z").ok(),
             Some(1_767_225_600_000)

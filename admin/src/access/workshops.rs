@@ -308,7 +308,9 @@ impl Access<'_> {
         let droplets = self.droplets_in_tenant(tenant_id, &req.droplet_ids).await?;
         let mut user_ids = self.users_in_tenant(tenant_id, &req.user_ids).await?;
         if let Some(group_id) = req.group_id {
-            user_ids = self.with_group_members(tenant_id, group_id, user_ids).await?;
+            user_ids = self
+                .with_group_members(tenant_id, group_id, user_ids)
+                .await?;
         }
         let workshop = self
             .store()
@@ -379,7 +381,10 @@ impl Access<'_> {
         check_period(fields.starts_at, fields.ends_at)?;
         let mut diff = serde_json::Map::new();
         if fields.name != workshop.name {
-            diff.insert("name".into(), serde_json::json!([workshop.name, fields.name]));
+            diff.insert(
+                "name".into(),
+                serde_json::json!([workshop.name, fields.name]),
+            );
         }
         if fields.description != workshop.description {
             diff.insert(
@@ -816,7 +821,12 @@ impl StartAll {
     }
 
     /// Makes sure `user_id` has a running instance of `droplet_id` from this workshop.
-    async fn provide(&self, user_id: i64, droplet_id: i64, link: Option<WorkshopLink>) -> Result<()> {
+    async fn provide(
+        &self,
+        user_id: i64,
+        droplet_id: i64,
+        link: Option<WorkshopLink>,
+    ) -> Result<()> {
         // "Stop all" may have come in while this pair waited for a permit.
         match self.store.get_workshop(self.workshop_id).await? {
             Some(w) if w.status == WorkshopStatus::Running => {}
@@ -872,7 +882,9 @@ impl StartAll {
             .await?
             .ok_or(AdminError::NotFound("user"))?;
         if user.disabled {
-            return Err(AdminError::Forbidden("the participant's account is disabled"));
+            return Err(AdminError::Forbidden(
+                "the participant's account is disabled",
+            ));
         }
         let droplet = self
             .store
@@ -939,7 +951,11 @@ impl StopAll {
 mod tests {
     use super::*;
 
-    fn link(status: Option<InstanceStatus>, instance: Option<i64>, error: Option<&str>) -> WorkshopLink {
+    fn link(
+        status: Option<InstanceStatus>,
+        instance: Option<i64>,
+        error: Option<&str>,
+    ) -> WorkshopLink {
         WorkshopLink {
             user_id: 1,
             droplet_id: 2,
@@ -955,12 +971,18 @@ mod tests {
     #[test]
     fn seat_states_read_like_what_happened() {
         assert_eq!(seat_instance(2, None).state, "not_started");
-        assert_eq!(seat_instance(2, Some(&link(None, None, None))).state, "launching");
+        assert_eq!(
+            seat_instance(2, Some(&link(None, None, None))).state,
+            "launching"
+        );
         let failed = seat_instance(2, Some(&link(None, None, Some("image missing"))));
         assert_eq!(failed.state, "failed");
         assert_eq!(failed.error.as_deref(), Some("image missing"));
         let running = seat_instance(2, Some(&link(Some(InstanceStatus::Running), Some(9), None)));
-        assert_eq!((running.state.as_str(), running.instance_id), ("running", Some(9)));
+        assert_eq!(
+            (running.state.as_str(), running.instance_id),
+            ("running", Some(9))
+        );
     }
 
     #[test]

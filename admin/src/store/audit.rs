@@ -113,7 +113,10 @@ impl AuditFilter {
             format!("${}", binds.len())
         };
         if let Some(actor) = &self.actor {
-            conditions.push(format!("actor_name = {}", param(Bound::Text(actor.clone()))));
+            conditions.push(format!(
+                "actor_name = {}",
+                param(Bound::Text(actor.clone()))
+            ));
         }
         if let Some(action) = &self.action {
             if self.action_prefix {
@@ -129,7 +132,10 @@ impl AuditFilter {
             }
         }
         if let Some(kind) = &self.target_kind {
-            conditions.push(format!("target_kind = {}", param(Bound::Text(kind.clone()))));
+            conditions.push(format!(
+                "target_kind = {}",
+                param(Bound::Text(kind.clone()))
+            ));
         }
         if let Some(id) = &self.target_id {
             conditions.push(format!("target_id = {}", param(Bound::Text(id.clone()))));
@@ -188,7 +194,10 @@ impl Store {
             };
         }
         let total = total.fetch_one(&self.pool).await?;
-        let entries = rows.iter().map(AuditEntry::from_row).collect::<Result<_>>()?;
+        let entries = rows
+            .iter()
+            .map(AuditEntry::from_row)
+            .collect::<Result<_>>()?;
         Ok((entries, total))
     }
 

@@ -49,10 +49,10 @@ pub use instances::{
     AdmissionLimits, Allocation, Instance, InstanceStatus, NewInstance, Refusal, StartClaim,
 };
 pub use invites::{Invite, NewInvite};
+pub use overview::Counts;
 pub use sessions::{NewSession, Session};
 pub use tenants::Tenant;
 pub use users::{NewUser, User, UserFields};
-pub use overview::Counts;
 pub use workshops::{
     NewWorkshop, Participant, Seat, Workshop, WorkshopFields, WorkshopLink, WorkshopStatus,
 };

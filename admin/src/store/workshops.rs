@@ -360,7 +360,12 @@ impl Store {
 
     /// Makes `user_ids` exactly the workshop's participants (keeping the join time of those
     /// who stay) and forgets the instance links of those who leave.
-    pub async fn set_participants(&self, workshop_id: i64, user_ids: &[i64], now: i64) -> Result<()> {
+    pub async fn set_participants(
+        &self,
+        workshop_id: i64,
+        user_ids: &[i64],
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let current: Vec<i64> =
             sqlx::query_scalar("SELECT user_id FROM workshop_participants WHERE workshop_id = $1")

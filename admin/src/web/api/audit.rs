@@ -44,12 +44,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Filters {
             since: Option<String>,
             until: Option<String>,
         }
-        let raw: Raw = serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).map_err(|_| {
-            ApiError(AdminError::InvalidInput {
-                field: "query",
-                reason: "malformed query string".into(),
-            })
-        })?;
+        let raw: Raw =
+            serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).map_err(|_| {
+                ApiError(AdminError::InvalidInput {
+                    field: "query",
+                    reason: "malformed query string".into(),
+                })
+            })?;
         Ok(Self(AuditQuery {
             actor: raw.actor,
             action: raw.action,

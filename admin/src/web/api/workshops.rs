@@ -44,7 +44,9 @@ pub async fn list(
     query: ListQuery,
 ) -> Result<Json<Page<Workshop>>, ApiError> {
     let access = Access::new(&state.auth, &principal, &client);
-    Ok(Json(access.list_workshops(query.tenant_id, query.page).await?))
+    Ok(Json(
+        access.list_workshops(query.tenant_id, query.page).await?,
+    ))
 }
 
 pub async fn mine(
@@ -82,7 +84,9 @@ pub async fn update(
     JsonBody(changes): JsonBody<WorkshopChanges>,
 ) -> Result<Json<WorkshopView>, ApiError> {
     let access = Access::new(&state.auth, &principal, &client);
-    Ok(Json(access.update_workshop(id, changes, now_millis()).await?))
+    Ok(Json(
+        access.update_workshop(id, changes, now_millis()).await?,
+    ))
 }
 
 pub async fn delete(
@@ -133,7 +137,9 @@ pub async fn start(
     // Authorization first: a refused caller learns nothing about the engine.
     access.get_workshop(id).await?;
     let orchestrator = state.orchestrator()?;
-    let view = access.start_workshop(id, orchestrator, now_millis()).await?;
+    let view = access
+        .start_workshop(id, orchestrator, now_millis())
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
 
