@@ -246,7 +246,6 @@ async fn existing_data(store: &Store) -> anyhow::Result<Option<String>> {
 
 async fn fill(config: &Config, store: &Store, force: bool) -> anyhow::Result<()> {
     let now = now_millis();
-    let admin = accounts::bootstrap_admin(store, &config.server.data_dir, now).await?;
     if let Some(existing) = existing_data(store).await? {
         if !force {
             anyhow::bail!(
@@ -257,6 +256,8 @@ async fn fill(config: &Config, store: &Store, force: bool) -> anyhow::Result<()>
         }
         println!("The installation holds data ({existing}); --force: adding what is missing.\n");
     }
+    // What the first start of `serve` would create, when the demo comes first.
+    let admin = accounts::bootstrap_admin(store, &config.server.data_dir, now).await?;
     if let Some(admin) = &admin {
         println!(
             "Created the administrator account: {} / {} (saved in {})\n",
