@@ -40,7 +40,7 @@ async fn the_demo_fills_an_empty_installation_once() {
     let (admin_name, admin_password) = read_credentials(&dir.data_dir());
     assert!(stdout.contains(&admin_password));
     // No image can be pulled here: every droplet is marked, with the command that pulls it.
-    for droplet in ["Whoami", "Static site", "Code Server"] {
+    for droplet in ["Whoami", "Static site", "HTTP playground"] {
         let line = stdout
             .lines()
             .find(|l| l.trim_start().starts_with(droplet) && l.contains("http"))
@@ -78,7 +78,7 @@ async fn the_demo_fills_an_empty_installation_once() {
         .map(|d| d.name)
         .collect();
     catalogue.sort();
-    assert_eq!(catalogue, ["Code Server", "Static site", "Whoami"]);
+    assert_eq!(catalogue, ["HTTP playground", "Static site", "Whoami"]);
     // The trainer manages the workshop; its participants are listed with their state.
     let bob = Api::login(&gw, &dir, "bob", &password_of(&stdout, "bob")).await;
     let listed = bob.get_ok("/api/v1/workshops").await;

@@ -173,11 +173,11 @@ const DROPLETS: &[DropletSpec] = &[
     },
     DropletSpec {
         tenant: bootstrap::DEFAULT_TENANT_NAME,
-        name: "Code Server",
-        description: "VS Code in the browser",
-        image: "codercom/code-server:4.96.4",
+        name: "HTTP playground",
+        description: "httpbin: try requests, headers and status codes",
+        image: "mccutchen/go-httpbin:v2.15.0",
         port: 8080,
-        memory_mb: 1024,
+        memory_mb: 64,
         groups: &["Developers"],
     },
     DropletSpec {
@@ -329,7 +329,7 @@ async fn fill(config: &Config, store: &Store, force: bool) -> anyhow::Result<()>
         if presence.starts_with("MUST BE PULLED") {
             to_pull.push(spec.name);
         }
-        println!("  {:<14} http  {:<30} {presence}", droplet.name, spec.image);
+        println!("  {:<16} http  {:<30} {presence}", droplet.name, spec.image);
         droplets.push(droplet);
     }
     if !to_pull.is_empty() {
