@@ -2410,6 +2410,7 @@ async fn workshop_templates_seats_and_launch_claims(db: &TestDb) {
     let links = store.workshop_links(w.id).await.unwrap();
     assert_eq!(links.len(), 1);
     assert_eq!((links[0].instance_id, links[0].status), (None, None));
+    assert!(links[0].launching);
     store
         .finish_workshop_launch(w.id, alice.id, d1, Err("image missing".into()))
         .await
@@ -2449,6 +2450,20 @@ async fn workshop_templates_seats_and_launch_claims(db: &TestDb) {
             .await
             .unwrap()
     );
+    // An instance row deleted under the link frees the pair too.
+    store
+        .finish_workshop_launch(w.id, alice.id, d1, Ok(instance))
+        .await
+        .unwrap();
+    store.delete_instance(instance).await.unwrap();
+    let link = store.workshop_links(w.id).await.unwrap().remove(0);
+    assert_eq!((link.instance_id, link.launching), (None, false));
+    assert!(
+        store
+            .claim_workshop_launch(w.id, alice.id, d1, None, T0 + 4, T0)
+            .await
+            .unwrap()
+    );
     // A claim older than the stale bound is taken over.
     assert!(
         store
@@ -2475,7 +2490,6 @@ async fn workshop_templates_seats_and_launch_claims(db: &TestDb) {
     );
     store.set_workshop_droplets(w.id, &[d1]).await.unwrap();
     assert!(store.workshop_links(w.id).await.unwrap().is_empty());
-    assert!(store.get_instance(instance).await.unwrap().is_some());
     assert_eq!(
         store.workshops_of_participant(bob.id).await.unwrap().len(),
         1

@@ -26,8 +26,10 @@ impl Api {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 200, "login of {username}");
-        let body: Value = resp.json().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 200, "login of {username}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
         Api {
             client,
             csrf: Some(body["csrf_token"].as_str().unwrap().to_owned()),

@@ -216,10 +216,10 @@ fn seat_instance(droplet_id: i64, link: Option<&WorkshopLink>) -> SeatInstance {
         };
     };
     let (state, error) = match (&link.status, &link.error) {
+        _ if link.launching => ("launching".to_owned(), None),
         (Some(status), _) => (status.as_str().to_owned(), link.error_reason.clone()),
         (None, Some(error)) => ("failed".to_owned(), Some(error.clone())),
-        // The instance row was deleted (its link nulled) or the launch is under way.
-        (None, None) if link.instance_id.is_none() => ("launching".to_owned(), None),
+        // The instance row was deleted: the next "start all" launches a new one.
         (None, None) => ("not_started".to_owned(), None),
     };
     SeatInstance {
@@ -534,15 +534,18 @@ impl Access<'_> {
 
     /// `edit_workshops`. Marks the workshop running and launches, in the background, every
     /// participant's instances of the template (see the module documentation). Answers at once
-    /// with the workshop as it is.
+    /// with the workshop as it is. `orchestrator` is the control plane's, or why there is none
+    /// (an `engine_error` once the caller is authorized).
     pub async fn start_workshop(
         &self,
         id: i64,
-        orchestrator: &Arc<Orchestrator>,
+        orchestrator: Result<&Arc<Orchestrator>>,
         now: i64,
     ) -> Result<WorkshopView> {
         self.require(Right::EditWorkshops)?;
         let workshop = self.writable_workshop(id).await?;
+        // Only now: a refused caller learns nothing about the engine.
+        let orchestrator = orchestrator?;
         let seats = self.store().list_participants(id).await?;
         let droplets = self.store().workshop_droplet_ids(id).await?;
         if seats.is_empty() {
@@ -585,11 +588,13 @@ impl Access<'_> {
     pub async fn stop_workshop(
         &self,
         id: i64,
-        orchestrator: &Arc<Orchestrator>,
+        orchestrator: Result<&Arc<Orchestrator>>,
         now: i64,
     ) -> Result<WorkshopView> {
         self.require(Right::EditWorkshops)?;
         let workshop = self.writable_workshop(id).await?;
+        // Only now: a refused caller learns nothing about the engine.
+        let orchestrator = orchestrator?;
         self.store()
             .set_workshop_status(id, WorkshopStatus::Ended)
             .await?;
@@ -961,6 +966,7 @@ mod tests {
             droplet_id: 2,
             instance_id: instance,
             error: error.map(str::to_owned),
+            launching: instance.is_none() && status.is_none() && error.is_none(),
             claimed_at: 0,
             slug: instance.map(|_| "abc".to_owned()),
             status,

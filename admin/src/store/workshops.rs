@@ -3,8 +3,9 @@
 //! Owns the `workshops`, `workshop_participants`, `workshop_droplets` and `workshop_instances`
 //! tables. A participant's seat survives the loss of their instances (the links are nulled), so
 //! a workshop can re-provision. `workshop_instances` holds one row per (participant, droplet of
-//! the template): the instance "start all" launched for them, or the claim of a launch under
-//! way, or why the last launch failed before an instance existed.
+//! the template): the instance "start all" launched for them, whether a launch is under way
+//! (the claim that keeps two launchers apart), and why the last launch failed before an
+//! instance existed.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -258,7 +259,9 @@ pub struct WorkshopLink {
     pub instance_id: Option<i64>,
     /// Why the last launch failed before an instance existed.
     pub error: Option<String>,
-    /// When the current launch was claimed, unix milliseconds.
+    /// Whether a launch is under way.
+    pub launching: bool,
+    /// When the last launch was claimed, unix milliseconds.
     pub claimed_at: i64,
     /// The instance's public name.
     pub slug: Option<String>,
@@ -274,6 +277,7 @@ impl WorkshopLink {
             droplet_id: row.try_get("droplet_id")?,
             instance_id: row.try_get("instance_id")?,
             error: row.try_get("error")?,
+            launching: get_flag(row, "launching")?,
             claimed_at: row.try_get("claimed_at")?,
             slug: row.try_get("slug")?,
             status: status.map(|s| s.parse()).transpose()?,
@@ -455,7 +459,8 @@ impl Store {
     /// The instance links of a workshop, with each instance's state.
     pub async fn workshop_links(&self, workshop_id: i64) -> Result<Vec<WorkshopLink>> {
         let rows = sqlx::query(
-            "SELECT w.user_id, w.droplet_id, w.instance_id, w.error, w.claimed_at, i.slug, \
+            "SELECT w.user_id, w.droplet_id, w.instance_id, w.error, w.launching, w.claimed_at, \
+             i.slug, \
              i.status, i.error_reason FROM workshop_instances w \
              LEFT JOIN instances i ON i.id = w.instance_id \
              WHERE w.workshop_id = $1 ORDER BY w.user_id, w.droplet_id",
@@ -467,9 +472,9 @@ impl Store {
     }
 
     /// Claims the launch of `droplet_id` for `user_id` in a workshop at `now`: true when this
-    /// caller should launch. A new pair is claimed; so is one whose last launch failed, whose
-    /// instance is `previous` (the caller saw it gone), or whose claim is older than
-    /// `stale_before` (its launcher died). A launch under way elsewhere is not claimed twice.
+    /// caller should launch. A new pair is claimed; so is one with no launch under way whose
+    /// instance is missing or is `previous` (the caller saw it gone), and one whose launch was
+    /// claimed before `stale_before` (its launcher died). A launch under way is not claimed twice.
     pub async fn claim_workshop_launch(
         &self,
         workshop_id: i64,
@@ -480,8 +485,10 @@ impl Store {
         stale_before: i64,
     ) -> Result<bool> {
         let inserted = sqlx::query(
-            "INSERT INTO workshop_instances (workshop_id, user_id, droplet_id, claimed_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (workshop_id, user_id, droplet_id) DO NOTHING",
+            "INSERT INTO workshop_instances \
+             (workshop_id, user_id, droplet_id, launching, claimed_at) \
+             VALUES ($1, $2, $3, 1, $4) \
+             ON CONFLICT (workshop_id, user_id, droplet_id) DO NOTHING",
         )
         .bind(workshop_id)
         .bind(user_id)
@@ -493,11 +500,11 @@ impl Store {
             return Ok(true);
         }
         let reclaimed = sqlx::query(
-            "UPDATE workshop_instances SET instance_id = NULL, error = NULL, claimed_at = $4 \
+            "UPDATE workshop_instances \
+             SET instance_id = NULL, error = NULL, launching = 1, claimed_at = $4 \
              WHERE workshop_id = $1 AND user_id = $2 AND droplet_id = $3 AND ( \
-               (instance_id IS NULL AND error IS NOT NULL) \
-               OR (instance_id IS NULL AND error IS NULL AND claimed_at < $5) \
-               OR (instance_id IS NOT NULL AND instance_id = $6))",
+               (launching = 0 AND (instance_id IS NULL OR instance_id = $6)) \
+               OR (launching = 1 AND claimed_at < $5))",
         )
         .bind(workshop_id)
         .bind(user_id)
@@ -524,7 +531,7 @@ impl Store {
         };
         // The seat may have been removed meanwhile: then there is nothing to record.
         sqlx::query(
-            "UPDATE workshop_instances SET instance_id = $4, error = $5 \
+            "UPDATE workshop_instances SET instance_id = $4, error = $5, launching = 0 \
              WHERE workshop_id = $1 AND user_id = $2 AND droplet_id = $3",
         )
         .bind(workshop_id)

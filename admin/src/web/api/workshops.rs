@@ -134,11 +134,8 @@ pub async fn start(
     Id(id): Id,
 ) -> Result<(StatusCode, Json<WorkshopView>), ApiError> {
     let access = Access::new(&state.auth, &principal, &client);
-    // Authorization first: a refused caller learns nothing about the engine.
-    access.get_workshop(id).await?;
-    let orchestrator = state.orchestrator()?;
     let view = access
-        .start_workshop(id, orchestrator, now_millis())
+        .start_workshop(id, state.orchestrator(), now_millis())
         .await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
@@ -150,8 +147,8 @@ pub async fn stop(
     Id(id): Id,
 ) -> Result<(StatusCode, Json<WorkshopView>), ApiError> {
     let access = Access::new(&state.auth, &principal, &client);
-    access.get_workshop(id).await?;
-    let orchestrator = state.orchestrator()?;
-    let view = access.stop_workshop(id, orchestrator, now_millis()).await?;
+    let view = access
+        .stop_workshop(id, state.orchestrator(), now_millis())
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(view)))
 }
