@@ -128,3 +128,36 @@ async fn the_demo_fills_an_empty_installation_once() {
     assert_eq!(store.counts(None).await.unwrap(), counts);
     Api::login(&gw, &dir, "alice", &password_of(&stdout, "alice")).await;
 }
+
+/// The usual order: the gateway has started once (administrator, default tenant, built-in
+/// groups), then the demo runs next to it; that installation still counts as empty.
+#[tokio::test]
+async fn the_demo_fills_an_installation_that_has_started_once() {
+    let dir = GatewayDir::new();
+    let gw = Gateway::start(&dir).await;
+    let (admin_name, admin_password) = read_credentials(&dir.data_dir());
+    let out = dir.cli(&["demo"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The administrator exists already: the demo neither recreates nor prints it.
+    assert!(!stdout.contains(&admin_password));
+    assert!(!stdout.contains("Created the administrator account"));
+    let admin = Api::login(&gw, &dir, &admin_name, &admin_password).await;
+    let tenants = admin.get_ok("/api/v1/tenants").await;
+    assert_eq!(tenants["total"], 3);
+    // A student of another tenant: no workshop of theirs, no right to list workshops.
+    let grace = Api::login(&gw, &dir, "grace", &password_of(&stdout, "grace")).await;
+    assert_eq!(
+        grace.get_ok("/api/v1/workshops/mine").await["items"],
+        serde_json::json!([])
+    );
+    let (status, body) = grace.get("/api/v1/workshops").await;
+    assert_eq!(
+        (status.as_u16(), flowcase_e2e::api::code(&body)),
+        (403, "forbidden")
+    );
+}
