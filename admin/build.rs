@@ -7,6 +7,9 @@
 //!   the pinned version, `npm ci` installs it; then every asset is embedded into the binary
 //!   (`include_bytes!`) under a path carrying a hash of all of them, so browsers may cache them
 //!   for good. The generated table is `$OUT_DIR/assets.rs`, included by `web/assets.rs`.
+//! - The versions the system report shows: the git commit (`FLOWCASE_GIT_COMMIT` from the
+//!   environment when set, e.g. by a build from a tarball, else `git rev-parse`) and the
+//!   compiler's version, as `FLOWCASE_GIT_COMMIT` / `FLOWCASE_RUSTC_VERSION` for `option_env!`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ const GUACAMOLE_SERVED_AS: &str = "js/guacamole-common.min.js";
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
+    stamp_versions();
     let manifest = PathBuf::from(env("CARGO_MANIFEST_DIR"));
     let assets = manifest.join("assets");
     for input in ["package.json", "package-lock.json", "js", "css"] {
@@ -168,5 +172,42 @@ fn npm_ci(assets: &Path, package_dir: &Path, pinned: &str) {
             "`npm ci` did not install {GUACAMOLE_PACKAGE} {pinned} into {}",
             package_dir.display()
         ));
+    }
+}
+
+/// Sets `FLOWCASE_GIT_COMMIT` and `FLOWCASE_RUSTC_VERSION` for the crate; either is left unset
+/// when it cannot be found (no git, not a checkout), never failing the build.
+fn stamp_versions() {
+    println!("cargo:rerun-if-env-changed=FLOWCASE_GIT_COMMIT");
+    let output = |program: &str, args: &[&str]| -> Option<String> {
+        let out = Command::new(program).args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let commit = std::env::var("FLOWCASE_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| {
+            // Rebuild when HEAD moves: watch HEAD and the branch it points at.
+            for path in ["HEAD", "refs/heads"] {
+                if let Some(p) = output("git", &["rev-parse", "--git-path", path]) {
+                    println!("cargo:rerun-if-changed={p}");
+                }
+            }
+            if let Some(branch) = output("git", &["symbolic-ref", "-q", "HEAD"])
+                && let Some(p) = output("git", &["rev-parse", "--git-path", &branch])
+            {
+                println!("cargo:rerun-if-changed={p}");
+            }
+            output("git", &["rev-parse", "--short=12", "HEAD"])
+        });
+    if let Some(commit) = commit {
+        println!("cargo:rustc-env=FLOWCASE_GIT_COMMIT={commit}");
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    if let Some(version) = output(&rustc, &["--version"]) {
+        println!("cargo:rustc-env=FLOWCASE_RUSTC_VERSION={version}");
     }
 }

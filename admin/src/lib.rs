@@ -10,6 +10,7 @@
 //!   quotas, readiness, the engine interface and its Docker implementation);
 //! - [`web`]: the pages and JSON API, served behind the gateway's front door;
 //! - [`metrics`]: the control plane's Prometheus metrics;
+//! - [`system`]: the system report (versions, database, engine, host, certificates);
 //! - [`error`]: the crate's error type.
 
 pub mod access;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod orchestrator;
 pub mod secrets;
 pub mod store;
+pub mod system;
 pub mod web;
 
 pub use error::AdminError;

@@ -183,6 +183,9 @@ on_both_backends!(
     tunnel_tokens_are_claimed_once,
     clipboard_restrictions_of_any_group_apply,
     app_codes_are_claimed_once_and_pruned_after_expiry,
+    workshop_templates_seats_and_launch_claims,
+    audit_filters_and_tenant_scope,
+    counts_by_tenant_and_server_version,
 );
 
 async fn app_codes_are_claimed_once_and_pruned_after_expiry(db: &TestDb) {
@@ -2415,4 +2418,299 @@ async fn clipboard_restrictions_of_any_group_apply(db: &TestDb) {
         s.user_permissions(user.id).await.unwrap(),
         Permissions::default()
     );
+}
+
+async fn workshop_templates_seats_and_launch_claims(db: &TestDb) {
+    let store = &db.store;
+    let tenant = default_tenant(db).await;
+    let other = store.create_tenant("Other", false, T0).await.unwrap();
+    let alice = new_user(db, tenant.id, "alice").await;
+    let bob = new_user(db, tenant.id, "bob").await;
+    let d1 = new_droplet(db, tenant.id, "One").await;
+    let d2 = new_droplet(db, tenant.id, "Two").await;
+    let new = |tenant_id: i64, name: &str| NewWorkshop {
+        tenant_id,
+        group_id: None,
+        name: name.to_owned(),
+        description: String::new(),
+        starts_at: T0,
+        ends_at: T0 + 1,
+        status: WorkshopStatus::Scheduled,
+    };
+    let w = store
+        .create_workshop(&new(tenant.id, "B lab"), T0)
+        .await
+        .unwrap();
+    store
+        .create_workshop(&new(tenant.id, "A lab"), T0)
+        .await
+        .unwrap();
+    store
+        .create_workshop(&new(other.id, "C lab"), T0)
+        .await
+        .unwrap();
+    let (page, total) = store.page_workshops(Some(tenant.id), 10, 0).await.unwrap();
+    assert_eq!(total, 2);
+    let names: Vec<&str> = page.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["A lab", "B lab"]);
+    let (page, total) = store.page_workshops(None, 1, 1).await.unwrap();
+    assert_eq!((page.len(), total), (1, 3));
+    assert_eq!(page[0].name, "B lab");
+
+    let fields = flowcase_admin::store::WorkshopFields {
+        name: "B lab (renamed)".into(),
+        description: "<b>".into(),
+        starts_at: T0 + 10,
+        ends_at: T0 + 20,
+        group_id: None,
+    };
+    let updated = store.update_workshop(w.id, &fields).await.unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.ends_at),
+        ("B lab (renamed)", T0 + 20)
+    );
+    assert_err!(
+        store.update_workshop(9_999, &fields).await,
+        AdminError::NotFound("workshop")
+    );
+
+    store.set_workshop_droplets(w.id, &[d1, d2]).await.unwrap();
+    store
+        .set_participants(w.id, &[alice.id, bob.id], T0)
+        .await
+        .unwrap();
+    let seats = store.workshop_seats(w.id).await.unwrap();
+    assert_eq!(seats.len(), 2);
+    assert_eq!(seats[0].username, "alice");
+    assert!(!seats[0].disabled);
+
+    // Claims: one launcher per pair; a failed or stale claim, or a gone instance, is re-claimed.
+    assert!(
+        store
+            .claim_workshop_launch(w.id, alice.id, d1, None, T0, T0 - 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_workshop_launch(w.id, alice.id, d1, None, T0 + 1, T0 - 1)
+            .await
+            .unwrap()
+    );
+    let links = store.workshop_links(w.id).await.unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!((links[0].instance_id, links[0].status), (None, None));
+    assert!(links[0].launching);
+    store
+        .finish_workshop_launch(w.id, alice.id, d1, Err("image missing".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.workshop_links(w.id).await.unwrap()[0]
+            .error
+            .as_deref(),
+        Some("image missing")
+    );
+    assert!(
+        store
+            .claim_workshop_launch(w.id, alice.id, d1, None, T0 + 2, T0 - 1)
+            .await
+            .unwrap()
+    );
+    let instance = new_instance(db, "ws-alice", d1, alice.id, T0).await;
+    store
+        .finish_workshop_launch(w.id, alice.id, d1, Ok(instance))
+        .await
+        .unwrap();
+    let link = store.workshop_links(w.id).await.unwrap().remove(0);
+    assert_eq!(link.instance_id, Some(instance));
+    assert_eq!(link.slug.as_deref(), Some("ws-alice"));
+    assert!(link.status.is_some());
+    assert_eq!(link.error, None);
+    // A linked instance is claimed again only by who saw it gone.
+    assert!(
+        !store
+            .claim_workshop_launch(w.id, alice.id, d1, None, T0 + 3, T0 + 3)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_workshop_launch(w.id, alice.id, d1, Some(instance), T0 + 3, T0)
+            .await
+            .unwrap()
+    );
+    // An instance row deleted under the link frees the pair too.
+    store
+        .finish_workshop_launch(w.id, alice.id, d1, Ok(instance))
+        .await
+        .unwrap();
+    store.delete_instance(instance).await.unwrap();
+    let link = store.workshop_links(w.id).await.unwrap().remove(0);
+    assert_eq!((link.instance_id, link.launching), (None, false));
+    assert!(
+        store
+            .claim_workshop_launch(w.id, alice.id, d1, None, T0 + 4, T0)
+            .await
+            .unwrap()
+    );
+    // A claim older than the stale bound is taken over.
+    assert!(
+        store
+            .claim_workshop_launch(w.id, bob.id, d2, None, T0, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_workshop_launch(w.id, bob.id, d2, None, T0 + 9, T0 + 5)
+            .await
+            .unwrap()
+    );
+
+    // Leaving the seat or the template drops the links; the instance stays.
+    store.set_participants(w.id, &[bob.id], T0).await.unwrap();
+    assert!(
+        store
+            .workshop_links(w.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.user_id == bob.id)
+    );
+    store.set_workshop_droplets(w.id, &[d1]).await.unwrap();
+    assert!(store.workshop_links(w.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.workshops_of_participant(bob.id).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .workshops_of_participant(alice.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.delete_workshop(w.id).await.unwrap();
+    assert_err!(
+        store.delete_workshop(w.id).await,
+        AdminError::NotFound("workshop")
+    );
+}
+
+async fn audit_filters_and_tenant_scope(db: &TestDb) {
+    use flowcase_admin::store::AuditFilter;
+    let store = &db.store;
+    let tenant = default_tenant(db).await;
+    let other = store.create_tenant("Other", false, T0).await.unwrap();
+    let alice = new_user(db, tenant.id, "alice").await;
+    let olga = new_user(db, other.id, "olga").await;
+    for (i, (actor, action, target)) in [
+        (&alice, "user.create", "7"),
+        (&alice, "user.update", "7"),
+        (&olga, "user.create", "8"),
+        (&olga, "workshop.start", "1"),
+        (&alice, "user_create", "9"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let entry = NewAuditEntry {
+            actor_user_id: Some(actor.id),
+            actor_name: Some(actor.username.clone()),
+            action: action.into(),
+            target_kind: Some(action.split(['.', '_']).next().unwrap().into()),
+            target_id: Some(target.into()),
+            ..NewAuditEntry::default()
+        };
+        store
+            .append_audit(&entry, T0 + i64::try_from(i).unwrap())
+            .await
+            .unwrap();
+    }
+    let run = |filter: AuditFilter| async move {
+        let (items, total) = store.page_audit(&filter, 50, 0).await.unwrap();
+        assert_eq!(usize::try_from(total).unwrap(), items.len());
+        items
+            .iter()
+            .map(|e| (e.action.clone(), e.target_id.clone().unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, t)| ((*a).to_owned(), (*t).to_owned()))
+            .collect()
+    };
+    assert_eq!(run(AuditFilter::default()).await.len(), 5);
+    // A prefix is literal: `user.` does not match `user_create` (no LIKE wildcards).
+    let prefix = AuditFilter {
+        action: Some("user.".into()),
+        action_prefix: true,
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        run(prefix).await,
+        pairs(&[
+            ("user.create", "8"),
+            ("user.update", "7"),
+            ("user.create", "7")
+        ])
+    );
+    let exact = AuditFilter {
+        action: Some("user.create".into()),
+        actor: Some("alice".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(run(exact).await, pairs(&[("user.create", "7")]));
+    let target = AuditFilter {
+        target_kind: Some("user".into()),
+        target_id: Some("7".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(run(target).await.len(), 2);
+    let window = AuditFilter {
+        since: Some(T0 + 1),
+        until: Some(T0 + 3),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        run(window).await,
+        pairs(&[("user.create", "8"), ("user.update", "7")])
+    );
+    let scoped = AuditFilter {
+        actor_tenant: Some(other.id),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        run(scoped).await,
+        pairs(&[("workshop.start", "1"), ("user.create", "8")])
+    );
+    let (page, total) = store
+        .page_audit(&AuditFilter::default(), 2, 3)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (2, 5));
+    assert_eq!(page[0].action, "user.update");
+}
+
+async fn counts_by_tenant_and_server_version(db: &TestDb) {
+    let store = &db.store;
+    let tenant = default_tenant(db).await;
+    let other = store.create_tenant("Other", false, T0).await.unwrap();
+    let alice = new_user(db, tenant.id, "alice").await;
+    new_user(db, other.id, "olga").await;
+    let droplet = new_droplet(db, tenant.id, "One").await;
+    new_instance(db, "count-me", droplet, alice.id, T0).await;
+    let all = store.counts(None).await.unwrap();
+    assert_eq!((all.tenants, all.users, all.droplets), (2, 2, 1));
+    assert_eq!(all.instances.values().sum::<i64>(), 1);
+    let mine = store.counts(Some(other.id)).await.unwrap();
+    assert_eq!((mine.tenants, mine.users, mine.droplets), (1, 1, 0));
+    assert!(mine.instances.is_empty());
+    let version = store.server_version().await.unwrap();
+    match store.backend() {
+        Backend::Sqlite => assert!(version.starts_with("3."), "{version}"),
+        Backend::Postgres => assert!(version.chars().next().is_some_and(|c| c.is_ascii_digit())),
+    }
 }

@@ -38,6 +38,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
     flowcase_admin::secrets::create_private_dir(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     crate::metrics::register(certs.clone());
+    register_certificate_report(certs.clone());
     let health = Arc::new(HealthState::new(certs.clone()));
     let snapshot = Snapshot::new();
     let wake = crate::wake::channel();
@@ -268,4 +269,20 @@ fn prepare_database(config: &Config) -> anyhow::Result<()> {
         store.close().await;
         Ok(())
     })
+}
+
+/// Lets the control plane's system report show the certificates this front door serves (the
+/// control plane does not depend on the TLS crate; see `flowcase_admin::system`).
+fn register_certificate_report(certs: Arc<CertResolver>) {
+    flowcase_admin::system::register_certificates(move || {
+        certs
+            .configured_statuses()
+            .into_iter()
+            .map(|status| flowcase_admin::system::CertificateStatus {
+                source: status.source.to_owned(),
+                names: status.names,
+                not_after: flowcase_admin::store::unix_millis(status.not_after),
+            })
+            .collect()
+    });
 }

@@ -3,6 +3,7 @@
 //! test goes through this kit.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod api;
 pub mod browser;
 pub mod desktops;
 pub mod echo;

@@ -1,5 +1,6 @@
 //! The one authorization layer of the administration API: who may list, read and change which
-//! users, groups, tenants and droplets.
+//! users, groups, tenants, droplets and workshops, and who reads the audit log and the system
+//! report.
 //!
 //! Every admin operation goes through a method of [`Access`], which checks, in this order:
 //!
@@ -27,13 +28,16 @@
 //! they can be neither renamed nor deleted, the identification stays stable. Rights never
 //! depend on it.
 
+mod audit;
 pub mod desktop;
 mod droplets;
 mod groups;
 mod instances;
+mod system;
 mod tenants;
 mod users;
 pub mod validate;
+mod workshops;
 
 use serde::Serialize;
 
@@ -42,10 +46,15 @@ use crate::error::{AdminError, Result};
 use crate::store::{NewAuditEntry, Permissions, Store};
 
 pub use droplets::{DropletAdminView, DropletQuery, DropletView};
+pub use audit::{AuditQuery, Pruned};
 pub use groups::{GroupChanges, GroupDetail, GroupView, NewGroupRequest, UserRef};
 pub use instances::{InstanceQuery, Started, StatsScope};
 pub use tenants::NewTenantRequest;
 pub use users::{CreatedUser, GroupRef, NewUserRequest, UserChanges, UserDetail};
+pub use workshops::{
+    DropletRef, MyWorkshop, NewWorkshopRequest, ParticipantView, SeatInstance, WorkshopChanges,
+    WorkshopParticipants, WorkshopView,
+};
 
 /// Page size when the request names none.
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -167,10 +176,13 @@ impl Scope {
 /// check and the message naming the missing right cannot disagree.
 #[derive(Debug, Clone, Copy)]
 enum Right {
+    AdminPanel,
     ViewUsers,
     EditUsers,
     ViewGroups,
     EditGroups,
+    ViewWorkshops,
+    EditWorkshops,
     ViewTenants,
     EditTenants,
 }
@@ -178,10 +190,13 @@ enum Right {
 impl Right {
     fn granted_by(self, p: &Permissions) -> bool {
         match self {
+            Self::AdminPanel => p.admin_panel,
             Self::ViewUsers => p.view_users,
             Self::EditUsers => p.edit_users,
             Self::ViewGroups => p.view_groups,
             Self::EditGroups => p.edit_groups,
+            Self::ViewWorkshops => p.view_workshops,
+            Self::EditWorkshops => p.edit_workshops,
             Self::ViewTenants => p.view_tenants,
             Self::EditTenants => p.edit_tenants,
         }
@@ -189,10 +204,13 @@ impl Right {
 
     fn refusal(self) -> AdminError {
         AdminError::Forbidden(match self {
+            Self::AdminPanel => "this needs the admin_panel right",
             Self::ViewUsers => "this needs the view_users right",
             Self::EditUsers => "this needs the edit_users right",
             Self::ViewGroups => "this needs the view_groups right",
             Self::EditGroups => "this needs the edit_groups right",
+            Self::ViewWorkshops => "this needs the view_workshops right",
+            Self::EditWorkshops => "this needs the edit_workshops right",
             Self::ViewTenants => "this needs the view_tenants right",
             Self::EditTenants => "this needs the edit_tenants right",
         })

@@ -17,6 +17,7 @@ pub const DISPLAY_NAME_MAX: usize = 100;
 pub const GROUP_NAME_MAX: usize = 64;
 pub const TENANT_NAME_MAX: usize = 100;
 pub const DESCRIPTION_MAX: usize = 500;
+pub const WORKSHOP_NAME_MAX: usize = 100;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> AdminError {
     AdminError::InvalidInput {
@@ -53,6 +54,29 @@ pub fn group_name(raw: &str) -> Result<String> {
 /// A tenant name, unique overall.
 pub fn tenant_name(raw: &str) -> Result<String> {
     line("name", raw, TENANT_NAME_MAX)
+}
+
+/// A workshop name, unique within its tenant.
+pub fn workshop_name(raw: &str) -> Result<String> {
+    line("name", raw, WORKSHOP_NAME_MAX)
+}
+
+/// A point in time given as unix milliseconds (`1767225600000`) or as RFC 3339 text
+/// (`2026-01-01T00:00:00Z`, `2026-01-01T01:00:00+01:00`), as unix milliseconds.
+pub fn instant(field: &'static str, raw: &str) -> Result<i64> {
+    let text = raw.trim();
+    if let Ok(millis) = text.parse::<i64>() {
+        return Ok(millis);
+    }
+    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            invalid(
+                field,
+                "give unix milliseconds or an RFC 3339 time such as 2026-01-01T00:00:00Z",
+            )
+        })?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| invalid(field, "this time is out of range"))
 }
 
 /// Free text of up to 500 characters; line breaks and tabs are the only control characters
@@ -124,6 +148,25 @@ mod tests {
         assert_eq!(description("").ok().as_deref(), Some(""));
         assert_eq!(field_of(description("bell\u{7}")), "description");
         assert_eq!(field_of(description(&"d".repeat(501))), "description");
+    }
+
+    #[test]
+    fn instants_in_millis_or_rfc3339() {
+        assert_eq!(
+            instant("since", "1767225600000").ok(),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(
+            instant("since", "2026-01-01T00:00:00Z").ok(),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(
+            instant("since", "2026-01-01T01:00:00.5+01:00").ok(),
+            Some(1_767_225_600_500)
+        );
+        assert_eq!(field_of(instant("until", "yesterday")), "until");
+        assert_eq!(field_of(instant("until", "2026-01-01")), "until");
+        assert_eq!(field_of(workshop_name(" ")), "name");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod identities;
 pub mod instance_views;
 pub mod instances;
 pub mod invites;
+pub mod overview;
 pub mod sessions;
 pub mod single_use;
 pub mod tenants;
@@ -40,7 +41,7 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 use crate::error::{AdminError, Result};
 
 pub use api_keys::{ApiKey, NewApiKey};
-pub use audit::{AuditEntry, NewAuditEntry};
+pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use codec::{now_millis, unix_millis};
 pub use droplets::{Droplet, DropletType, NewDroplet, TargetKind};
 pub use gauges::GaugeCounts;
@@ -50,10 +51,13 @@ pub use instances::{
     AdmissionLimits, Allocation, Instance, InstanceStatus, NewInstance, Refusal, StartClaim,
 };
 pub use invites::{Invite, NewInvite};
+pub use overview::Counts;
 pub use sessions::{NewSession, Session};
 pub use tenants::Tenant;
 pub use users::{NewUser, User, UserFields};
-pub use workshops::{NewWorkshop, Participant, Workshop, WorkshopStatus};
+pub use workshops::{
+    NewWorkshop, Participant, Seat, Workshop, WorkshopFields, WorkshopLink, WorkshopStatus,
+};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");

@@ -2,6 +2,7 @@
 //! the same way (file named by `--config` or `FLOWCASE_CONFIG`, then the environment) and exits
 //! non-zero with a message naming the problem.
 
+mod demo;
 mod droplet;
 mod user;
 
@@ -58,6 +59,16 @@ enum Command {
         #[command(subcommand)]
         command: droplet::DropletCommand,
     },
+    /// Fill an empty installation with sample tenants, groups, users, droplets and a workshop
+    /// (the users' passwords are printed once). Refuses an installation holding data.
+    Demo {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Add the demo objects to an installation that already holds data (objects with the
+        /// demo's names are kept as they are).
+        #[arg(long)]
+        force: bool,
+    },
     /// Copy every row of the configured database into a new, empty PostgreSQL database (the
     /// move from SQLite to PostgreSQL). Stop the gateway first.
     CopyDatabase {
@@ -108,6 +119,7 @@ pub fn run() -> ExitCode {
         }),
         Command::User { config, command } => with_config(&config, |c| user::run(c, command)),
         Command::Droplet { config, command } => with_config(&config, |c| droplet::run(c, command)),
+        Command::Demo { config, force } => with_config(&config, |c| demo::run(c, force)),
         Command::CopyDatabase { config, to } => with_config(&config, |c| copy_database(&c, &to)),
     }
 }

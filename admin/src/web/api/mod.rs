@@ -4,14 +4,17 @@
 
 pub mod account;
 pub mod droplets;
+pub mod audit;
 pub mod groups;
 pub mod input;
 pub mod instances;
 pub mod legacy;
 pub mod session;
+pub mod system;
 pub mod tenants;
 pub mod tunnel;
 pub mod users;
+pub mod workshops;
 
 use axum::Router;
 use axum::routing::{delete, get, post, put};
@@ -55,4 +58,7 @@ pub fn routes() -> Router<AppState> {
         .merge(droplets::routes())
         .merge(instances::routes())
         .merge(legacy::routes())
+        .merge(workshops::routes())
+        .merge(audit::routes())
+        .merge(system::routes())
 }

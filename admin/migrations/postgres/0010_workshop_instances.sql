@@ -1,0 +1,18 @@
+-- The instances a workshop started: one row per (workshop, participant, droplet of the
+-- template), since a workshop may hold several droplets and `workshop_participants` links one
+-- instance only. Same as ../sqlite/0010_workshop_instances.sql.
+--
+-- A row is also a claim: `launching` = 1 while a launch is under way (since `claimed_at`), so a
+-- second "start all" does not launch twice; `error` says why the last launch failed before any
+-- instance existed (image missing, quota).
+CREATE TABLE workshop_instances (
+    workshop_id  BIGINT NOT NULL REFERENCES workshops (id) ON DELETE CASCADE,
+    user_id      BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    droplet_id   BIGINT NOT NULL REFERENCES droplets (id) ON DELETE CASCADE,
+    instance_id  BIGINT REFERENCES instances (id) ON DELETE SET NULL,
+    error        TEXT,
+    launching    SMALLINT NOT NULL DEFAULT 0 CHECK (launching IN (0, 1)),
+    claimed_at   BIGINT NOT NULL,
+    PRIMARY KEY (workshop_id, user_id, droplet_id)
+);
+CREATE INDEX workshop_instances_instance ON workshop_instances (instance_id);

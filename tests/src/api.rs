@@ -1,0 +1,122 @@
+//! A JSON API client for the admin endpoints: logged in (session cookie, CSRF token and origin
+//! on every request, so refusals come from authorization and never from the CSRF check), by API
+//! key (bearer token only), or anonymous (a browser of the site without a session: origin only).
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{Gateway, GatewayDir};
+
+pub struct Api {
+    client: Client,
+    csrf: Option<String>,
+    bearer: Option<String>,
+    base: String,
+    origin: String,
+}
+
+impl Api {
+    /// Logs `username` in; panics unless the login succeeds.
+    pub async fn login(gw: &Gateway, dir: &GatewayDir, username: &str, password: &str) -> Api {
+        let client = gw.client(&dir.data_dir(), &["localhost"]);
+        let resp = client
+            .post(gw.url("localhost", "/api/v1/session"))
+            .header("origin", gw.origin())
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 200, "login of {username}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        Api {
+            client,
+            csrf: Some(body["csrf_token"].as_str().unwrap().to_owned()),
+            bearer: None,
+            base: gw.url("localhost", ""),
+            origin: gw.origin(),
+        }
+    }
+
+    /// No session and no key.
+    pub fn anonymous(gw: &Gateway, dir: &GatewayDir) -> Api {
+        Api {
+            client: gw.client(&dir.data_dir(), &["localhost"]),
+            csrf: None,
+            bearer: None,
+            base: gw.url("localhost", ""),
+            origin: gw.origin(),
+        }
+    }
+
+    /// A script holding an API key: no cookie, no CSRF token, no origin.
+    pub fn with_key(gw: &Gateway, dir: &GatewayDir, token: &str) -> Api {
+        Api {
+            bearer: Some(token.to_owned()),
+            ..Api::anonymous(gw, dir)
+        }
+    }
+
+    /// Creates an API key for this (logged-in) client's user and returns its token.
+    pub async fn create_key(&self, name: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/v1/account/api-keys",
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        // Browsers send the site's origin, signed in or not; scripts with a key send nothing.
+        if self.bearer.is_none() {
+            req = req.header("origin", &self.origin);
+        }
+        if let Some(csrf) = &self.csrf {
+            req = req.header("x-csrf-token", csrf);
+        }
+        if let Some(token) = &self.bearer {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// `GET path`, asserting 200.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// `POST`/`PUT`/`PATCH` with a body, asserting `expected`.
+    pub async fn send_ok(&self, method: Method, path: &str, body: Value, expected: u16) -> Value {
+        let (status, answer) = self.call(method.clone(), path, Some(body)).await;
+        assert_eq!(status.as_u16(), expected, "{method} {path}: {answer}");
+        answer
+    }
+}
+
+/// The stable error code of an error answer (`""` when there is none).
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
