@@ -452,6 +452,19 @@ impl Browser {
             .collect()
     }
 
+    /// Makes the page see `prefers-color-scheme: scheme` (`"dark"`, `"light"`; `""` resets),
+    /// through chromedriver's Chrome DevTools passthrough.
+    pub async fn emulate_color_scheme(&self, scheme: &str) {
+        self.run(
+            "emulate a colour scheme",
+            self.client().issue_cmd(Cdp {
+                cmd: "Emulation.setEmulatedMedia",
+                params: json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+            }),
+        )
+        .await;
+    }
+
     /// Saves a PNG of the current viewport to `path`.
     pub async fn screenshot(&self, path: &Path) -> Result<(), String> {
         let png = tokio::time::timeout(COMMAND_TIMEOUT, self.client().screenshot())
@@ -578,6 +591,29 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
         (
             http::Method::POST,
             Some(json!({ "type": "browser" }).to_string()),
+        )
+    }
+}
+
+/// chromedriver's `POST /session/{id}/goog/cdp/execute`: one Chrome DevTools command.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base: &Url, session: Option<&str>) -> Result<Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({ "cmd": self.cmd, "params": self.params }).to_string()),
         )
     }
 }

@@ -112,7 +112,9 @@ client_secret = "not-used-by-this-test"
     async fn shots(&self, name: &str) {
         let b = &self.browser;
         let dir = screenshot_dir();
-        b.screenshot(&dir.join(format!("{name}.png"))).await.unwrap();
+        b.screenshot(&dir.join(format!("{name}.png")))
+            .await
+            .unwrap();
         b.client().set_window_size(PHONE.0, PHONE.1).await.unwrap();
         // Layout settles on the next frame.
         b.eval("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))));")
@@ -138,7 +140,10 @@ client_secret = "not-used-by-this-test"
             "{name}: the page is wider than a phone ({scroll} > {client}px): {}",
             overflow["wide"]
         );
-        b.client().set_window_size(LAPTOP.0, LAPTOP.1).await.unwrap();
+        b.client()
+            .set_window_size(LAPTOP.0, LAPTOP.1)
+            .await
+            .unwrap();
     }
 
     async fn check_console(&self, name: &str) {
@@ -169,12 +174,11 @@ client_secret = "not-used-by-this-test"
             b.fill("input[name=username]", user).await;
             b.fill("input[name=password]", password).await;
             b.click("form[action='/login'] button[type=submit]").await;
-            if b
-                .try_wait_for_url(&format!("{path} after signing in"), |u: &Url| {
-                    u.path() == path
-                })
-                .await
-                .is_ok()
+            if b.try_wait_for_url(&format!("{path} after signing in"), |u: &Url| {
+                u.path() == path
+            })
+            .await
+            .is_ok()
             {
                 return;
             }
@@ -192,8 +196,7 @@ client_secret = "not-used-by-this-test"
             }
             b.click("#account-menu summary").await;
             b.click("#sign-out").await;
-            if b
-                .try_wait_for_url("the start page after signing out", |u| u.path() == "/")
+            if b.try_wait_for_url("the start page after signing out", |u| u.path() == "/")
                 .await
                 .is_ok()
             {
@@ -236,7 +239,12 @@ client_secret = "not-used-by-this-test"
         let injected = b
             .eval("return document.querySelectorAll('img[src=\"x\"], img[src$=\"/x\"]').length;")
             .await;
-        assert_eq!(injected, 0, "a hostile name became markup on {}", b.current_url().await);
+        assert_eq!(
+            injected,
+            0,
+            "a hostile name became markup on {}",
+            b.current_url().await
+        );
     }
 }
 
@@ -552,6 +560,13 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
         env.shots("dashboard-launch").await;
         b.click("#launch-modal [data-close]").await;
         env.check_console("dashboard after the modal").await;
+
+        // The dark variant, for a person to look at.
+        b.emulate_color_scheme("dark").await;
+        env.look("/dashboard", "dashboard-dark").await;
+        env.look(&group_path, "admin-group-dark").await;
+        env.look("/admin/users", "admin-users-dark").await;
+        b.emulate_color_scheme("").await;
 
         // --- a user without admin_panel -------------------------------------------------
         env.sign_out().await;

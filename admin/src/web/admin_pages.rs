@@ -48,19 +48,63 @@ pub fn routes() -> Router<AppState> {
 pub const FLAG_LABELS: &[(&str, &str, &str)] = &[
     ("admin_panel", "Administration", "May open the admin area"),
     ("view_users", "View users", "List users and their groups"),
-    ("edit_users", "Edit users", "Create, change, disable and delete users"),
-    ("view_groups", "View groups", "List groups and their members"),
-    ("edit_groups", "Edit groups", "Create, change and delete groups"),
-    ("view_droplets", "View droplets", "See every droplet, inactive ones too"),
-    ("edit_droplets", "Edit droplets", "Create, change, delete and pull droplets"),
-    ("view_instances", "View instances", "See every user's instances"),
-    ("edit_instances", "Edit instances", "Stop and delete every user's instances"),
+    (
+        "edit_users",
+        "Edit users",
+        "Create, change, disable and delete users",
+    ),
+    (
+        "view_groups",
+        "View groups",
+        "List groups and their members",
+    ),
+    (
+        "edit_groups",
+        "Edit groups",
+        "Create, change and delete groups",
+    ),
+    (
+        "view_droplets",
+        "View droplets",
+        "See every droplet, inactive ones too",
+    ),
+    (
+        "edit_droplets",
+        "Edit droplets",
+        "Create, change, delete and pull droplets",
+    ),
+    (
+        "view_instances",
+        "View instances",
+        "See every user's instances",
+    ),
+    (
+        "edit_instances",
+        "Edit instances",
+        "Stop and delete every user's instances",
+    ),
     ("view_workshops", "View workshops", "List workshops"),
-    ("edit_workshops", "Edit workshops", "Create, run and delete workshops"),
-    ("view_registry", "View registry", "Browse the droplet registry catalogue"),
-    ("edit_registry", "Edit registry", "Import droplets from registries"),
+    (
+        "edit_workshops",
+        "Edit workshops",
+        "Create, run and delete workshops",
+    ),
+    (
+        "view_registry",
+        "View registry",
+        "Browse the droplet registry catalogue",
+    ),
+    (
+        "edit_registry",
+        "Edit registry",
+        "Import droplets from registries",
+    ),
     ("view_tenants", "View tenants", "See every tenant's objects"),
-    ("edit_tenants", "Edit tenants", "Create tenants and change any tenant's objects"),
+    (
+        "edit_tenants",
+        "Edit tenants",
+        "Create tenants and change any tenant's objects",
+    ),
 ];
 
 /// A flag as a checkbox.

@@ -248,7 +248,10 @@ mod tests {
 
     #[test]
     fn icons_from_other_sites_are_not_shown() {
-        assert_eq!(safe_icon(Some("/static/a.png")).as_deref(), Some("/static/a.png"));
+        assert_eq!(
+            safe_icon(Some("/static/a.png")).as_deref(),
+            Some("/static/a.png")
+        );
         assert_eq!(safe_icon(Some("https://evil.example/a.png")), None);
         assert_eq!(safe_icon(Some("//evil.example/a.png")), None);
         assert_eq!(safe_icon(Some("javascript:alert(1)")), None);

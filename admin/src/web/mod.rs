@@ -2,9 +2,9 @@
 //! that the gateway's front door proxies to. Handlers stay short: extract, call the service,
 //! map the error (in `error.rs`, the one place that turns an `AdminError` into HTTP).
 
+pub mod admin_pages;
 pub mod api;
 pub mod app_auth;
-pub mod admin_pages;
 pub mod assets;
 pub mod dashboard;
 pub mod error;
