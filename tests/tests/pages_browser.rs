@@ -103,6 +103,17 @@ client_secret = "not-used-by-this-test"
             }
             let bad = broken(&log);
             assert!(bad.is_empty(), "{name}: the console reports {bad:#?}");
+            // Nothing the policy would have to allow: no inline script, handler or style.
+            let inline = self
+                .browser
+                .eval(
+                    "return [...document.querySelectorAll('[style], script:not([src]), style')] \
+                       .concat([...document.querySelectorAll('*')].filter(e => \
+                         [...e.attributes].some(a => a.name.startsWith('on')))) \
+                       .map(e => e.outerHTML.slice(0, 80));",
+                )
+                .await;
+            assert_eq!(inline, serde_json::json!([]), "{name}: inline code");
             break;
         }
         self.shots(name).await;
@@ -334,6 +345,10 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
         assert!(password.as_str().unwrap().len() >= 12, "{password}");
         env.shots("admin-user-created").await;
         b.click("#user-created [data-reload]").await;
+        b.wait_for_url("the list again", |u| u.path() == "/admin/users")
+            .await;
+        // (Again, in case Chromium dropped the reload; see browser::NETWORK_CHANGED.)
+        env.open("/admin/users").await;
         env.shows_literally(HOSTILE).await;
         env.check_console("users after creating").await;
 
@@ -432,6 +447,7 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
         )
         .await;
         env.submit("#groups-form").await;
+        env.open(&user_path).await;
         b.wait_for_js(
             "the rights of the new group",
             "return document.getElementById('user-rights') \
@@ -484,6 +500,10 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
             )
             .await;
         assert!(token.as_str().unwrap().len() > 20, "{token}");
+        // Listed at once, as text.
+        env.shows_literally(HOSTILE).await;
+        b.wait_for_element("#keys-table [data-revoke]").await;
+        env.shots("account-key-created").await;
         env.open("/account").await;
         env.shows_literally(HOSTILE).await;
         b.click("#keys-table [data-revoke]").await;

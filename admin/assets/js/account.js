@@ -20,8 +20,56 @@ onSubmit(document.getElementById("key-form"), async (form) => {
   form.reset();
   document.getElementById("key-token").textContent = created.token;
   document.getElementById("key-created").hidden = false;
-  toast("Key created. It is listed after a reload.", "ok");
+  addKeyRow(created.key);
+  toast("Key created.", "ok");
 });
+
+/** Lists a new key (the API's key object) at the top of the table. */
+function addKeyRow(key) {
+  if (!key || key.id === undefined) return;
+  let table = document.getElementById("keys-table");
+  if (!table) {
+    // The first key: the empty note makes way for a table.
+    const wrap = document.createElement("div");
+    wrap.className = "table-wrap";
+    table = document.createElement("table");
+    table.className = "table table--cards";
+    table.id = "keys-table";
+    const head = table.createTHead().insertRow();
+    for (const label of ["Key", "Last used", "Expires", ""]) {
+      const th = document.createElement("th");
+      th.textContent = label;
+      head.append(th);
+    }
+    table.createTBody();
+    wrap.append(table);
+    document.getElementById("keys-empty")?.replaceWith(wrap);
+  }
+  const row = table.tBodies[0].insertRow(0);
+  row.dataset.keyId = String(key.id);
+  const title = row.insertCell();
+  title.className = "cell-title";
+  const name = document.createElement("div");
+  name.className = "cell-main";
+  name.textContent = key.name;
+  const sub = document.createElement("div");
+  sub.className = "cell-sub mono";
+  sub.textContent = `${key.prefix || ""}… · created just now`;
+  title.append(name, sub);
+  for (const [label, text] of [["Last used", "never"], ["Expires", key.expires_at ? new Date(key.expires_at).toISOString().slice(0, 10) : "never"]]) {
+    const cell = row.insertCell();
+    cell.dataset.label = label;
+    cell.textContent = text;
+  }
+  const actions = row.insertCell();
+  actions.className = "actions";
+  const revoke = document.createElement("button");
+  revoke.type = "button";
+  revoke.className = "button button--danger button--small";
+  revoke.dataset.revoke = String(key.id);
+  revoke.textContent = "Revoke";
+  actions.append(revoke);
+}
 
 document.addEventListener("click", async (event) => {
   const button = event.target instanceof Element ? event.target.closest("[data-revoke]") : null;

@@ -287,7 +287,11 @@ async function refreshInstances() {
     seen.add(Number(i.id));
     upsert(i);
   }
-  for (const id of [...instances.keys()]) if (!seen.has(id)) removeInstance(id);
+  // Rows missing from the answer are gone, but only if the answer was the whole list (an
+  // administrator's list holds everyone's instances and may be cut into pages).
+  const items = (page && page.items) || [];
+  const whole = !page || !Number.isFinite(page.total) || page.total <= items.length;
+  if (whole) for (const id of [...instances.keys()]) if (!seen.has(id)) removeInstance(id);
 }
 
 function schedulePoll() {
