@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use flowcase_admin::store::{DropletType, Store};
+use flowcase_admin::store::{DropletType, NewGroup, Permissions, Store, now_millis};
 use flowcase_e2e::browser::{Browser, NETWORK_CHANGED, screenshot_on_failure};
 use flowcase_e2e::instances::{add_user, database_url, running_instance_row};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
@@ -603,6 +603,54 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
                 b.page_text().await.contains("There is nothing at this address."),
                 "{path}"
             );
+        }
+
+        // --- a helpdesk: the admin area, but users only, and read-only --------------------
+        let helpdesk = store
+            .create_group(
+                &NewGroup {
+                    tenant_id: tenant.id,
+                    name: "Helpdesk".into(),
+                    description: String::new(),
+                    permissions: Permissions {
+                        admin_panel: true,
+                        view_users: true,
+                        ..Permissions::default()
+                    },
+                },
+                now_millis(),
+            )
+            .await
+            .unwrap();
+        let carol = store.find_user_by_login("carol").await.unwrap().unwrap();
+        store.add_member(carol.id, helpdesk.id).await.unwrap();
+        env.sign_out().await;
+        env.sign_in("carol", PASSWORD, "/dashboard").await;
+        env.open("/admin").await;
+        b.wait_for_url("the users section", |u| u.path() == "/admin/users")
+            .await;
+        assert_eq!(
+            b.eval("return [...document.querySelectorAll('.tabs a')].map(a => a.textContent);")
+                .await,
+            serde_json::json!(["Users"])
+        );
+        assert_eq!(
+            b.eval("return document.getElementById('new-user') === null;").await,
+            true,
+            "no user creation without edit_users"
+        );
+        env.shows_literally(HOSTILE).await;
+        env.open(&user_path).await;
+        assert_eq!(
+            b.eval("return document.querySelector('#profile-form button[type=submit]') === null \
+                      && document.getElementById('u-display').disabled;")
+                .await,
+            true,
+            "a read-only user page"
+        );
+        for path in ["/admin/groups", &group_path, "/admin/tenants"] {
+            env.open(path).await;
+            assert_eq!(b.text_of("#error-code").await, "404", "{path}");
         }
     })
     .await;
