@@ -465,6 +465,20 @@ impl Browser {
         .await;
     }
 
+    /// Runs `source` in every page this browser opens from now on, before the page's own
+    /// scripts (Chrome DevTools `Page.addScriptToEvaluateOnNewDocument`; the page's Content
+    /// Security Policy does not apply to it): for stand-ins of browser APIs.
+    pub async fn add_init_script(&self, source: &str) {
+        self.run(
+            "add an init script",
+            self.client().issue_cmd(Cdp {
+                cmd: "Page.addScriptToEvaluateOnNewDocument",
+                params: json!({ "source": source }),
+            }),
+        )
+        .await;
+    }
+
     /// Saves a PNG of the current viewport to `path`.
     pub async fn screenshot(&self, path: &Path) -> Result<(), String> {
         let png = tokio::time::timeout(COMMAND_TIMEOUT, self.client().screenshot())

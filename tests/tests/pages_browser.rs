@@ -676,3 +676,242 @@ fn the_page_modules_pass_their_unit_tests_under_node() {
     );
     assert!(report.contains("# pass 6"), "{report}");
 }
+
+/// A stand-in for the instance API of the contract the dashboard codes against (`fetch` of
+/// `/api/v1/…` and `EventSource`), installed before the page's scripts: the dashboard's live
+/// part is checked here on its own, whatever serves that API. `__DROPLET__` and `__ME__` are
+/// replaced by the test.
+const FAKE_API: &str = r#"
+(() => {
+  const f = (window.__fake = { calls: [], instances: [], es: null, me: __ME__ });
+  f.droplets = [{ id: __DROPLET__, name: "Fake desk", description: "From the API", droplet_type: "vnc",
+                  icon_url: null, active: true }];
+  const json = (status, body) =>
+    new Response(body === null ? null : JSON.stringify(body), {
+      status, headers: { "content-type": "application/json" } });
+  const page = (items) => json(200, { items, total: items.length, limit: 200, offset: 0 });
+  const realFetch = window.fetch.bind(window);
+  window.fetch = async (url, init = {}) => {
+    const u = new URL(url, location.href);
+    if (!u.pathname.startsWith("/api/v1/")) return realFetch(url, init);
+    const method = init.method || "GET";
+    const body = init.body ? JSON.parse(init.body) : null;
+    f.calls.push({ method, path: u.pathname, body, csrf: (init.headers || {})["x-csrf-token"] || null });
+    const find = (id) => f.instances.find((i) => i.id === Number(id));
+    let m;
+    if (u.pathname === "/api/v1/droplets") return page(f.droplets);
+    if (u.pathname === "/api/v1/stats")
+      return json(200, { running: 0, instances: 0, cpu_percent: 12.5, memory_bytes: 1610612736, host: null });
+    if (u.pathname === "/api/v1/instances" && method === "GET") return page(f.instances);
+    if (u.pathname === "/api/v1/instances" && method === "POST") {
+      const i = { id: 900, slug: "fake900", droplet_id: body.droplet_id, droplet_name: "Fake desk",
+                  droplet_type: "vnc", user_id: f.me, username: "admin", status: "requested",
+                  error_reason: null, created_at: Date.now(), started_at: null, stopped_at: null,
+                  last_activity_at: null, open_url: "/droplet/900" };
+      f.instances.push(i);
+      return json(202, i);
+    }
+    if ((m = u.pathname.match(/^\/api\/v1\/instances\/(\d+)\/(start|stop)$/))) {
+      const i = find(m[1]);
+      i.status = m[2] === "stop" ? "stopping" : "starting";
+      return json(202, i);
+    }
+    if ((m = u.pathname.match(/^\/api\/v1\/instances\/(\d+)$/)) && method === "DELETE") {
+      f.instances = f.instances.filter((i) => i.id !== Number(m[1]));
+      return json(204, null);
+    }
+    return json(404, { error: { code: "not_found", message: "no such API endpoint" } });
+  };
+  class FakeEventSource extends EventTarget {
+    constructor(url) {
+      super();
+      this.url = url;
+      this.readyState = 0;
+      f.es = this;
+      f.opened = (f.opened || 0) + 1;
+      setTimeout(() => {
+        if (f.sseFails) {
+          this.readyState = 2;
+          this.dispatchEvent(new Event("error"));
+        } else {
+          this.readyState = 1;
+          this.dispatchEvent(new Event("open"));
+        }
+      }, 10);
+    }
+    close() { this.readyState = 2; }
+  }
+  window.EventSource = FakeEventSource;
+  window.__push = (type, data) => f.es.dispatchEvent(new MessageEvent(type, { data: JSON.stringify(data) }));
+})();
+"#;
+
+#[tokio::test]
+async fn the_dashboard_launches_starts_stops_and_deletes_through_the_api_contract_live() {
+    let env = Env::start().await;
+    let b = &env.browser;
+    let (admin, admin_password) = env.admin.clone();
+    let store = Store::connect(&database_url(&env.dir)).await.unwrap();
+    let tenant = store.default_tenant().await.unwrap().unwrap();
+    let me = store.find_user_by_login(&admin).await.unwrap().unwrap();
+    let admins = store
+        .find_group_by_name(tenant.id, "Admin")
+        .await
+        .unwrap()
+        .unwrap();
+    let droplet = store
+        .create_droplet(
+            &flowcase_admin::store::NewDroplet::new(
+                tenant.id,
+                "Fake desk",
+                DropletType::Vnc,
+                flowcase_admin::store::TargetKind::Container,
+            ),
+            now_millis(),
+        )
+        .await
+        .unwrap();
+    store
+        .set_droplet_active(droplet.id, true, now_millis())
+        .await
+        .unwrap();
+    store.grant_droplet(droplet.id, admins.id).await.unwrap();
+    b.add_init_script(
+        &FAKE_API
+            .replace("__DROPLET__", &droplet.id.to_string())
+            .replace("__ME__", &me.id.to_string()),
+    )
+    .await;
+
+    screenshot_on_failure(&[b], async {
+        env.sign_in(&admin, &admin_password, "/dashboard").await;
+        env.open("/dashboard").await;
+        let row = |id: u32, state: &str| {
+            format!("return !!document.querySelector('#instances [data-instance-id=\"{id}\"][data-state={state}]');")
+        };
+        // Stats and catalogue from the API.
+        b.wait_for_js(
+            "the stats",
+            "return document.getElementById('stat-memory').textContent === '1.5 GiB' \
+               && document.getElementById('stat-cpu').textContent === '13 %';",
+        )
+        .await;
+        b.wait_for_text("From the API").await;
+
+        // Launch: the POST carries the droplet, a WxH resolution and the CSRF token; the new
+        // instance shows at once, queued.
+        b.click("#catalogue [data-action=launch]").await;
+        b.click("#launch-submit").await;
+        b.wait_for_js("the queued instance", &row(900, "requested")).await;
+        let launch = b
+            .eval("return __fake.calls.find(c => c.method === 'POST' && c.path === '/api/v1/instances');")
+            .await;
+        assert_eq!(launch["body"]["droplet_id"], droplet.id);
+        let resolution = launch["body"]["resolution"].as_str().unwrap();
+        let (w, h) = resolution.split_once('x').unwrap();
+        assert!(w.parse::<u32>().unwrap() >= 640 && h.parse::<u32>().unwrap() >= 480, "{resolution}");
+        assert!(launch["csrf"].as_str().is_some_and(|t| !t.is_empty()), "{launch}");
+        assert_eq!(
+            b.eval("return document.getElementById('launch-modal').open;").await,
+            false
+        );
+        assert_eq!(
+            b.eval("return document.querySelector('[data-instance-id=\"900\"] [data-field=badge]').textContent;")
+                .await,
+            "Queued"
+        );
+
+        // Pushed by the server: running, with Open.
+        b.eval("__push('instance', Object.assign({}, __fake.instances[0], {status: 'running'})); return 1;")
+            .await;
+        b.wait_for_js("the running instance", &row(900, "running")).await;
+        assert_eq!(
+            b.eval("const a = document.querySelector('[data-instance-id=\"900\"] [data-action=open]'); \
+                    return !a.hidden && a.getAttribute('href');")
+                .await,
+            "/droplet/900"
+        );
+        assert_eq!(b.text_of("#stat-running").await, "1");
+        env.shots("dashboard-live").await;
+
+        // Stop; then the server says it stopped: Start comes back.
+        b.click("[data-instance-id='900'] [data-action=stop]").await;
+        b.wait_for_js("the stopping instance", &row(900, "stopping")).await;
+        b.eval("__push('instance', Object.assign({}, __fake.instances[0], {status: 'stopped'})); return 1;")
+            .await;
+        b.wait_for_js("the stopped instance", &row(900, "stopped")).await;
+        assert_eq!(
+            b.eval("return !document.querySelector('[data-instance-id=\"900\"] [data-action=start]').hidden \
+                      && document.querySelector('[data-instance-id=\"900\"] [data-action=open]').hidden;")
+                .await,
+            true
+        );
+        b.click("[data-instance-id='900'] [data-action=start]").await;
+        b.wait_for_js("the starting instance", &row(900, "starting")).await;
+
+        // Another user's instance (an administrator's stream may carry it) is not "mine".
+        b.eval(&format!(
+            "__push('instance', {{id: 901, slug: 's901', droplet_name: 'Theirs', droplet_type: 'http', \
+               user_id: {}, status: 'running'}}); return 1;",
+            me.id + 1000
+        ))
+        .await;
+        // An instance removed elsewhere disappears.
+        b.eval(&format!(
+            "__push('instance', {{id: 902, slug: 's902', droplet_name: 'Short-lived', droplet_type: 'http', \
+               user_id: {}, status: 'running', open_url: 'https://s902.apps.localhost/'}}); return 1;",
+            me.id
+        ))
+        .await;
+        b.wait_for_js("the pushed instance", &row(902, "running")).await;
+        assert_eq!(
+            b.eval("return document.querySelector('[data-instance-id=\"902\"] [data-action=open]').target;")
+                .await,
+            "_blank",
+            "a web app opens on its own host, in a new tab"
+        );
+        b.eval("__push('instance_removed', {id: 902}); return 1;").await;
+        b.wait_for_js(
+            "the removed instance gone",
+            "return !document.querySelector('[data-instance-id=\"902\"]');",
+        )
+        .await;
+        assert_eq!(
+            b.eval("return !!document.querySelector('[data-instance-id=\"901\"]');").await,
+            false
+        );
+
+        // Delete asks for a second click, then the row goes.
+        b.click("[data-instance-id='900'] [data-action=delete]").await;
+        assert_eq!(
+            b.eval("return !!document.querySelector('[data-instance-id=\"900\"]');").await,
+            true,
+            "one click is not enough"
+        );
+        b.click("[data-instance-id='900'] [data-action=delete]").await;
+        b.wait_for_js(
+            "the deleted instance gone",
+            "return !document.querySelector('[data-instance-id=\"900\"]') \
+               && !document.getElementById('instances-empty').hidden;",
+        )
+        .await;
+        assert_eq!(
+            b.eval("return __fake.calls.filter(c => c.method === 'DELETE').map(c => c.path);")
+                .await,
+            serde_json::json!(["/api/v1/instances/900"])
+        );
+
+        // The stream breaks: polling takes over and finds what changed.
+        b.eval(&format!(
+            "__fake.instances = [{{id: 903, slug: 's903', droplet_name: 'Polled', droplet_type: 'vnc', \
+               user_id: {}, status: 'running', open_url: '/droplet/903'}}]; \
+             __fake.sseFails = true; __fake.es.dispatchEvent(new Event('error')); return 1;",
+            me.id
+        ))
+        .await;
+        b.wait_for_js("the polled instance", &row(903, "running")).await;
+        env.check_console("the live dashboard").await;
+    })
+    .await;
+    env.browser.close().await;
+}
