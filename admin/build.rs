@@ -112,7 +112,9 @@ fn read_dir(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every file below `dir`, subdirectories included (`js/admin/users.js` is served as such).
+/// Each directory is named to cargo too, so that a file added to a subdirectory reruns this.
 fn walk(dir: &Path) -> Vec<PathBuf> {
+    println!("cargo:rerun-if-changed={}", dir.display());
     let mut files = Vec::new();
     for path in read_dir(dir) {
         if path.is_dir() {
