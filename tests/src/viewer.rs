@@ -20,7 +20,11 @@ pub async fn overlay_state(browser: &Browser) -> String {
 pub async fn reveal_toolbar(browser: &Browser) {
     const SHOWN: &str =
         "return document.getElementById('toolbar').getBoundingClientRect().top >= 0;";
-    if browser.eval(SHOWN).await != true {
+    // Already sliding in (the class is set, the transition not over): the toolbar covers the
+    // hotspot, and a click there would be intercepted.
+    const COMING: &str = "const t = document.getElementById('toolbar'); \
+         return t.classList.contains('toolbar--shown') || t.getBoundingClientRect().top >= 0;";
+    if browser.eval(COMING).await != true {
         // The hotspot's middle is where the toolbar slides in: the pointer ends up on it.
         browser.click("#toolbar-hotspot").await;
     }
