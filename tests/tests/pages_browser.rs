@@ -478,6 +478,38 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
         .await;
         env.check_console("tenants").await;
 
+        // --- paging through many users --------------------------------------------------
+        let store = Store::connect(&database_url(&env.dir)).await.unwrap();
+        let tenant = store.default_tenant().await.unwrap().unwrap();
+        for n in 0..30 {
+            store
+                .create_user(
+                    &flowcase_admin::store::NewUser {
+                        tenant_id: tenant.id,
+                        username: format!("user{n:02}"),
+                        display_name: format!("User {n:02}"),
+                        ..Default::default()
+                    },
+                    now_millis(),
+                )
+                .await
+                .unwrap();
+        }
+        env.open("/admin/users").await;
+        let rows = "return document.querySelectorAll('#users-table tbody tr').length;";
+        assert_eq!(b.eval(rows).await, 25);
+        // admin, bob, carol, dave and the 30.
+        let pager = b.text_of(".pager").await;
+        assert!(pager.contains("1–25 of 34"), "{pager}");
+        b.click("#next-page").await;
+        b.wait_for_url("the second page", |u| u.query() == Some("offset=25"))
+            .await;
+        assert_eq!(b.eval(rows).await, 9);
+        let pager = b.text_of(".pager").await;
+        assert!(pager.contains("26–34 of 34"), "{pager}");
+        env.open("/admin/users?q=user2").await;
+        assert_eq!(b.eval(rows).await, 10, "user20 to user29");
+
         // --- the account page -----------------------------------------------------------
         env.look("/account", "account").await;
         b.fill("#a-current", &admin_password).await;

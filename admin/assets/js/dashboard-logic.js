@@ -132,3 +132,15 @@ export function safeHref(url) {
   if (u.startsWith("/") && !u.startsWith("//")) return u;
   return /^https?:\/\//i.test(u) ? u : null;
 }
+
+/**
+ * The host figure shown to administrators, from the `host` object of `/api/v1/stats`: its CPU
+ * use when given, else its load average; "–" when the API gives neither (or `host: null`).
+ */
+export function hostLoad(host) {
+  if (!host || typeof host !== "object") return "–";
+  if (Number.isFinite(host.cpu_percent)) return formatPercent(host.cpu_percent);
+  const load = [host.load1, host.load_1, Array.isArray(host.load_average) ? host.load_average[0] : host.load_average]
+    .find((v) => Number.isFinite(v));
+  return load === undefined ? "–" : `load ${load.toFixed(2)}`;
+}

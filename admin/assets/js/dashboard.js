@@ -8,6 +8,7 @@ import { busy, closeModal, confirmClick, openModal, toast } from "./app.js";
 import {
   formatBytes,
   formatPercent,
+  hostLoad,
   initial,
   instanceMeta,
   isRemoved,
@@ -369,9 +370,7 @@ async function refreshStats() {
     document.getElementById("stat-cpu").textContent = formatPercent(stats.cpu_percent);
     document.getElementById("stat-memory").textContent = formatBytes(stats.memory_bytes);
     const host = document.getElementById("stat-host");
-    if (host && stats.host && typeof stats.host === "object") {
-      host.textContent = formatPercent(stats.host.cpu_percent);
-    }
+    if (host) host.textContent = hostLoad(stats.host);
   } catch {
     // The numbers of the first paint stay; the instance list reports the trouble.
   }

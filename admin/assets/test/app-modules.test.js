@@ -8,6 +8,7 @@ import { ApiError, api, messageForStatus } from "../js/api.js";
 import {
   formatBytes,
   formatPercent,
+  hostLoad,
   initial,
   instanceMeta,
   matches,
@@ -95,6 +96,11 @@ test("names, metadata, search and numbers read well", () => {
   assert.equal(formatPercent(42.6), "43 %");
   assert.equal(formatPercent(null), "–");
   assert.deepEqual([0, 1, 2, 3, 4, 9].map(pollDelay), [3000, 6000, 12000, 24000, 30000, 30000]);
+  assert.equal(hostLoad(null), "–");
+  assert.equal(hostLoad({ cpu_percent: 55.2, load1: 3 }), "55 %");
+  assert.equal(hostLoad({ load1: 1.5 }), "load 1.50");
+  assert.equal(hostLoad({ load_average: [0.25, 0.5, 1] }), "load 0.25");
+  assert.equal(hostLoad({ memory_bytes: 5 }), "–");
 });
 
 test("API calls carry the CSRF header when they change state, and errors keep code and field", async () => {
