@@ -359,6 +359,18 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
             .await;
         assert_eq!(rows, 1);
         env.shows_literally(HOSTILE).await;
+        // The JSON API searches the same way.
+        let found = b
+            .client()
+            .execute_async(
+                "const done = arguments[0]; \
+                 fetch('/api/v1/users?q=DAVE@example').then(r => r.json()) \
+                   .then(p => done(p.items.map(u => u.username))).catch(e => done(String(e)));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(found, serde_json::json!(["dave"]));
         env.open("/admin/users?q=nobody-matches-this").await;
         b.wait_for_element("#users-empty").await;
 
