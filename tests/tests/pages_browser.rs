@@ -522,6 +522,33 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
         env.open("/admin/users?q=user2").await;
         assert_eq!(b.eval(rows).await, 10, "user20 to user29");
 
+        // Deleting a user and a group: a second click confirms, then back to the list.
+        let user29 = store.find_user_by_login("user29").await.unwrap().unwrap();
+        env.open(&format!("/admin/users/{}", user29.id)).await;
+        b.click("#delete-user").await;
+        assert_eq!(b.text_of("#delete-user").await, "Click again to delete");
+        b.click("#delete-user").await;
+        b.wait_for_url("the users after deleting", |u| u.path() == "/admin/users")
+            .await;
+        assert!(store.get_user(user29.id).await.unwrap().is_none());
+        let temp = store
+            .create_group(
+                &NewGroup {
+                    tenant_id: tenant.id,
+                    name: "Temporary".into(),
+                    ..NewGroup::default()
+                },
+                now_millis(),
+            )
+            .await
+            .unwrap();
+        env.open(&format!("/admin/groups/{}", temp.id)).await;
+        b.click("#delete-group").await;
+        b.click("#delete-group").await;
+        b.wait_for_url("the groups after deleting", |u| u.path() == "/admin/groups")
+            .await;
+        assert!(store.get_group(temp.id).await.unwrap().is_none());
+
         // --- the account page -----------------------------------------------------------
         env.look("/account", "account").await;
         b.fill("#a-current", &admin_password).await;
