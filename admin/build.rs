@@ -44,17 +44,19 @@ fn main() {
 
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for (dir, ext) in [("js", "js"), ("css", "css")] {
-        let mut found: Vec<PathBuf> = read_dir(&assets.join(dir))
+        let root = assets.join(dir);
+        let mut found: Vec<PathBuf> = walk(&root)
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == ext))
             .collect();
         found.sort();
         for path in found {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
+            let relative = path
+                .strip_prefix(&root)
+                .ok()
+                .and_then(|p| p.to_str())
                 .unwrap_or_else(|| fail(&format!("non UTF-8 asset name {}", path.display())));
-            files.push((format!("{dir}/{name}"), path.clone()));
+            files.push((format!("{dir}/{relative}"), path.clone()));
         }
     }
     files.push((
@@ -111,6 +113,21 @@ fn read_dir(dir: &Path) -> Vec<PathBuf> {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(e) => fail(&format!("cannot list {}: {e}", dir.display())),
     }
+}
+
+/// Every file below `dir`, subdirectories included (`js/admin/users.js` is served as such).
+/// Each directory is named to cargo too, so that a file added to a subdirectory reruns this.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut files = Vec::new();
+    for path in read_dir(dir) {
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 fn json_file(path: &Path) -> Option<serde_json::Value> {

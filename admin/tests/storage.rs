@@ -162,6 +162,7 @@ on_both_backends!(
     login_lookup_is_case_insensitive,
     groups_memberships_and_permission_union,
     users_page_by_tenant_and_update,
+    users_search_by_name_email_and_display_name,
     groups_page_update_and_replace_memberships,
     tenants_get_and_page,
     every_permission_flag_round_trips,
@@ -667,6 +668,72 @@ async fn groups_memberships_and_permission_union(db: &TestDb) {
         db.store.add_member(9_999, viewers.id).await,
         AdminError::Reference(_)
     );
+}
+
+async fn users_search_by_name_email_and_display_name(db: &TestDb) {
+    let tenant = default_tenant(db).await;
+    let other = db.store.create_tenant("Acme", false, T0).await.unwrap();
+    for (tenant_id, username, email, display) in [
+        (
+            tenant.id,
+            "alice",
+            Some("alice@corp.example"),
+            "Alice Liddell",
+        ),
+        (tenant.id, "bob", None, "Robert 100%_sure"),
+        (tenant.id, "carol", Some("carol@other.example"), "Carol"),
+        (other.id, "dave", Some("dave@corp.example"), "Dave"),
+    ] {
+        db.store
+            .create_user(
+                &NewUser {
+                    tenant_id,
+                    username: username.to_owned(),
+                    email: email.map(str::to_owned),
+                    display_name: display.to_owned(),
+                    ..NewUser::default()
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+    }
+    let search = |tenant: Option<i64>, q: &'static str, limit: i64, offset: i64| {
+        let store = db.store.clone();
+        async move {
+            let (users, total) = store.search_users(tenant, q, limit, offset).await.unwrap();
+            let names: Vec<String> = users.into_iter().map(|u| u.username).collect();
+            (names, total)
+        }
+    };
+    // Username, e-mail and display name, in any letter case; every tenant or one.
+    assert_eq!(
+        search(None, "CORP", 50, 0).await,
+        (vec!["alice".into(), "dave".into()], 2)
+    );
+    assert_eq!(
+        search(Some(tenant.id), "corp", 50, 0).await,
+        (vec!["alice".into()], 1)
+    );
+    assert_eq!(
+        search(None, "liddell", 50, 0).await,
+        (vec!["alice".into()], 1)
+    );
+    assert_eq!(
+        search(None, " Car ", 50, 0).await,
+        (vec!["carol".into()], 1)
+    );
+    // `%` and `_` are matched as themselves, not as wildcards.
+    assert_eq!(search(None, "100%_", 50, 0).await, (vec!["bob".into()], 1));
+    assert_eq!(search(None, "%", 50, 0).await, (vec!["bob".into()], 1));
+    assert_eq!(search(None, "_", 50, 0).await, (vec!["bob".into()], 1));
+    assert_eq!(search(None, "!", 50, 0).await, (vec![], 0));
+    // Paged like the list; the total counts every match.
+    assert_eq!(
+        search(None, "example", 1, 1).await,
+        (vec!["carol".into()], 3)
+    );
+    assert_eq!(search(Some(other.id), "alice", 50, 0).await, (vec![], 0));
 }
 
 async fn users_page_by_tenant_and_update(db: &TestDb) {

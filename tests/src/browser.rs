@@ -470,6 +470,33 @@ impl Browser {
             .collect()
     }
 
+    /// Makes the page see `prefers-color-scheme: scheme` (`"dark"`, `"light"`; `""` resets),
+    /// through chromedriver's Chrome DevTools passthrough.
+    pub async fn emulate_color_scheme(&self, scheme: &str) {
+        self.run(
+            "emulate a colour scheme",
+            self.client().issue_cmd(Cdp {
+                cmd: "Emulation.setEmulatedMedia",
+                params: json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+            }),
+        )
+        .await;
+    }
+
+    /// Runs `source` in every page this browser opens from now on, before the page's own
+    /// scripts (Chrome DevTools `Page.addScriptToEvaluateOnNewDocument`; the page's Content
+    /// Security Policy does not apply to it): for stand-ins of browser APIs.
+    pub async fn add_init_script(&self, source: &str) {
+        self.run(
+            "add an init script",
+            self.client().issue_cmd(Cdp {
+                cmd: "Page.addScriptToEvaluateOnNewDocument",
+                params: json!({ "source": source }),
+            }),
+        )
+        .await;
+    }
+
     /// Saves a PNG of the current viewport to `path`.
     pub async fn screenshot(&self, path: &Path) -> Result<(), String> {
         let png = tokio::time::timeout(COMMAND_TIMEOUT, self.client().screenshot())
@@ -596,6 +623,29 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
         (
             http::Method::POST,
             Some(json!({ "type": "browser" }).to_string()),
+        )
+    }
+}
+
+/// chromedriver's `POST /session/{id}/goog/cdp/execute`: one Chrome DevTools command.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(&self, base: &Url, session: Option<&str>) -> Result<Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({ "cmd": self.cmd, "params": self.params }).to_string()),
         )
     }
 }

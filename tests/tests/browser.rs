@@ -81,6 +81,8 @@ async fn sign_out(browser: &Browser, origin: &str) {
         if is_login_page(&at, origin) {
             return; // the last attempt's post arrived, only its answer was lost
         }
+        // The sign-out form sits in the account menu of the top bar.
+        browser.click("#account-menu summary").await;
         browser
             .click("form[action='/logout'] button[type=submit]")
             .await;

@@ -126,6 +126,26 @@ impl Access<'_> {
         Ok(Page::new(found, page))
     }
 
+    /// `view_users`. [`Access::list_users`] narrowed to users whose username, e-mail address or
+    /// display name contains `query`; an empty query lists everyone.
+    pub async fn search_users(
+        &self,
+        tenant_id: Option<i64>,
+        query: &str,
+        page: PageRequest,
+    ) -> Result<Page<User>> {
+        if query.trim().is_empty() {
+            return self.list_users(tenant_id, page).await;
+        }
+        self.require(Right::ViewUsers)?;
+        let filter = self.read_scope().list_filter(tenant_id)?;
+        let found = self
+            .store()
+            .search_users(filter, query, page.limit, page.offset)
+            .await?;
+        Ok(Page::new(found, page))
+    }
+
     /// `view_users`. One user with groups and rights.
     pub async fn get_user(&self, id: i64) -> Result<UserDetail> {
         self.require(Right::ViewUsers)?;

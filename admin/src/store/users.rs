@@ -193,6 +193,80 @@ impl Store {
         Ok((users, total))
     }
 
+    /// [`Store::page_users`] narrowed to users whose username, e-mail address or display name
+    /// contains `query` (case-insensitively; `%` and `_` are matched literally).
+    pub async fn search_users(
+        &self,
+        tenant_id: Option<i64>,
+        query: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<User>, i64)> {
+        macro_rules! matching {
+            () => {
+                "(username LIKE $1 ESCAPE '!' OR COALESCE(email, '') LIKE $1 ESCAPE '!' \
+                 OR LOWER(display_name) LIKE $1 ESCAPE '!')"
+            };
+        }
+        let escaped: String = fold_case(query.trim())
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '!' => vec!['!', c],
+                c => vec![c],
+            })
+            .collect();
+        let pattern = format!("%{escaped}%");
+        let (rows, total) = match tenant_id {
+            Some(tenant_id) => {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM users WHERE ",
+                    matching!(),
+                    " AND tenant_id = $2 ORDER BY username LIMIT $3 OFFSET $4"
+                ))
+                .bind(&pattern)
+                .bind(tenant_id)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 = sqlx::query_scalar(concat!(
+                    "SELECT COUNT(*) FROM users WHERE ",
+                    matching!(),
+                    " AND tenant_id = $2"
+                ))
+                .bind(&pattern)
+                .bind(tenant_id)
+                .fetch_one(&self.pool)
+                .await?;
+                (rows, total)
+            }
+            None => {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM users WHERE ",
+                    matching!(),
+                    " ORDER BY username LIMIT $2 OFFSET $3"
+                ))
+                .bind(&pattern)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 =
+                    sqlx::query_scalar(concat!("SELECT COUNT(*) FROM users WHERE ", matching!()))
+                        .bind(&pattern)
+                        .fetch_one(&self.pool)
+                        .await?;
+                (rows, total)
+            }
+        };
+        let users = rows.iter().map(User::from_row).collect::<Result<_>>()?;
+        Ok((users, total))
+    }
+
     /// The members of a group, by username.
     pub async fn users_in_group(&self, group_id: i64) -> Result<Vec<User>> {
         let rows = sqlx::query(concat!(

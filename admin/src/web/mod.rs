@@ -2,11 +2,14 @@
 //! that the gateway's front door proxies to. Handlers stay short: extract, call the service,
 //! map the error (in `error.rs`, the one place that turns an `AdminError` into HTTP).
 
+pub mod admin_pages;
 pub mod api;
 pub mod app_auth;
 pub mod assets;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod layout;
 pub mod oidc;
 pub mod pages;
 
@@ -73,7 +76,8 @@ pub fn router(state: AppState) -> Router {
             "/register",
             get(pages::register).post(pages::register_submit),
         )
-        .route("/dashboard", get(pages::dashboard))
+        .route("/dashboard", get(dashboard::dashboard))
+        .merge(admin_pages::routes())
         .route("/droplet/{id}", get(pages::viewer))
         .route("/assets/{version}/{*path}", get(assets::serve))
         .route("/app-auth", get(app_auth::app_auth))

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::api::session::set_cookie;
 use super::extract::{PageUser, RequestAuth};
+use super::layout::Layout;
 use crate::accounts::registration::{self, RegistrationForm};
 use crate::auth::{return_path, session};
 use crate::error::AdminError;
@@ -20,6 +21,7 @@ use flowcase_config::Registration;
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage<'a> {
+    layout: Layout,
     version: &'a str,
     providers: Vec<(String, String)>,
     can_register: bool,
@@ -29,20 +31,15 @@ struct LoginPage<'a> {
 }
 
 #[derive(Template)]
-#[template(path = "dashboard.html")]
-struct DashboardPage<'a> {
-    display_name: &'a str,
-    csrf_token: String,
-}
-
-#[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
+    layout: Layout,
+    code: u16,
     title: &'a str,
     message: &'a str,
 }
 
-fn render(status: StatusCode, page: &impl Template) -> Response {
+pub(crate) fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -54,7 +51,15 @@ fn render(status: StatusCode, page: &impl Template) -> Response {
 
 pub fn error_page(status: StatusCode, message: &str) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
-    render(status, &ErrorPage { title, message })
+    render(
+        status,
+        &ErrorPage {
+            layout: Layout::anonymous(),
+            code: status.as_u16(),
+            title,
+            message,
+        },
+    )
 }
 
 pub fn not_found() -> Response {
@@ -89,6 +94,7 @@ fn login_page(
     render(
         status,
         &LoginPage {
+            layout: Layout::anonymous(),
             version: env!("CARGO_PKG_VERSION"),
             can_register: state.config.auth.registration != Registration::Closed,
             providers: state.auth.oidc().buttons(),
@@ -178,22 +184,10 @@ pub async fn logout(
     response
 }
 
-pub async fn dashboard(
-    State(state): State<AppState>,
-    PageUser(principal, _): PageUser,
-) -> Response {
-    render(
-        StatusCode::OK,
-        &DashboardPage {
-            display_name: &principal.user.display_name,
-            csrf_token: state.auth.csrf_token(&principal).unwrap_or_default(),
-        },
-    )
-}
-
 #[derive(Template)]
 #[template(path = "register.html")]
 struct RegisterPage {
+    layout: Layout,
     with_invite: bool,
     error: Option<String>,
     username: String,
@@ -217,6 +211,7 @@ pub async fn register(State(state): State<AppState>, Query(q): Query<RegisterQue
     render(
         StatusCode::OK,
         &RegisterPage {
+            layout: Layout::anonymous(),
             with_invite: mode == Registration::Invite,
             error: None,
             username: String::new(),
@@ -254,6 +249,7 @@ pub async fn register_submit(
         render(
             status,
             &RegisterPage {
+                layout: Layout::anonymous(),
                 with_invite: mode == Registration::Invite,
                 error: Some(message),
                 username: form.username.clone(),

@@ -1,7 +1,7 @@
 //! `/api/v1/users…`: user administration. Every decision is made by [`crate::access::Access`].
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -29,13 +29,26 @@ pub struct GroupIds {
     pub group_ids: Vec<i64>,
 }
 
+/// `GET /api/v1/users?q=…&limit=&offset=&tenant_id=`: `q` narrows the list to users whose
+/// username, e-mail address or display name contains it (what the admin page's search does).
 pub async fn list(
     State(state): State<AppState>,
     ApiUser(principal, client): ApiUser,
     query: ListQuery,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<Page<User>>, ApiError> {
     let access = Access::new(&state.auth, &principal, &client);
-    Ok(Json(access.list_users(query.tenant_id, query.page).await?))
+    let search = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .find_map(|(k, v)| (k == "q").then_some(v))
+        .unwrap_or_default();
+    Ok(Json(
+        access
+            .search_users(query.tenant_id, &search, query.page)
+            .await?,
+    ))
 }
 
 pub async fn create(
