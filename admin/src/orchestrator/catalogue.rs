@@ -481,11 +481,18 @@ pub fn parse_entry(index: usize, value: &Value) -> Result<Definition, EntryError
         );
     }
     let labels = r.pairs("label");
-    for key in labels.keys() {
-        if key.starts_with("flowcase.") || key.is_empty() {
+    for (key, value) in &labels {
+        if super::placement::is_placement_label(key) {
+            if let Err(reason) = super::placement::constraint(value) {
+                r.fail("label", format!("{key}: {reason}"));
+            }
+        } else if key.starts_with("flowcase.") || key.is_empty() {
             r.fail(
                 "label",
-                format!("{key:?}: labels starting with flowcase. are Flowcase's own"),
+                format!(
+                    "{key:?}: labels starting with flowcase. are Flowcase's own \
+                     (except flowcase.placement[.<name>], a placement constraint)"
+                ),
             );
         }
     }

@@ -269,9 +269,12 @@ pub fn container_spec(droplet: &Droplet, input: &SpecInput<'_>) -> Result<Contai
     let mut labels: BTreeMap<String, String> = droplet
         .labels
         .iter()
-        .filter(|(k, _)| !k.starts_with("flowcase."))
+        // Our own labels cannot be forged; placement constraints are the one kind a droplet
+        // gives, for cluster backends.
+        .filter(|(k, _)| !k.starts_with("flowcase.") || super::placement::is_placement_label(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    super::placement::constraints(&labels).map_err(|reason| invalid("labels", reason))?;
     labels.extend(instance_labels(input.slug, input.user_id, droplet.id));
     labels.insert(LABEL_DEPLOYMENT.to_owned(), input.deployment.to_owned());
 
