@@ -726,9 +726,11 @@ impl Orchestrator {
                 let bridge = on_host
                     .then(|| info.addresses.get(super::swarm::NODE_BRIDGE))
                     .flatten();
-                let ip = bridge.or_else(|| info.addresses.get(&network)).ok_or_else(|| {
-                    AdminError::Engine(format!("the container has no address on {network}"))
-                })?;
+                let ip = bridge
+                    .or_else(|| info.addresses.get(&network))
+                    .ok_or_else(|| {
+                        AdminError::Engine(format!("the container has no address on {network}"))
+                    })?;
                 SocketAddr::new(*ip, port)
             }
         };

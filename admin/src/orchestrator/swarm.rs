@@ -18,13 +18,17 @@
 //!   the instance's password, labels); the task's container does not carry over to the next
 //!   start: what a stopped instance keeps is its profile volume, exactly as the product
 //!   promises ("stop keeps the profile"); files outside the profile are reset on wake, which a
-//!   plain Docker engine happens to keep. **Remove** deletes the service and waits until its
-//!   task containers are gone, so the instance network can be removed after it.
+//!   plain Docker engine happens to keep. **Remove** scales to zero, waits until Swarm has
+//!   reaped every task (deleting a service whose tasks are being reaped crashes Docker 20.10's
+//!   manager), deletes the service and waits until its task containers are gone, so the
+//!   instance network can be removed after it.
 //! - **Networks**: each instance gets its own attachable overlay network (overlay networks
 //!   cannot turn inter-container traffic off, so a shared one would let instances reach each
 //!   other). The gateway's container joins it (mode `container-network`, as with plain
-//!   Docker) and dials the service's virtual IP there, which stays the same across wakes and
-//!   reaches the task on whichever node it runs. Nothing is ever published: the routing mesh
+//!   Docker) and dials the instance there: at the task's own address when the task runs on the
+//!   manager the gateway talks to, else at the service's virtual IP, which reaches the task on
+//!   whichever node it runs (through IPVS, which the nodes' kernels must have; the upstream is
+//!   read again at every start). Nothing is ever published: the routing mesh
 //!   and host-mode ports bind every interface. A gateway on the host of a single-node swarm
 //!   cannot dial an overlay network; for it, the task's address on the node's
 //!   `docker_gwbridge` is reported too ([`NODE_BRIDGE`]).
@@ -440,6 +444,23 @@ impl SwarmEngine {
         }
     }
 
+    /// Waits until the service (scaled to zero) has no task left at all.
+    async fn wait_no_tasks(&self, id: &str) -> EngineResult<()> {
+        let deadline = tokio::time::Instant::now() + REMOVE_TIMEOUT;
+        loop {
+            if self.tasks(&[id.to_owned()]).await?.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Other(format!(
+                    "service {id} still has tasks {} s after it was scaled to zero",
+                    REMOVE_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Waits until no container of the (removed) service is left on this node.
     async fn wait_containers_gone(&self, service_id: &str) -> EngineResult<()> {
         let docker = self.client().await?;
@@ -470,8 +491,10 @@ impl SwarmEngine {
         }
     }
 
-    /// The service's virtual IP per network name, and the current task's address on this
-    /// node's gateway bridge (when the task runs here).
+    /// The instance's address per network name: the task's own when its container runs on this
+    /// node (reached directly), else the service's virtual IP (reached from any node through
+    /// the kernel's IPVS, which Swarm's service load balancing needs); and the task's address
+    /// on this node's gateway bridge (when it runs here).
     async fn addresses(
         &self,
         service: &Service,
@@ -505,7 +528,13 @@ impl SwarmEngine {
             }
         }
         let running = task.filter(|t| task_state(t) == TaskState::RUNNING);
-        if let Some(container) = running.and_then(container_id) {
+        let Some(container) = running.and_then(container_id) else {
+            return Ok(addresses);
+        };
+        if let Some(local) = self.local.inspect(&container).await? {
+            addresses.extend(local.addresses);
+        }
+        {
             match docker
                 .inspect_network(NODE_BRIDGE, None::<InspectNetworkOptions>)
                 .await
@@ -633,7 +662,9 @@ impl Engine for SwarmEngine {
             description: format!(
                 "Docker Swarm of {} ready node(s), manager Docker Engine {}{}",
                 ready.len(),
-                info.server_version.as_deref().unwrap_or("(unknown version)"),
+                info.server_version
+                    .as_deref()
+                    .unwrap_or("(unknown version)"),
                 if enforced {
                     ""
                 } else {
@@ -808,11 +839,33 @@ impl Engine for SwarmEngine {
         self.wait_stopped(&service_id, grace + STOP_MARGIN).await
     }
 
+    /// Scales to zero at once (no grace: a removal kills, as the plain engine's forced removal
+    /// does), waits until the service has no task left, then deletes it.
     async fn remove(&self, id: &str) -> EngineResult<()> {
         let Some(service) = self.service(id).await? else {
             return self.local.remove(id).await;
         };
         let service_id = service.id.clone().unwrap_or_else(|| id.to_owned());
+        if replicas(&service) != 0 {
+            self.update(&service_id, |spec| {
+                spec.mode = Some(ServiceSpecMode {
+                    replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
+                    ..Default::default()
+                });
+                if let Some(container) = spec
+                    .task_template
+                    .as_mut()
+                    .and_then(|t| t.container_spec.as_mut())
+                {
+                    container.stop_grace_period = Some(0);
+                }
+            })
+            .await?;
+        }
+        // Docker 20.10's manager dereferences a task the reaper deleted meanwhile when a service
+        // is deleted with tasks still listed (swarmkit's SetServiceTasksRemove) and crashes the
+        // daemon: delete only once the reaper has taken every task.
+        self.wait_no_tasks(&service_id).await?;
         match self.client().await?.delete_service(&service_id).await {
             Ok(()) => {}
             Err(e) if is_status(&e, 404) => {}
@@ -1046,7 +1099,10 @@ mod tests {
             task("new", 20, T::RUNNING, T::STARTING),
         ];
         assert_eq!(current_task(&tasks).unwrap().id.as_deref(), Some("new"));
-        assert_eq!(container_state(current_task(&tasks)), ContainerState::Created);
+        assert_eq!(
+            container_state(current_task(&tasks)),
+            ContainerState::Created
+        );
         let stopped = vec![
             task("a", 10, T::SHUTDOWN, T::SHUTDOWN),
             task("b", 40, T::SHUTDOWN, T::FAILED),
