@@ -435,13 +435,16 @@ async fn unready_and_crashing_containers_end_in_error_without_leftovers(backend:
         Err(AdminError::NotReady(reason)) => assert!(reason.contains("code 3"), "{reason}"),
         other => panic!("expected NotReady, got {other:?}"),
     }
-    // On a swarm the bound covers scheduling the task too; either way, "code 3" says the exit
-    // was seen rather than the ready timeout reached.
-    let fast = match backend {
-        Backend::Engine => Duration::from_secs(2),
-        Backend::Swarm => Duration::from_secs(10),
-    };
-    assert!(started.elapsed() < fast, "a dead container fails fast");
+    // "code 3" says the exit was seen rather than the ready timeout reached. On a swarm the
+    // launch also schedules a task and, failed, waits until Swarm reaped it before deleting the
+    // service, which takes longer than the 2 s timeout on a busy machine: only the message
+    // tells there.
+    if backend == Backend::Engine {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a dead container fails fast"
+        );
+    }
 
     let rows = h.store.list_instances_for_user(alice.id).await.unwrap();
     assert_eq!(rows.len(), 2);

@@ -737,8 +737,28 @@ impl Engine for SwarmEngine {
         }
     }
 
+    /// Removes the network and waits until it is gone: a swarm network lingers for a moment
+    /// after its removal was accepted.
     async fn remove_network(&self, name: &str) -> EngineResult<()> {
-        self.local.remove_network(name).await
+        self.local.remove_network(name).await?;
+        let docker = self.client().await?;
+        let deadline = tokio::time::Instant::now() + REMOVE_TIMEOUT;
+        loop {
+            match docker
+                .inspect_network(name, None::<InspectNetworkOptions>)
+                .await
+            {
+                Err(e) if is_status(&e, 404) => return Ok(()),
+                Err(e) => return Err(engine_error(e)),
+                Ok(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(EngineError::Other(format!(
+                        "network {name} is still there {} s after its removal",
+                        REMOVE_TIMEOUT.as_secs()
+                    )));
+                }
+                Ok(_) => tokio::time::sleep(POLL).await,
+            }
+        }
     }
 
     async fn connect_network(&self, network: &str, container: &str) -> EngineResult<()> {
@@ -881,11 +901,23 @@ impl Engine for SwarmEngine {
         let service_id = service.id.clone().unwrap_or_else(|| id.to_owned());
         let tasks = self.tasks(std::slice::from_ref(&service_id)).await?;
         let task = current_task(&tasks);
+        let mut state = container_state(task);
+        let mut exit = exit_code(task);
+        // The container's own state is fresher: its `die` event comes before the node reports
+        // the task ended.
+        if state == ContainerState::Running
+            && let Some(container) = task.and_then(container_id)
+            && let Some(local) = self.local.inspect(&container).await?
+            && local.state != ContainerState::Running
+        {
+            state = local.state;
+            exit = local.exit_code;
+        }
         Ok(Some(ContainerInfo {
             id: service_id,
             name: service_name(&service),
-            state: container_state(task),
-            exit_code: exit_code(task),
+            state,
+            exit_code: exit,
             labels: service_labels(&service),
             addresses: self.addresses(&service, task).await?,
             published: BTreeMap::new(),
