@@ -929,6 +929,32 @@ mod tests {
     }
 
     #[test]
+    fn placement_labels_are_the_only_flowcase_labels_and_are_checked() {
+        let entry = |labels: Value| {
+            parse_entry(
+                0,
+                &json!({"name": "g", "type": "http", "image": "i", "port": 80, "label": labels}),
+            )
+        };
+        let def = entry(json!({"flowcase.placement.gpu": "node.labels.gpu==true"})).unwrap();
+        assert_eq!(
+            def.droplet.labels["flowcase.placement.gpu"],
+            "node.labels.gpu==true"
+        );
+        let err = entry(json!({"flowcase.placement": "gpu"})).unwrap_err();
+        assert_eq!(err.errors[0].field, "label");
+        assert!(
+            err.errors[0].message.contains("no == or !="),
+            "{}",
+            err.errors[0].message
+        );
+        assert_eq!(
+            fields(entry(json!({"flowcase.placementx": "node.role==worker"}))),
+            ["label"]
+        );
+    }
+
+    #[test]
     fn pools_and_profiles_exclude_each_other_and_templates_need_the_user() {
         let base = json!({"name": "d", "type": "vnc", "image": "i", "port": 5900});
         let with = |extra: Value| {

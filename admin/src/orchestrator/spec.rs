@@ -396,6 +396,29 @@ mod tests {
     }
 
     #[test]
+    fn placement_labels_reach_the_spec_and_bad_ones_are_refused() {
+        let mut d = droplet(DropletType::Vnc);
+        d.labels.insert(
+            "flowcase.placement.gpu".into(),
+            "node.labels.gpu==true".into(),
+        );
+        let spec = container_spec(&d, &input(Some("pw123456"))).unwrap();
+        assert_eq!(
+            spec.labels["flowcase.placement.gpu"],
+            "node.labels.gpu==true"
+        );
+        d.labels
+            .insert("flowcase.placement".into(), "anywhere".into());
+        match container_spec(&d, &input(Some("pw123456"))) {
+            Err(AdminError::InvalidInput { field, reason }) => {
+                assert_eq!(field, "labels");
+                assert!(reason.contains("flowcase.placement"), "{reason}");
+            }
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn limits_labels_name_and_port_follow_the_droplet() {
         let spec = container_spec(&droplet(DropletType::Vnc), &input(Some("pw123456"))).unwrap();
         assert_eq!(spec.name, "flowcase-abc123");
