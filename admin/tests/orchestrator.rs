@@ -584,6 +584,55 @@ async fn container_network_mode_reaches_instances_by_address() {
     );
 }
 
+async fn placement_labels_choose_the_nodes_instances_run_on(backend: Backend) {
+    let h = Harness::on(backend, Db::Sqlite, |_| {}).await;
+    let alice = h.user("alice").await;
+    let manager = h
+        .http_droplet("placed", |d| {
+            d.labels.insert(
+                "flowcase.placement.role".into(),
+                "node.role == manager".into(),
+            );
+        })
+        .await;
+    let (instance, upstream) = h.orch.launch(&alice, &manager).await.unwrap();
+    assert_eq!(http(upstream.addr, "GET", "/", "").await.0, 200);
+    let nowhere = h
+        .http_droplet("nowhere", |d| {
+            d.labels.insert(
+                "flowcase.placement".into(),
+                "node.labels.flowcase-test-never==true".into(),
+            );
+        })
+        .await;
+    let result = h.orch.launch(&alice, &nowhere).await;
+    match backend {
+        // One engine: nowhere else to place a container, the labels are only labels.
+        Backend::Engine => {
+            result.unwrap();
+        }
+        Backend::Swarm => {
+            let service = format!("flowcase-{}", instance.slug);
+            let spec = docker_json(&["service", "inspect", &service]);
+            assert_eq!(
+                spec[0]["Spec"]["TaskTemplate"]["Placement"]["Constraints"],
+                serde_json::json!(["node.role==manager"])
+            );
+            // No node has the label: the launch says so at once, and leaves nothing behind.
+            match result {
+                Err(AdminError::Engine(reason)) => {
+                    assert!(reason.contains("no node of the swarm"), "{reason}")
+                }
+                other => panic!("expected an engine error, got {other:?}"),
+            }
+            let rows = h.store.list_instances_for_user(alice.id).await.unwrap();
+            let failed = rows.iter().find(|r| r.droplet_id == nowhere.id).unwrap();
+            assert_eq!(failed.status, InstanceStatus::Error);
+            assert!(!h.instance_exists(&failed.slug));
+        }
+    }
+}
+
 async fn racing_launches_never_exceed_the_quota(backend: Backend) {
     let h = Harness::on(backend, Db::Postgres, |o| o.max_per_user = 3).await;
     let alice = h.user("alice").await;
@@ -1123,6 +1172,7 @@ async fn a_configured_gateway_container_that_does_not_exist_is_a_startup_error(b
 }
 
 on_every_backend!(
+    placement_labels_choose_the_nodes_instances_run_on,
     http_instance_launches_ready_reachable_and_hardened,
     stop_start_keeps_the_profile_and_destroy_keeps_the_volume,
     missing_image_is_a_clear_error_and_creates_nothing,

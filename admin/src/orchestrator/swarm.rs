@@ -401,6 +401,20 @@ impl SwarmEngine {
                 if state == TaskState::RUNNING || is_terminal(state) {
                     return Ok(());
                 }
+                // No node fits (placement constraints, reservations): say so now rather than
+                // after the timeout; the scheduler would only retry when the swarm changes.
+                let unschedulable = task
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.err.as_deref())
+                    .filter(|e| e.contains("no suitable node"));
+                if state == TaskState::PENDING
+                    && let Some(why) = unschedulable
+                {
+                    return Err(EngineError::Conflict(format!(
+                        "no node of the swarm can run service {id}: {why}"
+                    )));
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 let why = fresh
