@@ -401,13 +401,16 @@ impl SwarmEngine {
                 if state == TaskState::RUNNING || is_terminal(state) {
                     return Ok(());
                 }
-                // No node fits (placement constraints, reservations): say so now rather than
-                // after the timeout; the scheduler would only retry when the swarm changes.
-                let unschedulable = task
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.err.as_deref())
-                    .filter(|e| e.contains("no suitable node"));
+                // No node satisfies the placement constraints: say so now rather than after the
+                // timeout (the scheduler only retries when nodes change). A lack of unreserved
+                // resources is waited out instead: other tasks stopping frees them.
+                let unschedulable =
+                    task.status
+                        .as_ref()
+                        .and_then(|s| s.err.as_deref())
+                        .filter(|e| {
+                            e.contains("no suitable node") && !e.contains("insufficient resources")
+                        });
                 if state == TaskState::PENDING
                     && let Some(why) = unschedulable
                 {
