@@ -193,11 +193,42 @@ pub enum UpstreamMode {
     ContainerNetwork,
 }
 
+/// What runs instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// Containers on the one Docker engine at `docker.host`.
+    #[default]
+    Engine,
+    /// A Swarm service per instance; `docker.host` is a swarm manager.
+    Swarm,
+}
+
+/// How a swarm service names its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwarmImageReference {
+    /// The image's id on the manager: no node ever asks a registry (every node must hold it).
+    #[default]
+    LocalId,
+    /// The image's name: each node pulls it when a task lands there.
+    Name,
+}
+
+/// `[docker.swarm]`: settings of the swarm backend.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmConfig {
+    pub image_reference: SwarmImageReference,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerConfig {
     /// `unix:///path/to/docker.sock` (default socket) or `tcp://127.0.0.1:2375`.
     pub host: String,
+    /// What runs instances: the engine itself, or Swarm services through it.
+    pub backend: Backend,
     pub network: String,
     pub upstream_mode: UpstreamMode,
     /// Label value marking this installation's containers: reconciliation only ever touches
@@ -207,6 +238,8 @@ pub struct DockerConfig {
     /// instance's network; empty = found from inside the container (`/proc/self/mountinfo`,
     /// `/proc/self/cgroup`, the host name), or none when the gateway runs on the host.
     pub gateway_container: String,
+    /// Backend `swarm` only.
+    pub swarm: SwarmConfig,
 }
 
 impl Default for DockerConfig {
@@ -217,6 +250,8 @@ impl Default for DockerConfig {
             upstream_mode: UpstreamMode::PublishedLoopback,
             deployment: "flowcase".into(),
             gateway_container: String::new(),
+            backend: Backend::Engine,
+            swarm: SwarmConfig::default(),
         }
     }
 }
@@ -607,6 +642,16 @@ impl Config {
             return invalid(
                 "docker.host",
                 format!("`{docker}` must start with unix:// or tcp://"),
+            );
+        }
+        if self.docker.backend == Backend::Swarm
+            && self.docker.upstream_mode != UpstreamMode::ContainerNetwork
+        {
+            return invalid(
+                "docker.upstream_mode",
+                "backend \"swarm\" needs \"container-network\": a swarm service cannot publish \
+                 a port on 127.0.0.1 only"
+                    .into(),
             );
         }
         let gateway = &self.docker.gateway_container;

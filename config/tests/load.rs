@@ -233,6 +233,27 @@ fn cross_key_problems_name_the_key_and_its_line() {
 
     let (_, key, _) = invalid(load_text("[server]\nhttp_listen = \"127.0.0.1:8443\"\n"));
     assert_eq!(key, "server.https_listen");
+
+    let (_, key, reason) = invalid(load_text("[docker]\nbackend = \"swarm\"\n"));
+    assert_eq!(key, "docker.upstream_mode");
+    assert!(reason.contains("container-network"), "{reason}");
+}
+
+#[test]
+fn the_swarm_backend_is_chosen_in_config() {
+    let config = load_text(
+        "[docker]\nbackend = \"swarm\"\nupstream_mode = \"container-network\"\n\
+         [docker.swarm]\nimage_reference = \"name\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.docker.backend, flowcase_config::Backend::Swarm);
+    assert_eq!(
+        config.docker.swarm.image_reference,
+        flowcase_config::SwarmImageReference::Name
+    );
+    let (_, key, reason) = invalid(load_text("[docker]\nbackend = \"kubernetes\"\n"));
+    assert_eq!(key, "docker.backend");
+    assert!(reason.contains("unknown variant"), "{reason}");
 }
 
 #[test]

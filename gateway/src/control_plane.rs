@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flowcase_admin::Store;
-use flowcase_config::Config;
+use flowcase_config::{Backend, Config};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use flowcase_admin::orchestrator::activity::ActivityReporter;
 use flowcase_admin::orchestrator::docker::DockerEngine;
 use flowcase_admin::orchestrator::metered::Metered;
-use flowcase_admin::orchestrator::{Options, Orchestrator, SystemClock};
+use flowcase_admin::orchestrator::swarm::SwarmEngine;
+use flowcase_admin::orchestrator::{Engine, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::Keyring;
 
 use crate::health::{Check, HealthState};
@@ -121,10 +122,17 @@ impl ControlPlane {
     /// Docker being down is not fatal: instances cannot start until it comes back, everything
     /// else works.
     fn orchestrator(&self, store: &Store) -> Result<Arc<Orchestrator>, String> {
-        let engine = DockerEngine::connect(&self.config.docker.host)?;
+        let docker = &self.config.docker;
+        let engine: Arc<dyn Engine> = match docker.backend {
+            Backend::Engine => Arc::new(DockerEngine::connect(&docker.host)?),
+            Backend::Swarm => Arc::new(SwarmEngine::connect(
+                &docker.host,
+                docker.swarm.image_reference,
+            )?),
+        };
         Ok(Arc::new(Orchestrator::new(
             store.clone(),
-            Arc::new(Metered(Arc::new(engine))),
+            Arc::new(Metered(engine)),
             self.keyring.clone(),
             Arc::new(SystemClock),
             Options::from_config(&self.config),

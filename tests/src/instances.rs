@@ -55,6 +55,31 @@ pub async fn echo_instance(dir: &GatewayDir, owner: &str, slug: &str) -> EchoIns
     EchoInstance { echo, host, id }
 }
 
+/// A running container labelled as this gateway's instance `slug`, for rows written by
+/// [`running_instance_row`]: reconciliation, which any container event on the shared dockerd
+/// may set off, finds the row's container where the row says and leaves the row alone. It
+/// serves nothing (no network): the row's upstream is the test's own server. The gateway
+/// dir's drop removes it with the gateway's other containers.
+fn placeholder_container(dir: &GatewayDir, slug: &str) -> String {
+    let image = flowcase_test_images::httpd_image().unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["run", "-d", "--network", "none", "--label"])
+        .arg(format!("flowcase.deployment={}", dir.deployment()))
+        .arg("--label")
+        .arg(format!("flowcase.instance={slug}"))
+        .arg("--name")
+        .arg(format!("{}-{slug}", dir.deployment()))
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker run {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// Writes a running instance `slug` of the existing user `owner` straight into the gateway's
 /// database, on the droplet `droplet` (name and type; created the first time, then shared, as a
 /// catalogue entry would be), at `upstream`, with `password` sealed as its desktop password as
@@ -104,10 +129,11 @@ pub async fn running_instance_row(
         )
         .await
         .unwrap();
+    let container = placeholder_container(dir, slug);
     store
         .set_instance_container(
             instance.id,
-            Some("c1"),
+            Some(&container),
             Some(&format!("flowcase-{slug}")),
             Some(upstream),
         )

@@ -12,6 +12,7 @@ pub mod instances;
 pub mod oidc_provider;
 pub mod pebble;
 pub mod postgres;
+pub mod swarm;
 pub mod viewer;
 
 use std::collections::BTreeMap;

@@ -584,11 +584,18 @@ pub fn parse_entry(index: usize, value: &Value) -> Result<Definition, EntryError
         );
     }
     let labels = r.pairs("label");
-    for key in labels.keys() {
-        if key.starts_with("flowcase.") || key.is_empty() {
+    for (key, value) in &labels {
+        if super::placement::is_placement_label(key) {
+            if let Err(reason) = super::placement::constraint(value) {
+                r.fail("label", format!("{key}: {reason}"));
+            }
+        } else if key.starts_with("flowcase.") || key.is_empty() {
             r.fail(
                 "label",
-                format!("{key:?}: labels starting with flowcase. are Flowcase's own"),
+                format!(
+                    "{key:?}: labels starting with flowcase. are Flowcase's own \
+                     (except flowcase.placement[.<name>], a placement constraint)"
+                ),
             );
         }
     }
@@ -1103,6 +1110,32 @@ mod tests {
         let shown = err.to_string();
         assert!(shown.starts_with("entry 3 (\"n\"): "), "{shown}");
         assert!(shown.contains("image: is required"), "{shown}");
+    }
+
+    #[test]
+    fn placement_labels_are_the_only_flowcase_labels_and_are_checked() {
+        let entry = |labels: Value| {
+            parse_entry(
+                0,
+                &json!({"name": "g", "type": "http", "image": "i", "port": 80, "label": labels}),
+            )
+        };
+        let def = entry(json!({"flowcase.placement.gpu": "node.labels.gpu==true"})).unwrap();
+        assert_eq!(
+            def.droplet.labels["flowcase.placement.gpu"],
+            "node.labels.gpu==true"
+        );
+        let err = entry(json!({"flowcase.placement": "gpu"})).unwrap_err();
+        assert_eq!(err.errors[0].field, "label");
+        assert!(
+            err.errors[0].message.contains("no == or !="),
+            "{}",
+            err.errors[0].message
+        );
+        assert_eq!(
+            fields(entry(json!({"flowcase.placementx": "node.role==worker"}))),
+            ["label"]
+        );
     }
 
     #[test]

@@ -70,7 +70,8 @@ impl DockerEngine {
         })
     }
 
-    async fn client(&self) -> EngineResult<&Docker> {
+    /// The client, its API version negotiated with the engine on first use.
+    pub(super) async fn client(&self) -> EngineResult<&Docker> {
         self.negotiated
             .get_or_try_init(|| async {
                 self.base
@@ -84,7 +85,7 @@ impl DockerEngine {
 }
 
 /// Classifies a bollard error. Status codes are the Docker API's documented ones.
-fn engine_error(err: BollardError) -> EngineError {
+pub(super) fn engine_error(err: BollardError) -> EngineError {
     match err {
         BollardError::DockerResponseServerError {
             status_code: 404,
@@ -155,11 +156,11 @@ fn pull_error(image: &str, err: BollardError) -> EngineError {
     }
 }
 
-fn is_status(err: &BollardError, code: u16) -> bool {
+pub(super) fn is_status(err: &BollardError, code: u16) -> bool {
     matches!(err, BollardError::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
 
-fn hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+pub(super) fn hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 

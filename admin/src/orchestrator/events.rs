@@ -1,7 +1,9 @@
 //! Truth lives in Docker: the engine's event stream, and the engine's health.
 //!
-//! The watcher subscribes to the container events of our deployment. A container of ours that
-//! dies or is removed is reconciled at once ([`Orchestrator::reconcile_container`]): a row
+//! The watcher subscribes to the container events of our deployment (on a swarm, the events
+//! of task containers, named by their service, and service removals: see
+//! [`super::swarm`]). A container of ours that dies or is removed is reconciled at once
+//! ([`Orchestrator::reconcile_container`]): a row
 //! whose container was stopped or removed behind our back moves within moments instead of at
 //! the next periodic pass, which stays as the safety net for anything an event could miss.
 //!

@@ -753,9 +753,17 @@ impl Orchestrator {
             }
             UpstreamMode::ContainerNetwork => {
                 let network = self.network_for(droplet, &info.labels_slug());
-                let ip = info.addresses.get(&network).ok_or_else(|| {
-                    AdminError::Engine(format!("the container has no address on {network}"))
-                })?;
+                // A gateway on the host cannot dial a swarm overlay network; on a single-node
+                // swarm it reaches the task through the node's gateway bridge instead.
+                let on_host = self.gateway_container().await?.is_none();
+                let bridge = on_host
+                    .then(|| info.addresses.get(super::swarm::NODE_BRIDGE))
+                    .flatten();
+                let ip = bridge
+                    .or_else(|| info.addresses.get(&network))
+                    .ok_or_else(|| {
+                        AdminError::Engine(format!("the container has no address on {network}"))
+                    })?;
                 SocketAddr::new(*ip, port)
             }
         };

@@ -2,7 +2,9 @@
 //!
 //! - [`engine`]: the narrow engine interface (create, start, stop, remove, inspect, list ours,
 //!   events, stats, image present, pull) and its vocabulary; [`docker`]: its Docker implementation,
-//!   the only place that knows bollard;
+//!   the only place (with [`swarm`]) that knows bollard; [`swarm`]: the same on a Docker Swarm,
+//!   an instance being a service of one replica; [`placement`]: placement constraints from
+//!   droplet labels;
 //! - [`spec`]: the container an instance gets (pure: limits, hardening, labels, profile volume);
 //! - [`ready`]: when a started container counts as ready;
 //! - [`launch`]: what a launch request may tailor (resolution) and launches that do not wait
@@ -45,12 +47,14 @@ pub mod images;
 pub mod launch;
 pub mod lifecycle;
 pub mod metered;
+pub mod placement;
 pub mod pool;
 pub mod ready;
 pub mod reaper;
 pub mod remote_catalogue;
 pub mod spec;
 pub mod stats;
+pub mod swarm;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -269,9 +269,12 @@ pub fn container_spec(droplet: &Droplet, input: &SpecInput<'_>) -> Result<Contai
     let mut labels: BTreeMap<String, String> = droplet
         .labels
         .iter()
-        .filter(|(k, _)| !k.starts_with("flowcase."))
+        // Our own labels cannot be forged; placement constraints are the one kind a droplet
+        // gives, for cluster backends.
+        .filter(|(k, _)| !k.starts_with("flowcase.") || super::placement::is_placement_label(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    super::placement::constraints(&labels).map_err(|reason| invalid("labels", reason))?;
     labels.extend(instance_labels(input.slug, input.user_id, droplet.id));
     labels.insert(LABEL_DEPLOYMENT.to_owned(), input.deployment.to_owned());
 
@@ -389,6 +392,29 @@ mod tests {
             exposure: Exposure::LoopbackEphemeral,
             password,
             deployment: "prod",
+        }
+    }
+
+    #[test]
+    fn placement_labels_reach_the_spec_and_bad_ones_are_refused() {
+        let mut d = droplet(DropletType::Vnc);
+        d.labels.insert(
+            "flowcase.placement.gpu".into(),
+            "node.labels.gpu==true".into(),
+        );
+        let spec = container_spec(&d, &input(Some("pw123456"))).unwrap();
+        assert_eq!(
+            spec.labels["flowcase.placement.gpu"],
+            "node.labels.gpu==true"
+        );
+        d.labels
+            .insert("flowcase.placement".into(), "anywhere".into());
+        match container_spec(&d, &input(Some("pw123456"))) {
+            Err(AdminError::InvalidInput { field, reason }) => {
+                assert_eq!(field, "labels");
+                assert!(reason.contains("flowcase.placement"), "{reason}");
+            }
+            other => panic!("expected InvalidInput, got {other:?}"),
         }
     }
 

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use flowcase_admin::Store;
 use flowcase_admin::orchestrator::docker::DockerEngine;
-use flowcase_admin::orchestrator::{Clock, Options, Orchestrator};
+use flowcase_admin::orchestrator::swarm::SwarmEngine;
+use flowcase_admin::orchestrator::{Clock, Engine, Options, Orchestrator};
 use flowcase_admin::secrets::{Key, Keyring};
 use flowcase_admin::store::{Droplet, DropletType, NewDroplet, NewUser, TargetKind, User};
-use flowcase_config::UpstreamMode;
+use flowcase_config::{SwarmImageReference, UpstreamMode};
 use serde_json::Value;
 use sqlx::{Connection, Executor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const PG_ENV: &str = "FLOWCASE_TEST_POSTGRES_URL";
 pub const T0: i64 = 1_700_000_000_000;
 pub const HTTPD_PORT: u16 = 8080;
+pub const SOCKET: &str = "unix:///var/run/docker.sock";
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -67,6 +69,17 @@ pub struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        // Swarm services first, or they would make new task containers.
+        let services = docker(&[
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=flowcase.deployment={}", self.run),
+        ]);
+        for service in services.split_whitespace() {
+            remove_service(service);
+        }
         let ids = docker(&[
             "ps",
             "-aq",
@@ -101,7 +114,21 @@ impl Drop for Cleanup {
             &format!("label=flowcase.deployment={}", self.run),
         ]));
         for network in networks.split_whitespace() {
-            docker(&["network", "rm", network]);
+            // An overlay network lingers in use for a moment after its service's task is gone.
+            for _ in 0..25 {
+                let removed = Command::new("docker")
+                    .args(["network", "rm", network])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                let gone = !Command::new("docker")
+                    .args(["network", "inspect", network])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if removed || gone {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
         if let Some((admin_url, name)) = self.pg.take() {
             let _ = std::thread::spawn(move || {
@@ -124,6 +151,29 @@ impl Drop for Cleanup {
     }
 }
 
+/// Removes a swarm service the way the engine does: scaled to zero first, deleted once Swarm
+/// has reaped its tasks (deleting a service whose tasks are being reaped crashes the manager of
+/// Docker 20.10, and with it the dockerd every suite shares).
+pub fn remove_service(name: &str) {
+    docker(&[
+        "service",
+        "update",
+        "-d",
+        "--replicas",
+        "0",
+        "--stop-grace-period",
+        "1s",
+        name,
+    ]);
+    for _ in 0..150 {
+        if docker(&["service", "ps", "-q", name]).trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    docker(&["service", "rm", name]);
+}
+
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -139,7 +189,58 @@ pub fn docker_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// What runs the instances of a test: the suite runs once per backend.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Backend {
+    /// Containers on the local dockerd.
+    Engine,
+    /// Services on the local dockerd as a single-node swarm (made one if it is not).
+    Swarm,
+}
+
+/// Runs each named `async fn(Backend)` once per backend, as `engine::<name>` and
+/// `swarm::<name>`.
+#[allow(unused_macros)]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Engine).await;
+                }
+            )*
+        }
+        mod swarm {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::Swarm).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Makes the local dockerd a single-node swarm manager unless it is one. Never leaves the
+/// swarm: other suites share this dockerd, and plain containers work the same in swarm mode.
+pub fn ensure_swarm() {
+    let state = || {
+        docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
+            .trim()
+            .to_owned()
+    };
+    if state() != "active" {
+        // Two test processes may race here; the loser's "already part of a swarm" is fine.
+        let _ = Command::new("docker")
+            .args(["swarm", "init", "--advertise-addr", "127.0.0.1"])
+            .output();
+    }
+    assert_eq!(state(), "active", "docker swarm init failed");
+}
+
 pub struct Harness {
+    pub backend: Backend,
     pub orch: Arc<Orchestrator>,
     pub store: Store,
     pub run: String,
@@ -179,6 +280,12 @@ impl Harness {
     }
 
     pub async fn with(db: Db, tweak: impl FnOnce(&mut Options)) -> Self {
+        Self::on(Backend::Engine, db, tweak).await
+    }
+
+    /// A harness on `backend`; on a swarm the gateway dials instances on their own networks
+    /// (mode `container-network`, the only one a swarm allows).
+    pub async fn on(backend: Backend, db: Db, tweak: impl FnOnce(&mut Options)) -> Self {
         let run = format!("ft{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         let dir = tempfile::tempdir().unwrap();
         let mut cleanup = Cleanup {
@@ -205,17 +312,25 @@ impl Harness {
         let tenant_id = store.create_tenant("default", true, T0).await.unwrap().id;
         let keyring = keyring();
         let clock = Arc::new(TestClock::new(T0));
-        let engine = DockerEngine::connect("unix:///var/run/docker.sock").unwrap();
         let mut opts = options(&run);
+        let engine: Arc<dyn Engine> = match backend {
+            Backend::Engine => Arc::new(DockerEngine::connect(SOCKET).unwrap()),
+            Backend::Swarm => {
+                ensure_swarm();
+                opts.upstream_mode = UpstreamMode::ContainerNetwork;
+                Arc::new(SwarmEngine::connect(SOCKET, SwarmImageReference::LocalId).unwrap())
+            }
+        };
         tweak(&mut opts);
         let orch = Orchestrator::new(
             store.clone(),
-            Arc::new(engine),
+            engine,
             keyring,
             Arc::clone(&clock) as Arc<dyn Clock>,
             opts,
         );
         Self {
+            backend,
             orch: Arc::new(orch),
             store,
             run,
@@ -272,6 +387,123 @@ impl Harness {
             tweak(d);
         })
         .await
+    }
+
+    /// `docker inspect` of the instance's container: on a swarm, its service's newest task
+    /// container (a running one if there is one).
+    pub fn container(&self, slug: &str) -> Value {
+        let name = format!("flowcase-{slug}");
+        match self.backend {
+            Backend::Engine => inspect(&name),
+            Backend::Swarm => {
+                let filter = format!("label=com.docker.swarm.service.name={name}");
+                let running = docker(&["ps", "-q", "--filter", &filter]);
+                let any = docker(&["ps", "-aq", "--filter", &filter]);
+                let id = running
+                    .split_whitespace()
+                    .next()
+                    .or_else(|| any.split_whitespace().next())
+                    .unwrap_or_else(|| panic!("service {name} has no task container"))
+                    .to_owned();
+                inspect(&id)
+            }
+        }
+    }
+
+    /// Whether the instance's container (on a swarm: its service) exists.
+    pub fn instance_exists(&self, slug: &str) -> bool {
+        let name = format!("flowcase-{slug}");
+        match self.backend {
+            Backend::Engine => container_exists(&name),
+            Backend::Swarm => Command::new("docker")
+                .args(["service", "inspect", &name])
+                .output()
+                .unwrap()
+                .status
+                .success(),
+        }
+    }
+
+    /// Whether the instance's container (on a swarm: a task container of its service) runs.
+    pub fn instance_running(&self, slug: &str) -> bool {
+        let name = format!("flowcase-{slug}");
+        match self.backend {
+            Backend::Engine => inspect(&name)["State"]["Running"] == true,
+            Backend::Swarm => !docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={name}"),
+            ])
+            .trim()
+            .is_empty(),
+        }
+    }
+
+    /// The labels of the instance's container (on a swarm: of its service).
+    pub fn instance_labels(&self, slug: &str) -> Value {
+        let name = format!("flowcase-{slug}");
+        match self.backend {
+            Backend::Engine => inspect(&name)["Config"]["Labels"].clone(),
+            Backend::Swarm => {
+                docker_json(&["service", "inspect", &name])[0]["Spec"]["Labels"].clone()
+            }
+        }
+    }
+
+    /// Removes the instance's container (on a swarm: its service) as an operator would.
+    pub fn remove_behind_our_back(&self, slug: &str) {
+        let name = format!("flowcase-{slug}");
+        match self.backend {
+            Backend::Engine => {
+                docker(&["rm", "-f", &name]);
+            }
+            Backend::Swarm => remove_service(&name),
+        };
+    }
+
+    /// Stops the instance's container (on a swarm: its task's container, as a crash would).
+    pub fn stop_behind_our_back(&self, slug: &str) {
+        let id = self.container(slug)["Id"].as_str().unwrap().to_owned();
+        docker(&["stop", "-t", "0", &id]);
+    }
+
+    /// Makes a container (on a swarm: a service of no replica) labelled `labels`, named `name`.
+    pub async fn create_labelled(&self, name: &str, labels: &[(&str, &str)]) {
+        let httpd = images(flowcase_test_images::httpd_image).await;
+        let mut cmd = Command::new("docker");
+        match self.backend {
+            Backend::Engine => cmd.arg("create"),
+            Backend::Swarm => cmd.args(["service", "create", "-d", "--replicas", "0"]),
+        };
+        cmd.args(["--name", name]);
+        for (key, value) in labels {
+            cmd.args(["--label", &format!("{key}={value}")]);
+        }
+        let image = if self.backend == Backend::Swarm {
+            // By id, so the manager never asks a registry.
+            docker(&["image", "inspect", "--format", "{{.Id}}", &httpd])
+                .trim()
+                .to_owned()
+        } else {
+            httpd
+        };
+        let out = cmd.arg(&image).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Removes what [`Self::create_labelled`] made.
+    pub fn remove_labelled(&self, name: &str) {
+        match self.backend {
+            Backend::Engine => {
+                docker(&["rm", "-f", name]);
+            }
+            Backend::Swarm => remove_service(name),
+        };
     }
 
     pub async fn audit_actions(&self, slug: &str) -> Vec<String> {
