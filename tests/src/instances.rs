@@ -117,6 +117,9 @@ pub async fn running_instance_row(
             .await
             .unwrap(),
     };
+    // Before the row: the row goes from created to running in a few statements, leaving a
+    // refresh of the gateway's routes little chance to see it half written.
+    let container = placeholder_container(dir, slug);
     let instance = store
         .create_instance(
             &NewInstance {
@@ -129,7 +132,6 @@ pub async fn running_instance_row(
         )
         .await
         .unwrap();
-    let container = placeholder_container(dir, slug);
     store
         .set_instance_container(
             instance.id,
@@ -226,6 +228,10 @@ pub async fn wait_until_routed(dir: &GatewayDir, host: &str) {
     loop {
         let status = client.get(&url).send().await.map(|r| r.status());
         if matches!(&status, Ok(s) if *s != reqwest::StatusCode::NOT_FOUND) {
+            // Routed, but maybe as the row was half written (`requested`, no upstream yet):
+            // anonymous requests cannot tell. A refresh that starts now reads the finished row;
+            // give it time to start and finish (it runs every 500 ms).
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
             return;
         }
         assert!(
