@@ -3,8 +3,7 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 
 use super::input::{JsonBody, ListQuery};
@@ -15,11 +14,6 @@ use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/audit", get(list))
-        .route("/api/v1/audit/prune", post(prune))
-}
 
 /// Body of `POST /api/v1/audit/prune`: unix milliseconds or RFC 3339.
 #[derive(Debug, Deserialize)]

@@ -2,8 +2,7 @@
 //! [`crate::system`]; who sees which counts is decided by [`crate::access::Access`].
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 
 use crate::access::Access;
 use crate::store::now_millis;
@@ -12,9 +11,6 @@ use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/system", get(show))
-}
 
 pub async fn show(
     State(state): State<AppState>,

@@ -3,8 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 
 use super::input::{Id, JsonBody, ListQuery};
@@ -17,19 +16,6 @@ use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/workshops", get(list).post(create))
-        .route("/api/v1/workshops/mine", get(mine))
-        .route(
-            "/api/v1/workshops/{id}",
-            get(show).patch(update).delete(delete),
-        )
-        .route("/api/v1/workshops/{id}/participants", put(set_participants))
-        .route("/api/v1/workshops/{id}/droplets", put(set_droplets))
-        .route("/api/v1/workshops/{id}/start", post(start))
-        .route("/api/v1/workshops/{id}/stop", post(stop))
-}
 
 /// Body of `PUT /api/v1/workshops/{id}/droplets`.
 #[derive(Debug, Deserialize)]
