@@ -9,11 +9,11 @@
 
 use std::convert::Infallible;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::Json;
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -31,7 +31,6 @@ use crate::web::extract::ApiUser;
 
 /// Events buffered per stream before a slow reader holds the pull's forwarding back.
 const EVENT_BUFFER: usize = 64;
-
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
     ApiError(AdminError::InvalidInput {

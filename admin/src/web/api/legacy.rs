@@ -21,7 +21,6 @@ use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
 
-
 /// The old droplet types: web apps and web desktops were `container`.
 fn old_type(kind: DropletType) -> &'static str {
     match kind {

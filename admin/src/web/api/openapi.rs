@@ -65,7 +65,11 @@ mod tests {
             .iter()
             .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
             .collect();
-        assert_eq!(routed.len(), ENDPOINTS.len(), "ENDPOINTS lists a route twice");
+        assert_eq!(
+            routed.len(),
+            ENDPOINTS.len(),
+            "ENDPOINTS lists a route twice"
+        );
         let documented = documented(&document());
         let undocumented: Vec<String> = routed
             .difference(&documented)

@@ -1,8 +1,8 @@
 //! `GET /api/v1/system`: the system report for administrators (`admin_panel`), gathered by
 //! [`crate::system`]; who sees which counts is decided by [`crate::access::Access`].
 
-use axum::extract::State;
 use axum::Json;
+use axum::extract::State;
 
 use crate::access::Access;
 use crate::store::now_millis;
@@ -10,7 +10,6 @@ use crate::system::{self, SystemReport};
 use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
-
 
 pub async fn show(
     State(state): State<AppState>,

@@ -1,9 +1,9 @@
 //! `/api/v1/workshops…`: workshops, their participants and droplets, "start all" and "stop
 //! all". Every decision is made by [`crate::access::Access`].
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
 
 use super::input::{Id, JsonBody, ListQuery};
@@ -15,7 +15,6 @@ use crate::store::{Workshop, now_millis};
 use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
-
 
 /// Body of `PUT /api/v1/workshops/{id}/droplets`.
 #[derive(Debug, Deserialize)]
