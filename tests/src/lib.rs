@@ -10,6 +10,7 @@ pub mod echo;
 pub mod guacd;
 pub mod instances;
 pub mod oidc_provider;
+pub mod openapi_validator;
 pub mod pebble;
 pub mod postgres;
 pub mod swarm;

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use super::input::JsonBody;
 use crate::store::{ApiKey, now_millis};
 use crate::web::AppState;
 use crate::web::error::ApiError;
@@ -19,7 +20,7 @@ pub struct PasswordChange {
 pub async fn change_password(
     State(state): State<AppState>,
     ApiUser(principal, client): ApiUser,
-    Json(req): Json<PasswordChange>,
+    JsonBody(req): JsonBody<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
     state
         .auth
@@ -45,7 +46,7 @@ pub struct NewKey {
 pub async fn create_key(
     State(state): State<AppState>,
     ApiUser(principal, client): ApiUser,
-    Json(req): Json<NewKey>,
+    JsonBody(req): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let created = state
         .auth

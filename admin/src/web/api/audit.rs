@@ -1,10 +1,9 @@
 //! `/api/v1/audit…`: the audit log, filtered and paged, and its pruning. Every decision is made
 //! by [`crate::access::Access`].
 
+use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::input::{JsonBody, ListQuery};
@@ -14,12 +13,6 @@ use crate::store::{AuditEntry, now_millis};
 use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/audit", get(list))
-        .route("/api/v1/audit/prune", post(prune))
-}
 
 /// Body of `POST /api/v1/audit/prune`: unix milliseconds or RFC 3339.
 #[derive(Debug, Deserialize)]

@@ -9,12 +9,11 @@
 
 use std::convert::Infallible;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -32,19 +31,6 @@ use crate::web::extract::ApiUser;
 
 /// Events buffered per stream before a slow reader holds the pull's forwarding back.
 const EVENT_BUFFER: usize = 64;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/droplets", get(list).post(create))
-        .route("/api/v1/droplets/pull-all", post(pull_all))
-        .route("/api/v1/droplets/import", post(import))
-        .route(
-            "/api/v1/droplets/{id}",
-            get(show).patch(update).delete(delete),
-        )
-        .route("/api/v1/droplets/{id}/groups", put(set_groups))
-        .route("/api/v1/droplets/{id}/pull", post(pull))
-}
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ApiError {
     ApiError(AdminError::InvalidInput {

@@ -18,13 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use flowcase_config::Config;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
@@ -38,16 +36,6 @@ use crate::store::{DropletType, InstanceFilter, InstanceRow, InstanceStatus, now
 use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/instances", get(list).post(launch))
-        .route("/api/v1/instances/{id}", get(show).delete(delete))
-        .route("/api/v1/instances/{id}/start", post(start))
-        .route("/api/v1/instances/{id}/stop", post(stop))
-        .route("/api/v1/stats", get(stats))
-        .route("/api/v1/events", get(events))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The instance view

@@ -9,9 +9,7 @@
 //! `web/extract.rs`), so a cross-site link or navigation can never destroy anything.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -22,17 +20,6 @@ use crate::store::{Droplet, DropletType, InstanceRow, now_millis};
 use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/droplets", get(droplets))
-        .route("/api/droplets/stats", get(droplet_stats))
-        .route("/api/instance/request", post(request))
-        .route("/api/instances", get(instances))
-        .route("/api/instances/{id}/start", post(start))
-        .route("/api/instances/{id}/stop", post(stop))
-        .route("/api/instance/{id}/destroy", get(destroy))
-}
 
 /// The old droplet types: web apps and web desktops were `container`.
 fn old_type(kind: DropletType) -> &'static str {

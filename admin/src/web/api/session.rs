@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::input::JsonBody;
 use crate::auth::{UserView, session};
 use crate::store::now_millis;
 use crate::web::AppState;
@@ -24,7 +25,7 @@ pub struct LoginRequest {
 pub async fn create(
     State(state): State<AppState>,
     auth: RequestAuth,
-    Json(req): Json<LoginRequest>,
+    JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let now = now_millis();
     let (secret, principal, session) = state

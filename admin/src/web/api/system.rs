@@ -1,9 +1,8 @@
 //! `GET /api/v1/system`: the system report for administrators (`admin_panel`), gathered by
 //! [`crate::system`]; who sees which counts is decided by [`crate::access::Access`].
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 
 use crate::access::Access;
 use crate::store::now_millis;
@@ -11,10 +10,6 @@ use crate::system::{self, SystemReport};
 use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/system", get(show))
-}
 
 pub async fn show(
     State(state): State<AppState>,

@@ -1,10 +1,9 @@
 //! `/api/v1/workshops…`: workshops, their participants and droplets, "start all" and "stop
 //! all". Every decision is made by [`crate::access::Access`].
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::input::{Id, JsonBody, ListQuery};
@@ -16,20 +15,6 @@ use crate::store::{Workshop, now_millis};
 use crate::web::AppState;
 use crate::web::error::ApiError;
 use crate::web::extract::ApiUser;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/workshops", get(list).post(create))
-        .route("/api/v1/workshops/mine", get(mine))
-        .route(
-            "/api/v1/workshops/{id}",
-            get(show).patch(update).delete(delete),
-        )
-        .route("/api/v1/workshops/{id}/participants", put(set_participants))
-        .route("/api/v1/workshops/{id}/droplets", put(set_droplets))
-        .route("/api/v1/workshops/{id}/start", post(start))
-        .route("/api/v1/workshops/{id}/stop", post(stop))
-}
 
 /// Body of `PUT /api/v1/workshops/{id}/droplets`.
 #[derive(Debug, Deserialize)]
