@@ -108,7 +108,12 @@ async fn populate(dir: &GatewayDir, admin: &str) -> anyhow::Result<Population> {
     let default = store.default_tenant().await?.context("no default tenant")?;
     let mut tenants = vec![default.id];
     for n in 1..TENANTS {
-        tenants.push(store.create_tenant(&format!("Bench {n}"), false, now).await?.id);
+        tenants.push(
+            store
+                .create_tenant(&format!("Bench {n}"), false, now)
+                .await?
+                .id,
+        );
     }
     let mut groups = Vec::new(); // per tenant: two groups
     let mut droplets = Vec::new(); // per tenant: its droplets
@@ -243,7 +248,12 @@ async fn running_rows(dir: &GatewayDir) -> anyhow::Result<i64> {
 }
 
 /// The session cookie of a login through the API (`name=value`), read from `Set-Cookie`.
-async fn login(gw: &Gateway, data_dir: &Path, user: &str, password: &str) -> anyhow::Result<String> {
+async fn login(
+    gw: &Gateway,
+    data_dir: &Path,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<String> {
     let client = client(gw, data_dir)?;
     let resp = client
         .post(gw.url("localhost", "/api/v1/session"))
@@ -381,7 +391,10 @@ async fn main() -> anyhow::Result<()> {
         filled.elapsed().as_secs_f64()
     );
     let callers = [
-        ("admin", login(&gw, &data_dir, &admin, &admin_password).await?),
+        (
+            "admin",
+            login(&gw, &data_dir, &admin, &admin_password).await?,
+        ),
         ("user", login(&gw, &data_dir, USER, USER_PASSWORD).await?),
     ];
     let endpoints: [(&str, &[&str]); 5] = [
@@ -431,15 +444,19 @@ async fn main() -> anyhow::Result<()> {
         "instance lists and dashboard through the front door (HTTPS, HTTP/1.1 keep-alive, \
          loopback): {} users, {} droplets, {} running instances ({running} still running after \
          the run); {} measured requests after {} warm-up per row",
-        population.users,
-        population.droplets,
-        population.instances,
-        args.requests,
-        args.warmup
+        population.users, population.droplets, population.instances, args.requests, args.warmup
     );
     println!(
         "{:<38} {:<6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}   {:<12} met?",
-        "endpoint", "caller", "conn", "requests", "p50 ms", "p90 ms", "p99 ms", "req/s", "bytes",
+        "endpoint",
+        "caller",
+        "conn",
+        "requests",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "req/s",
+        "bytes",
         "target"
     );
     for (path, caller, c, m) in &rows {
@@ -457,7 +474,11 @@ async fn main() -> anyhow::Result<()> {
             m.requests as f64 / m.elapsed.as_secs_f64(),
             m.body_bytes,
             "p99 <= 10 ms",
-            if p99 <= TARGET_P99_MS { "met" } else { "MISSED" },
+            if p99 <= TARGET_P99_MS {
+                "met"
+            } else {
+                "MISSED"
+            },
         );
     }
     drop(gw);
