@@ -427,7 +427,14 @@ async fn a_launched_web_app_goes_live_over_the_event_stream_and_is_stopped_start
     events
         .wait_for("instance", Duration::from_secs(60), is(id, "running"))
         .await;
-    let resp = fetch("/").await.unwrap();
+    // The front door reloads its routes every 500 ms: it may still hold the instance as
+    // stopping (503) for that long after the event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut resp = fetch("/").await.unwrap();
+    while resp.status() == 503 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        resp = fetch("/").await.unwrap();
+    }
     assert_eq!(resp.status(), 200);
 
     // Delete: gone from the list, the stream and the engine.
