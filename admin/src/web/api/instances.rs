@@ -250,11 +250,14 @@ pub async fn launch(
     JsonBody(req): JsonBody<LaunchRequest>,
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
     let options = req.options()?;
-    let access = Access::new(&state.auth, &principal, &client);
-    let orchestrator = state.orchestrator()?;
-    let row = access
-        .launch_instance(orchestrator, req.droplet_id, options, now_millis())
-        .await?;
+    let orchestrator = Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    let row = to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .launch_instance(&orchestrator, req.droplet_id, options, now_millis())
+            .await
+    })
+    .await?;
     let status = if row.instance.status == InstanceStatus::Running {
         StatusCode::CREATED
     } else {
@@ -279,13 +282,16 @@ pub async fn start(
     ApiUser(principal, client): ApiUser,
     Id(id): Id,
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
-    let access = Access::new(&state.auth, &principal, &client);
-    let orchestrator = state.orchestrator()?;
+    let orchestrator = Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    let started = to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .start_instance(&orchestrator, id, now_millis())
+            .await
+    })
+    .await?;
     Ok(
-        match access
-            .start_instance(orchestrator, id, now_millis())
-            .await?
-        {
+        match started {
             Started::Running(row) => (StatusCode::OK, Json(view(&row, &state.config))),
             Started::Pending(row) => (StatusCode::ACCEPTED, Json(view(&row, &state.config))),
         },
@@ -297,9 +303,14 @@ pub async fn stop(
     ApiUser(principal, client): ApiUser,
     Id(id): Id,
 ) -> Result<Json<InstanceView>, ApiError> {
-    let access = Access::new(&state.auth, &principal, &client);
-    let orchestrator = state.orchestrator()?;
-    let row = access.stop_instance(orchestrator, id, now_millis()).await?;
+    let orchestrator = Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    let row = to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .stop_instance(&orchestrator, id, now_millis())
+            .await
+    })
+    .await?;
     Ok(Json(view(&row, &state.config)))
 }
 
@@ -308,12 +319,30 @@ pub async fn delete(
     ApiUser(principal, client): ApiUser,
     Id(id): Id,
 ) -> Result<StatusCode, ApiError> {
-    let access = Access::new(&state.auth, &principal, &client);
-    let orchestrator = state.orchestrator()?;
-    access
-        .delete_instance(orchestrator, id, now_millis())
-        .await?;
+    let orchestrator = Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .delete_instance(&orchestrator, id, now_millis())
+            .await
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs a change of an instance to its end in a task of its own. A client that goes away (a
+/// closed tab, a connection the browser dropped because the network changed) makes the server
+/// drop the request's future; a launch, stop or delete cut off there would leave the instance
+/// `creating`, `stopping` or `destroying` for good, with nobody left to finish it.
+async fn to_the_end<T, F>(change: F) -> std::result::Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    match tokio::spawn(change).await {
+        Ok(done) => done.map_err(ApiError::from),
+        Err(e) => Err(AdminError::Engine(format!("the change was interrupted: {e}")).into()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
