@@ -122,16 +122,25 @@ impl Env {
             "const f = document.querySelector({scope:?}); \
              return !!f && f.textContent.includes('cannot be reached');"
         );
-        let present = format!(
-            "const b = document.querySelector({button:?}); return !!b && !b.hidden && !b.disabled;"
+        // A retry clicks from the page's script, in one step with the check: the list may be
+        // redrawn at any moment, and the dropped call may have reached the gateway all the same
+        // (the button then went away with the state it changed: nothing to press again).
+        let again = format!(
+            "const b = document.querySelector({button:?}); \
+             if (!b || b.hidden || b.disabled) return false; b.click(); return true;"
         );
+        // Old toasts would tell of an earlier attempt.
+        let clear = "const t = document.getElementById('toasts'); if (t) t.replaceChildren(); return 1;";
         for attempt in 0..ATTEMPTS {
-            // The dropped call may have reached the gateway all the same, and the button gone
-            // with the state it changed: nothing to press again then.
-            if attempt > 0 && b.eval(&present).await != true {
-                return;
+            b.eval(clear).await;
+            if attempt == 0 {
+                b.click(button).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if b.eval(&again).await != true {
+                    return;
+                }
             }
-            b.click(button).await;
             b.wait_for_js(&format!("the end of the call of {button}"), &over)
                 .await;
             if b.eval(&dropped).await != true {
@@ -524,5 +533,102 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
     let (status, _) = api.get("/api/v1/users?q=dora").await;
     assert_eq!(status, 200);
     drop(registry);
+    env.browser.close().await;
+}
+
+#[tokio::test]
+async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_instances_page() {
+    let env = Env::start("admin-instances").await;
+    let b = &env.browser;
+    let (admin, admin_password) = read_credentials(&env.dir.data_dir());
+    add_user(&env.dir, "alice", PASSWORD);
+    let store = Store::connect(&database_url(&env.dir)).await.unwrap();
+    let tenant = store.default_tenant().await.unwrap().unwrap();
+    let users = store
+        .find_group_by_name(tenant.id, "User")
+        .await
+        .unwrap()
+        .unwrap();
+    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
+    store.add_member(alice.id, users.id).await.unwrap();
+    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut new = NewDroplet::new(tenant.id, "Wiki", DropletType::Http, TargetKind::Container);
+    new.image = Some(image);
+    new.ports = vec![HTTPD_PORT];
+    new.health_path = Some("/health".into());
+    new.memory_mb = Some(64);
+    let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
+    store.grant_droplet(droplet.id, users.id).await.unwrap();
+    let as_alice = flowcase_e2e::api::Api::login(&env.gw, &env.dir, "alice", PASSWORD).await;
+    as_alice
+        .send_ok(
+            reqwest::Method::POST,
+            "/api/v1/instances",
+            serde_json::json!({"droplet_id": droplet.id, "resolution": "1280x800"}),
+            202,
+        )
+        .await;
+
+    let shows = |n: usize| {
+        format!("return document.querySelectorAll('#instances-rows tr[data-instance-id]').length === {n} \
+                   && document.getElementById('instances-count').textContent !== 'Loading…';")
+    };
+    screenshot_on_failure(&[b], async {
+        env.sign_in(&admin, &admin_password, "/admin/instances").await;
+        // Running, pushed by the event stream of every instance in sight.
+        env.wait_long(
+            "alice's running instance",
+            "return !!document.querySelector('#instances-rows tr[data-state=running]');",
+            Duration::from_secs(90),
+        )
+        .await;
+        let text = b.text_of("#instances-rows tr").await;
+        assert!(text.contains("Wiki") && text.contains("alice"), "{text}");
+        env.shot("instances-1-running").await;
+        env.check_console("the instances page").await;
+
+        // Filters.
+        b.eval("const s = document.getElementById('if-status'); s.value = 'stopped'; \
+                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;")
+            .await;
+        b.wait_for_js("no stopped instance", &shows(0)).await;
+        assert!(b.eval("return !document.getElementById('instances-empty').hidden;").await == true);
+        b.eval("const s = document.getElementById('if-status'); s.value = ''; \
+                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;")
+            .await;
+        b.fill("#if-q", "nobody-like-that").await;
+        b.wait_for_js("nothing for an unknown name", &shows(0)).await;
+        b.fill("#if-q", "alic").await;
+        b.wait_for_js("alice's instance by her name", &shows(1)).await;
+        b.eval(&format!("const s = document.getElementById('if-droplet'); s.value = '{}'; \
+                s.dispatchEvent(new Event('input', {{bubbles: true}})); return 1;", droplet.id))
+            .await;
+        b.wait_for_js("alice's instance by its droplet", &shows(1)).await;
+        env.shot("instances-2-filtered").await;
+
+        // Stop, then delete (a second click confirms).
+        env.press("#instances-rows [data-action=stop]", "#toasts").await;
+        env.wait_long(
+            "the stopped instance",
+            "return !!document.querySelector('#instances-rows tr[data-state=stopped]');",
+            Duration::from_secs(30),
+        )
+        .await;
+        env.shot("instances-3-stopped").await;
+        b.click("#instances-rows [data-action=delete]").await;
+        env.press("#instances-rows [data-action=delete]", "#toasts").await;
+        env.wait_long("the deleted instance gone", &shows(0), Duration::from_secs(30))
+            .await;
+        env.shot("instances-4-deleted").await;
+        env.check_console("the instances page after the delete").await;
+    })
+    .await;
+
+    let (_, mine) = as_alice.get("/api/v1/instances").await;
+    assert_eq!(mine["total"], 0, "{mine}");
+    store.close().await;
     env.browser.close().await;
 }

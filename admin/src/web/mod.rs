@@ -3,6 +3,7 @@
 //! map the error (in `error.rs`, the one place that turns an `AdminError` into HTTP).
 
 pub mod admin_droplets;
+pub mod admin_instances;
 pub mod admin_pages;
 pub mod api;
 pub mod app_auth;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard", get(dashboard::dashboard))
         .merge(admin_pages::routes())
         .merge(admin_droplets::routes())
+        .merge(admin_instances::routes())
         .route("/droplet/{id}", get(pages::viewer))
         .route("/assets/{version}/{*path}", get(assets::serve))
         .route("/app-auth", get(app_auth::app_auth))
