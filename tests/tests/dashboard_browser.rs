@@ -130,7 +130,8 @@ impl Env {
              if (!b || b.hidden || b.disabled) return false; b.click(); return true;"
         );
         // Old toasts would tell of an earlier attempt.
-        let clear = "const t = document.getElementById('toasts'); if (t) t.replaceChildren(); return 1;";
+        let clear =
+            "const t = document.getElementById('toasts'); if (t) t.replaceChildren(); return 1;";
         for attempt in 0..ATTEMPTS {
             b.eval(clear).await;
             if attempt == 0 {
@@ -192,7 +193,12 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         .await
         .unwrap()
         .unwrap();
-    let mut new = NewDroplet::new(tenant.id, "Notebook", DropletType::Http, TargetKind::Container);
+    let mut new = NewDroplet::new(
+        tenant.id,
+        "Notebook",
+        DropletType::Http,
+        TargetKind::Container,
+    );
     new.description = "A small web app, served from a container".into();
     new.image = Some(image);
     new.ports = vec![HTTPD_PORT];
@@ -238,8 +244,12 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         b.eval("window.__no_reload = true; return 1;").await;
 
         // Running, pushed over the event stream.
-        env.wait_long("a running instance", &row_in("running"), Duration::from_secs(90))
-            .await;
+        env.wait_long(
+            "a running instance",
+            &row_in("running"),
+            Duration::from_secs(90),
+        )
+        .await;
         assert_eq!(b.eval("return window.__no_reload === true;").await, true);
         assert_eq!(b.text_of("#stat-running").await, "1");
         let open = b
@@ -255,7 +265,8 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         let host = url.host_str().unwrap().to_owned();
         assert!(host.ends_with(".apps.localhost"), "{href}");
         env.shot("4-running").await;
-        env.check_console("the dashboard with a running instance").await;
+        env.check_console("the dashboard with a running instance")
+            .await;
 
         // Opens on its subdomain (through the app-host sign-in, which needs no password: the
         // session on the public host vouches for alice).
@@ -282,7 +293,10 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
                 break;
             }
         }
-        assert!(served.contains(APP_BODY), "the app's host showed {served:?}");
+        assert!(
+            served.contains(APP_BODY),
+            "the app's host showed {served:?}"
+        );
         env.shot("5-app-on-its-subdomain").await;
 
         // Back on the dashboard: stop, and the state changes.
@@ -290,8 +304,12 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         b.wait_for_js("the running row", &row_in("running")).await;
         b.eval("window.__no_reload = true; return 1;").await;
         env.press("#instances [data-action=stop]", "#toasts").await;
-        env.wait_long("a stopped instance", &row_in("stopped"), Duration::from_secs(30))
-            .await;
+        env.wait_long(
+            "a stopped instance",
+            &row_in("stopped"),
+            Duration::from_secs(30),
+        )
+        .await;
         assert_eq!(
             b.eval(
                 "return !document.querySelector('#instances [data-action=start]').hidden \
@@ -305,7 +323,8 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
 
         // Delete (a second click confirms), and it goes.
         b.click("#instances [data-action=delete]").await;
-        env.press("#instances [data-action=delete]", "#toasts").await;
+        env.press("#instances [data-action=delete]", "#toasts")
+            .await;
         env.wait_long(
             "the deleted instance gone",
             "return !document.querySelector('#instances [data-instance-id]') \
@@ -428,9 +447,14 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
         b.fill("#nu-username", "dora").await;
         b.fill("#nu-password", PASSWORD).await;
         env.press("#user-form button[type=submit]", "#user-form").await;
+        // Created; or, when a dropped creation reached the gateway all the same, the retry is
+        // told the name is taken (the API check at the end finds dora either way).
         b.wait_for_js(
             "the created user",
-            "return !document.getElementById('user-created').hidden;",
+            "const f = document.getElementById('user-form'); \
+             return !document.getElementById('user-created').hidden \
+               || [...f.querySelectorAll('[data-error-for=username], [data-form-error]')] \
+                    .some(e => /exists|taken/i.test(e.textContent));",
         )
         .await;
         env.shot("admin-5-user-created").await;
@@ -469,6 +493,11 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
             }
             eprintln!("[admin-droplets] the pull's stream was dropped; again");
             b.click("#pull-close").await;
+            // The dropped pull may have finished on the engine: take the image away again, so
+            // that the next one pulls (and shows) every layer rather than "up to date".
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", &reference])
+                .output();
         }
         env.shot("admin-6-pulled").await;
         let state = b
@@ -529,9 +558,17 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
     assert_eq!(droplet["ports"], serde_json::json!([8080]), "{droplet}");
     assert_eq!(droplet["memory_mb"], 128, "{droplet}");
     assert_eq!(droplet["active"], false, "{droplet}");
-    assert_eq!(droplet["group_ids"].as_array().unwrap().len(), 1, "{droplet}");
-    let (status, _) = api.get("/api/v1/users?q=dora").await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        droplet["group_ids"].as_array().unwrap().len(),
+        1,
+        "{droplet}"
+    );
+    let (status, users) = api.get("/api/v1/users?q=dora").await;
+    assert_eq!(
+        (status.as_u16(), &users["total"]),
+        (200, &Value::from(1)),
+        "{users}"
+    );
     drop(registry);
     env.browser.close().await;
 }
@@ -573,11 +610,14 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
         .await;
 
     let shows = |n: usize| {
-        format!("return document.querySelectorAll('#instances-rows tr[data-instance-id]').length === {n} \
-                   && document.getElementById('instances-count').textContent !== 'Loading…';")
+        format!(
+            "return document.querySelectorAll('#instances-rows tr[data-instance-id]').length === {n} \
+                   && document.getElementById('instances-count').textContent !== 'Loading…';"
+        )
     };
     screenshot_on_failure(&[b], async {
-        env.sign_in(&admin, &admin_password, "/admin/instances").await;
+        env.sign_in(&admin, &admin_password, "/admin/instances")
+            .await;
         // Running, pushed by the event stream of every instance in sight.
         env.wait_long(
             "alice's running instance",
@@ -591,26 +631,64 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
         env.check_console("the instances page").await;
 
         // Filters.
-        b.eval("const s = document.getElementById('if-status'); s.value = 'stopped'; \
-                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;")
-            .await;
+        b.eval(
+            "const s = document.getElementById('if-status'); s.value = 'stopped'; \
+                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
+        )
+        .await;
         b.wait_for_js("no stopped instance", &shows(0)).await;
-        assert!(b.eval("return !document.getElementById('instances-empty').hidden;").await == true);
-        b.eval("const s = document.getElementById('if-status'); s.value = ''; \
-                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;")
-            .await;
+        assert!(
+            b.eval("return !document.getElementById('instances-empty').hidden;")
+                .await
+                == true
+        );
+        b.eval(
+            "const s = document.getElementById('if-status'); s.value = ''; \
+                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
+        )
+        .await;
         b.fill("#if-q", "nobody-like-that").await;
-        b.wait_for_js("nothing for an unknown name", &shows(0)).await;
-        b.fill("#if-q", "alic").await;
-        b.wait_for_js("alice's instance by her name", &shows(1)).await;
-        b.eval(&format!("const s = document.getElementById('if-droplet'); s.value = '{}'; \
-                s.dispatchEvent(new Event('input', {{bubbles: true}})); return 1;", droplet.id))
+        b.wait_for_js("nothing for an unknown name", &shows(0))
             .await;
-        b.wait_for_js("alice's instance by its droplet", &shows(1)).await;
+        b.fill("#if-q", "alic").await;
+        b.wait_for_js("alice's instance by her name", &shows(1))
+            .await;
+        b.eval(&format!(
+            "const s = document.getElementById('if-droplet'); s.value = '{}'; \
+                s.dispatchEvent(new Event('input', {{bubbles: true}})); return 1;",
+            droplet.id
+        ))
+        .await;
+        b.wait_for_js("alice's instance by its droplet", &shows(1))
+            .await;
         env.shot("instances-2-filtered").await;
 
+        // Its droplet cannot be deleted while the instance exists: the droplets page says so.
+        env.open("/admin/droplets").await;
+        b.click("#droplets-rows [data-action=delete]").await;
+        b.click("#droplets-rows [data-action=delete]").await;
+        let toast = b
+            .wait_for_js(
+                "the in-use refusal",
+                "const t = [...document.querySelectorAll('#toasts .toast')] \
+                   .find(t => t.textContent.includes('cannot be deleted yet')); \
+                 return t ? t.textContent : null;",
+            )
+            .await;
+        assert!(
+            toast
+                .as_str()
+                .unwrap()
+                .starts_with("Wiki cannot be deleted yet: "),
+            "{toast}"
+        );
+        env.shot("instances-droplet-in-use").await;
+        env.open("/admin/instances").await;
+        b.wait_for_js("the instance listed again", &shows(1)).await;
+
         // Stop, then delete (a second click confirms).
-        env.press("#instances-rows [data-action=stop]", "#toasts").await;
+        env.press("#instances-rows [data-action=stop]", "#toasts")
+            .await;
         env.wait_long(
             "the stopped instance",
             "return !!document.querySelector('#instances-rows tr[data-state=stopped]');",
@@ -619,11 +697,17 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
         .await;
         env.shot("instances-3-stopped").await;
         b.click("#instances-rows [data-action=delete]").await;
-        env.press("#instances-rows [data-action=delete]", "#toasts").await;
-        env.wait_long("the deleted instance gone", &shows(0), Duration::from_secs(30))
+        env.press("#instances-rows [data-action=delete]", "#toasts")
             .await;
+        env.wait_long(
+            "the deleted instance gone",
+            &shows(0),
+            Duration::from_secs(30),
+        )
+        .await;
         env.shot("instances-4-deleted").await;
-        env.check_console("the instances page after the delete").await;
+        env.check_console("the instances page after the delete")
+            .await;
     })
     .await;
 

@@ -45,8 +45,8 @@ use crate::auth::{Auth, ClientInfo, Principal};
 use crate::error::{AdminError, Result};
 use crate::store::{NewAuditEntry, Permissions, Store};
 
-pub use droplets::{DropletAdminView, DropletQuery, DropletView};
 pub use audit::{AuditQuery, Pruned};
+pub use droplets::{DropletAdminView, DropletQuery, DropletView};
 pub use groups::{GroupChanges, GroupDetail, GroupView, NewGroupRequest, UserRef};
 pub use instances::{InstanceQuery, Started, StatsScope};
 pub use tenants::NewTenantRequest;

@@ -37,7 +37,10 @@ struct DropletsPage {
     groups: Vec<GroupChoice>,
 }
 
-async fn droplets(State(state): State<AppState>, PageUser(principal, client): PageUser) -> Response {
+async fn droplets(
+    State(state): State<AppState>,
+    PageUser(principal, client): PageUser,
+) -> Response {
     let p = principal.permissions;
     if !(p.admin_panel && (p.view_droplets || p.edit_droplets)) {
         return not_found();

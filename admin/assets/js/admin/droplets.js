@@ -178,6 +178,13 @@ onSubmit(form, async () => {
   await load();
 });
 
+/** The API's `in_use` refusal of a delete, in an administrator's words. */
+function inUse(name, message) {
+  const n = /(\d+) instance/.exec(String(message || ""));
+  const what = n ? (n[1] === "1" ? "1 instance still exists" : `${n[1]} instances still exist`) : "instances of it still exist";
+  return `${name} cannot be deleted yet: ${what}. Stop and delete them first (Instances), or deactivate it so that no new ones start.`;
+}
+
 // --- row actions -----------------------------------------------------------------------------
 
 rows.addEventListener("click", async (event) => {
@@ -210,9 +217,7 @@ rows.addEventListener("click", async (event) => {
     });
     await load();
   } catch (e) {
-    const words =
-      e.code === "in_use" ? `${d.name} cannot be deleted yet: ${e.message}` : `${d.name}: ${e.message}`;
-    toast(words, "error", 10000);
+    toast(e.code === "in_use" ? inUse(d.name, e.message) : `${d.name}: ${e.message}`, "error", 10000);
   }
 });
 

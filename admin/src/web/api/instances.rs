@@ -290,12 +290,10 @@ pub async fn start(
             .await
     })
     .await?;
-    Ok(
-        match started {
-            Started::Running(row) => (StatusCode::OK, Json(view(&row, &state.config))),
-            Started::Pending(row) => (StatusCode::ACCEPTED, Json(view(&row, &state.config))),
-        },
-    )
+    Ok(match started {
+        Started::Running(row) => (StatusCode::OK, Json(view(&row, &state.config))),
+        Started::Pending(row) => (StatusCode::ACCEPTED, Json(view(&row, &state.config))),
+    })
 }
 
 pub async fn stop(

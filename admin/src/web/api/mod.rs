@@ -3,8 +3,8 @@
 //! routes here.
 
 pub mod account;
-pub mod droplets;
 pub mod audit;
+pub mod droplets;
 pub mod groups;
 pub mod input;
 pub mod instances;
