@@ -676,10 +676,9 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
             )
             .await;
         assert!(
-            toast
-                .as_str()
-                .unwrap()
-                .starts_with("Wiki cannot be deleted yet: "),
+            toast.as_str().unwrap().starts_with(
+                "Wiki cannot be deleted yet: 1 instance still exists. Stop and delete"
+            ),
             "{toast}"
         );
         env.shot("instances-droplet-in-use").await;

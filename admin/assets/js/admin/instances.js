@@ -3,7 +3,7 @@
 // event stream of every instance in sight (`/api/v1/events?scope=all`), with polling when it
 // breaks. Every value from the API goes into the page with textContent or as an attribute.
 import { api } from "../api.js";
-import { busy, confirmClick, toast } from "../app.js";
+import { busy, toast } from "../app.js";
 import { openUrl, stateView, typeLabel } from "../dashboard-logic.js";
 
 const table = document.getElementById("admin-instances");
@@ -34,6 +34,15 @@ function button(action, label, className = "") {
   return b;
 }
 
+// A delete asks for a second click within a few seconds. The list is redrawn whenever an
+// instance changes, so the armed state is kept here, by id, rather than on the button.
+const ARMED_MS = 4000;
+const armedUntil = new Map();
+
+function isArmed(id) {
+  return (armedUntil.get(String(id)) || 0) > Date.now();
+}
+
 function row(i) {
   const view = stateView(i.status);
   const tr = el("tr");
@@ -61,7 +70,12 @@ function row(i) {
   }
   if (canEdit) {
     if (view.actions.stop) bar.append(button("stop", "Stop"));
-    if (view.actions.delete) bar.append(button("delete", "Delete", "button--danger"));
+    if (view.actions.delete) {
+      const armed = isArmed(i.id);
+      const del = button("delete", armed ? "Confirm delete" : "Delete", "button--danger");
+      if (armed) del.dataset.armed = "1";
+      bar.append(del);
+    }
   }
   actions.append(bar);
   tr.append(title, user, status, started, actions);
@@ -138,7 +152,16 @@ rows.addEventListener("click", async (event) => {
   const id = target.closest("[data-instance-id]").dataset.instanceId;
   const url = `/api/v1/instances/${encodeURIComponent(id)}`;
   const action = target.dataset.action;
-  if (action === "delete" && !confirmClick(target, "Confirm delete")) return;
+  if (action === "delete" && !isArmed(id)) {
+    armedUntil.set(id, Date.now() + ARMED_MS);
+    target.textContent = "Confirm delete";
+    target.dataset.armed = "1";
+    setTimeout(() => {
+      if (!isArmed(id)) load();
+    }, ARMED_MS + 50);
+    return;
+  }
+  armedUntil.delete(id);
   try {
     await busy(target, () => (action === "delete" ? api("DELETE", url) : api("POST", `${url}/stop`)));
     toast(action === "delete" ? "Instance deleted." : "Instance stopped.", "ok");
