@@ -74,6 +74,32 @@ impl Env {
             .unwrap();
     }
 
+    /// Saves the page at phone size too (`<name>-phone.png`) and checks that nothing is wider
+    /// than the phone's window.
+    async fn phone_shot(&self, name: &str) {
+        let b = &self.browser;
+        b.client().set_window_size(390, 844).await.unwrap();
+        b.eval("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))));")
+            .await;
+        let overflow = b
+            .eval(
+                "const d = document.documentElement; \
+                 const wide = [...document.querySelectorAll('body *')] \
+                   .filter(e => e.getBoundingClientRect().right > d.clientWidth + 1 \
+                     && getComputedStyle(e).position !== 'fixed' && !e.closest('dialog:not([open])') \
+                     && e.offsetParent !== null) \
+                   .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id); \
+                 return {scroll: d.scrollWidth, client: d.clientWidth, wide};",
+            )
+            .await;
+        self.shot(&format!("{name}-phone")).await;
+        b.client().set_window_size(1280, 900).await.unwrap();
+        assert!(
+            overflow["scroll"].as_i64() <= overflow["client"].as_i64(),
+            "{name}: the page is wider than a phone: {overflow}"
+        );
+    }
+
     async fn check_console(&self, what: &str) {
         let log = self.browser.console_log().await;
         let bad = broken(&log);
@@ -265,6 +291,7 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         let host = url.host_str().unwrap().to_owned();
         assert!(host.ends_with(".apps.localhost"), "{href}");
         env.shot("4-running").await;
+        env.phone_shot("4-running").await;
         env.check_console("the dashboard with a running instance")
             .await;
 
@@ -426,6 +453,7 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
             "a hostile description became markup"
         );
         env.shot("admin-4-droplet-created").await;
+        env.phone_shot("admin-4-droplet-created").await;
 
         // Search narrows the list.
         b.fill("#droplet-search", "nothing like it").await;
@@ -662,6 +690,7 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
         b.wait_for_js("alice's instance by its droplet", &shows(1))
             .await;
         env.shot("instances-2-filtered").await;
+        env.phone_shot("instances-2-filtered").await;
 
         // Its droplet cannot be deleted while the instance exists: the droplets page says so.
         env.open("/admin/droplets").await;
