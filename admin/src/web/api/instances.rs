@@ -1,7 +1,8 @@
 //! `/api/v1/instances…`, `/api/v1/stats` and `/api/v1/events`: what the dashboard and scripts
 //! use to launch, watch and manage instances. Every decision is made by
 //! [`crate::access::Access`]; this module extracts requests, shapes the instance view and runs
-//! the event stream.
+//! the event stream. Launches, starts, stops and deletes run in a task of their own (`to_the_end`),
+//! so a client going away mid-request never leaves an instance half-changed.
 //!
 //! The event stream (`text/event-stream`) sends an `instance` event with the instance view
 //! whenever an instance the principal sees changes, and `instance_removed` with `{id}` when one
@@ -332,7 +333,7 @@ pub async fn delete(
 /// closed tab, a connection the browser dropped because the network changed) makes the server
 /// drop the request's future; a launch, stop or delete cut off there would leave the instance
 /// `creating`, `stopping` or `destroying` for good, with nobody left to finish it.
-async fn to_the_end<T, F>(change: F) -> std::result::Result<T, ApiError>
+pub(super) async fn to_the_end<T, F>(change: F) -> std::result::Result<T, ApiError>
 where
     T: Send + 'static,
     F: std::future::Future<Output = Result<T>> + Send + 'static,
