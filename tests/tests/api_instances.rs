@@ -2,7 +2,8 @@
 //! from a locally built image and following it over the event stream until it serves through
 //! the front door, stop, start and delete; failed launches; the seed's paths; a permission
 //! matrix over every endpoint (administrator, user, user of another tenant, anonymous, API
-//! key); hostile names returned unchanged. The PostgreSQL variant runs two gateways on one
+//! key); hostile names returned unchanged; a stop or delete whose client goes away mid-request
+//! still runs to its end. The PostgreSQL variant runs two gateways on one
 //! database and checks that a change made through one shows on the other's event stream.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -1352,4 +1353,60 @@ async fn an_open_event_stream_does_not_hold_up_a_graceful_stop() {
     };
     assert!(status.success(), "{status:?}");
     assert!(events.ends_within(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn a_stop_or_delete_whose_client_goes_away_still_runs_to_its_end() {
+    let dir = GatewayDir::new();
+    let gw = Gateway::start(&dir).await;
+    add_user(&dir, "alice", PASSWORD);
+    let db = Db::open(&dir).await;
+    db.join_users("alice").await;
+    let droplet = db.http_droplet("Notes", &[]).await;
+    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let (status, launched) = alice
+        .post(
+            "/api/v1/instances",
+            json!({"droplet_id": droplet.id, "resolution": "1280x800"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{launched}");
+    let id = launched["id"].as_i64().unwrap();
+    wait_status(&alice, id, "running", Duration::from_secs(60)).await;
+
+    // The stop is asked for, and the client goes away while the container is stopping (a
+    // closed tab; a browser dropping its requests because the network changed): the gateway
+    // must not drop the stop half-way and leave the instance `stopping` for good.
+    let path = format!("/api/v1/instances/{id}/stop");
+    let gone = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let request = tokio::spawn(async move { gone.post(&path, json!({})).await });
+    wait_status(&alice, id, "stopping", Duration::from_secs(10)).await;
+    request.abort();
+    assert!(request.await.is_err_and(|e| e.is_cancelled()));
+    wait_status(&alice, id, "stopped", Duration::from_secs(60)).await;
+
+    // Likewise a delete.
+    let gone = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let (status, _) = alice
+        .post(&format!("/api/v1/instances/{id}/start"), json!({}))
+        .await;
+    assert!(status == StatusCode::OK || status == StatusCode::ACCEPTED);
+    wait_status(&alice, id, "running", Duration::from_secs(60)).await;
+    let request = tokio::spawn(async move {
+        gone.call(Method::DELETE, &format!("/api/v1/instances/{id}"), None)
+            .await
+    });
+    wait_status(&alice, id, "destroying", Duration::from_secs(10)).await;
+    request.abort();
+    assert!(request.await.is_err_and(|e| e.is_cancelled()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = alice.get(&format!("/api/v1/instances/{id}")).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still there: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.store.close().await;
 }

@@ -745,7 +745,7 @@ fn the_page_modules_pass_their_unit_tests_under_node() {
         "node --test failed:\n{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("# pass 6"), "{report}");
+    assert!(report.contains("# pass 7"), "{report}");
 }
 
 /// A stand-in for the instance API of the contract the dashboard codes against (`fetch` of

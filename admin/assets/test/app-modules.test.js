@@ -20,6 +20,7 @@ import {
   stateView,
 } from "../js/dashboard-logic.js";
 import { instanceLimit, newUser } from "../js/admin/form-data.js";
+import { pullProgress, sseParser, streamPost } from "../js/admin/pull.js";
 
 test("each instance state has its badge and exactly the actions that make sense", () => {
   const actions = (s) => Object.entries(stateView(s).actions).filter(([, on]) => on).map(([a]) => a);
@@ -150,4 +151,45 @@ test("admin form values become the API's bodies", () => {
     newUser({ username: "ann", display_name: "Ann", email: "a@x", password: "pw", tenant_id: "3", group_ids: [1, 2] }),
     { username: "ann", display_name: "Ann", email: "a@x", password: "pw", tenant_id: 3, group_ids: [1, 2] },
   );
+});
+
+test("a streamed pull is read frame by frame, whatever the chunks, and its progress adds up", async () => {
+  const feed = sseParser();
+  assert.deepEqual(feed("event: progress\r\ndata: {\"layer\":\"a\"}\r\n\r\nevent: lo"), [
+    { event: "progress", data: '{"layer":"a"}' },
+  ]);
+  assert.deepEqual(feed("g\ndata: one\ndata: two\n\n: keep-alive\n\n"), [{ event: "log", data: "one\ntwo" }]);
+
+  const p = pullProgress();
+  assert.equal(p.percent(), null);
+  p.add({ layer: "a", status: "Downloading", current: 50, total: 100 });
+  p.add({ layer: "b", status: "Downloading", current: 0, total: 300 });
+  assert.equal(p.percent(), 12.5);
+  p.add({ layer: "a", status: "Download complete", current: null, total: null });
+  assert.equal(p.percent(), 25);
+  p.add({ layer: "b", status: "Pull complete", current: null, total: null });
+  assert.equal(p.percent(), 100);
+
+  // Over a fake fetch: the CSRF header goes along, events arrive parsed, split anywhere.
+  const bytes = new TextEncoder().encode('event: log\ndata: {"line":"x: Pull complete"}\n\nevent: done\ndata: {"image":"i"}\n\n');
+  const chunks = [bytes.slice(0, 7), bytes.slice(7, 40), bytes.slice(40)];
+  let sent = null;
+  const fetchImpl = async (url, init) => {
+    sent = init;
+    return {
+      ok: true,
+      body: { getReader: () => ({ read: async () => (chunks.length ? { done: false, value: chunks.shift() } : { done: true }) }) },
+    };
+  };
+  const doc = { body: { dataset: { csrfToken: "t0k", csrfHeader: "x-csrf-token" } } };
+  const seen = [];
+  const last = await streamPost("/api/v1/droplets/1/pull", (e, d) => seen.push([e, d]), { fetchImpl, doc });
+  assert.equal(sent.method, "POST");
+  assert.equal(sent.headers["x-csrf-token"], "t0k");
+  assert.deepEqual(seen, [["log", { line: "x: Pull complete" }], ["done", { image: "i" }]]);
+  assert.deepEqual(last, { event: "done", data: { image: "i" } });
+
+  // Refused before the stream: the API's words.
+  const refused = async () => ({ ok: false, status: 422, json: async () => ({ error: { code: "invalid_input", message: "invalid image: is required" } }) });
+  await assert.rejects(streamPost("/x", () => {}, { fetchImpl: refused, doc }), /invalid image: is required/);
 });

@@ -36,6 +36,16 @@ pub const ADMIN_TABS: &[AdminTab] = &[
         visible: |p| p.view_groups,
     },
     AdminTab {
+        path: "/admin/droplets",
+        label: "Droplets",
+        visible: |p| p.view_droplets || p.edit_droplets,
+    },
+    AdminTab {
+        path: "/admin/instances",
+        label: "Instances",
+        visible: |p| p.view_instances,
+    },
+    AdminTab {
         path: "/admin/tenants",
         label: "Tenants",
         visible: |p| p.view_tenants || p.edit_tenants,

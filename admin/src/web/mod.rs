@@ -2,6 +2,8 @@
 //! that the gateway's front door proxies to. Handlers stay short: extract, call the service,
 //! map the error (in `error.rs`, the one place that turns an `AdminError` into HTTP).
 
+pub mod admin_droplets;
+pub mod admin_instances;
 pub mod admin_pages;
 pub mod api;
 pub mod app_auth;
@@ -78,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/dashboard", get(dashboard::dashboard))
         .merge(admin_pages::routes())
+        .merge(admin_droplets::routes())
+        .merge(admin_instances::routes())
         .route("/droplet/{id}", get(pages::viewer))
         .route("/assets/{version}/{*path}", get(assets::serve))
         .route("/app-auth", get(app_auth::app_auth))

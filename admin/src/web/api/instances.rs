@@ -1,7 +1,8 @@
 //! `/api/v1/instances…`, `/api/v1/stats` and `/api/v1/events`: what the dashboard and scripts
 //! use to launch, watch and manage instances. Every decision is made by
 //! [`crate::access::Access`]; this module extracts requests, shapes the instance view and runs
-//! the event stream.
+//! the event stream. Launches, starts, stops and deletes run in a task of their own (`to_the_end`),
+//! so a client going away mid-request never leaves an instance half-changed.
 //!
 //! The event stream (`text/event-stream`) sends an `instance` event with the instance view
 //! whenever an instance the principal sees changes, and `instance_removed` with `{id}` when one
@@ -238,11 +239,14 @@ pub async fn launch(
     JsonBody(req): JsonBody<LaunchRequest>,
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
     let options = req.options()?;
-    let access = Access::new(&state.auth, &principal, &client);
-    let orchestrator = state.orchestrator()?;
-    let row = access
-        .launch_instance(orchestrator, req.droplet_id, options, now_millis())
-        .await?;
+    let orchestrator = Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    let row = to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .launch_instance(&orchestrator, req.droplet_id, options, now_millis())
+            .await
+    })
+    .await?;
     let status = if row.instance.status == InstanceStatus::Running {
         StatusCode::CREATED
     } else {
@@ -267,17 +271,18 @@ pub async fn start(
     ApiUser(principal, client): ApiUser,
     Id(id): Id,
 ) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
-    let access = Access::new(&state.auth, &principal, &client);
-    let orchestrator = state.orchestrator()?;
-    Ok(
-        match access
-            .start_instance(orchestrator, id, now_millis())
-            .await?
-        {
-            Started::Running(row) => (StatusCode::OK, Json(view(&row, &state.config))),
-            Started::Pending(row) => (StatusCode::ACCEPTED, Json(view(&row, &state.config))),
-        },
-    )
+    let orchestrator = Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    let started = to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .start_instance(&orchestrator, id, now_millis())
+            .await
+    })
+    .await?;
+    Ok(match started {
+        Started::Running(row) => (StatusCode::OK, Json(view(&row, &state.config))),
+        Started::Pending(row) => (StatusCode::ACCEPTED, Json(view(&row, &state.config))),
+    })
 }
 
 pub async fn stop(
@@ -285,9 +290,14 @@ pub async fn stop(
     ApiUser(principal, client): ApiUser,
     Id(id): Id,
 ) -> Result<Json<InstanceView>, ApiError> {
-    let access = Access::new(&state.auth, &principal, &client);
-    let orchestrator = state.orchestrator()?;
-    let row = access.stop_instance(orchestrator, id, now_millis()).await?;
+    let orchestrator = Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    let row = to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .stop_instance(&orchestrator, id, now_millis())
+            .await
+    })
+    .await?;
     Ok(Json(view(&row, &state.config)))
 }
 
@@ -296,12 +306,30 @@ pub async fn delete(
     ApiUser(principal, client): ApiUser,
     Id(id): Id,
 ) -> Result<StatusCode, ApiError> {
-    let access = Access::new(&state.auth, &principal, &client);
-    let orchestrator = state.orchestrator()?;
-    access
-        .delete_instance(orchestrator, id, now_millis())
-        .await?;
+    let orchestrator = Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .delete_instance(&orchestrator, id, now_millis())
+            .await
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs a change of an instance to its end in a task of its own. A client that goes away (a
+/// closed tab, a connection the browser dropped because the network changed) makes the server
+/// drop the request's future; a launch, stop or delete cut off there would leave the instance
+/// `creating`, `stopping` or `destroying` for good, with nobody left to finish it.
+pub(super) async fn to_the_end<T, F>(change: F) -> std::result::Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    match tokio::spawn(change).await {
+        Ok(done) => done.map_err(ApiError::from),
+        Err(e) => Err(AdminError::Engine(format!("the change was interrupted: {e}")).into()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::input::{Id, JsonBody};
-use super::instances::{LaunchRequest, usage_stats, view};
+use super::instances::{LaunchRequest, to_the_end, usage_stats, view};
 use crate::access::{Access, InstanceQuery, PageRequest, Started};
 use crate::store::{Droplet, DropletType, InstanceRow, now_millis};
 use crate::web::AppState;
@@ -129,10 +129,14 @@ pub async fn request(
         resolution: req.resolution,
     };
     let options = launch.options()?;
-    let access = Access::new(&state.auth, &principal, &client);
-    let row = access
-        .launch_instance(state.orchestrator()?, droplet_id, options, now_millis())
-        .await?;
+    let orchestrator = std::sync::Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    let row = to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .launch_instance(&orchestrator, droplet_id, options, now_millis())
+            .await
+    })
+    .await?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(json!({
@@ -168,11 +172,15 @@ pub async fn start(
     ApiUser(principal, client): ApiUser,
     Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
-    let access = Access::new(&state.auth, &principal, &client);
-    let row = match access
-        .start_instance(state.orchestrator()?, id, now_millis())
-        .await?
-    {
+    let orchestrator = std::sync::Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    let started = to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .start_instance(&orchestrator, id, now_millis())
+            .await
+    })
+    .await?;
+    let row = match started {
         Started::Running(row) | Started::Pending(row) => row,
     };
     Ok(Json(
@@ -185,10 +193,14 @@ pub async fn stop(
     ApiUser(principal, client): ApiUser,
     Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
-    let access = Access::new(&state.auth, &principal, &client);
-    let row = access
-        .stop_instance(state.orchestrator()?, id, now_millis())
-        .await?;
+    let orchestrator = std::sync::Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    let row = to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .stop_instance(&orchestrator, id, now_millis())
+            .await
+    })
+    .await?;
     Ok(Json(
         json!({"success": true, "instance": old_instance(&row, &state)}),
     ))
@@ -201,9 +213,13 @@ pub async fn destroy(
     ApiUser(principal, client): ApiUser,
     Id(id): Id,
 ) -> Result<Json<Value>, ApiError> {
-    let access = Access::new(&state.auth, &principal, &client);
-    access
-        .delete_instance(state.orchestrator()?, id, now_millis())
-        .await?;
+    let orchestrator = std::sync::Arc::clone(state.orchestrator()?);
+    let shared = state.clone();
+    to_the_end(async move {
+        Access::new(&shared.auth, &principal, &client)
+            .delete_instance(&orchestrator, id, now_millis())
+            .await
+    })
+    .await?;
     Ok(Json(json!({"success": true})))
 }

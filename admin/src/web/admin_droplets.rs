@@ -1,0 +1,84 @@
+//! The admin droplets page (`/admin/droplets`): the catalogue as its administrators see it, with
+//! search, create, edit, activate/deactivate, delete, and pulling an image with its progress and
+//! log as they come. The server renders the frame and the choices of the form (the groups that
+//! may launch a droplet); the list and every change go through the JSON API
+//! (`/api/v1/droplets…`, `assets/js/admin/droplets.js`), so the page and scripts see and may do
+//! exactly the same. Without `admin_panel` and `view_droplets` the answer is the 404 page.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+
+use super::AppState;
+use super::extract::PageUser;
+use super::layout::Layout;
+use super::pages::{error_page, not_found, render};
+use crate::access::{Access, PageRequest};
+use crate::error::AdminError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/admin/droplets", get(droplets))
+}
+
+struct GroupChoice {
+    id: i64,
+    name: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/droplets.html")]
+struct DropletsPage {
+    layout: Layout,
+    can_edit: bool,
+    /// The groups a droplet may be granted to (the viewer's tenant's).
+    groups: Vec<GroupChoice>,
+}
+
+async fn droplets(
+    State(state): State<AppState>,
+    PageUser(principal, client): PageUser,
+) -> Response {
+    let p = principal.permissions;
+    if !(p.admin_panel && (p.view_droplets || p.edit_droplets)) {
+        return not_found();
+    }
+    let access = Access::new(&state.auth, &principal, &client);
+    let groups = if p.edit_droplets && p.view_groups {
+        let all = PageRequest {
+            limit: crate::access::MAX_LIMIT,
+            offset: 0,
+        };
+        match access.list_groups(None, all).await {
+            Ok(page) => page
+                .items
+                .into_iter()
+                .filter(|g| g.group.tenant_id == principal.user.tenant_id)
+                .map(|g| GroupChoice {
+                    id: g.group.id,
+                    name: g.group.name,
+                })
+                .collect(),
+            Err(AdminError::NotFound(_) | AdminError::Forbidden(_)) => return not_found(),
+            Err(e) => {
+                return error_page(
+                    super::error::classify(&e).0,
+                    &super::error::public_message(&e),
+                );
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    render(
+        StatusCode::OK,
+        &DropletsPage {
+            layout: Layout::admin(&state.auth, &principal, "/admin/droplets")
+                .with_script("js/admin/droplets.js"),
+            can_edit: p.edit_droplets,
+            groups,
+        },
+    )
+}

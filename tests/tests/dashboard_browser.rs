@@ -1,0 +1,746 @@
+//! The dashboard and the admin droplets page in headless Chromium, through the real binary and a
+//! real dockerd (no stand-in API): a user launches an `http` droplet (a locally built image)
+//! from the launch modal, sees it become running without a reload (pushed over the event
+//! stream), opens it on its own subdomain, stops it and deletes it; an administrator creates a
+//! droplet and a user from the admin pages and pulls the droplet's image from a local registry,
+//! with the progress bar and the log filling in until the pull is done.
+//!
+//! A screenshot of each step is saved under `target/screenshots/dashboard/` for a person to look
+//! at. Page loads and form posts go through retrying helpers: Chromium drops requests in flight
+//! whenever a parallel test starts a container (see `browser::NETWORK_CHANGED`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use flowcase_admin::store::{DropletType, NewDroplet, Store, TargetKind, now_millis};
+use flowcase_e2e::browser::{Browser, screenshot_on_failure};
+use flowcase_e2e::instances::{add_user, database_url};
+use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
+use serde_json::Value;
+use url::Url;
+
+const PASSWORD: &str = "a long enough passphrase";
+const ATTEMPTS: usize = 3;
+const HTTPD_PORT: u16 = 8080;
+const APP_BODY: &str = "hello from the real notebook";
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots/dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Console lines that mean the page is broken: policy violations and script errors.
+fn broken(log: &[String]) -> Vec<&String> {
+    log.iter()
+        .filter(|line| {
+            line.contains("Content Security Policy")
+                || line.contains("Refused to")
+                || line.contains("Uncaught")
+                || line.contains("TypeError")
+                || line.contains("ReferenceError")
+                || line.contains("SyntaxError")
+        })
+        .collect()
+}
+
+struct Env {
+    dir: GatewayDir,
+    gw: Gateway,
+    browser: Browser,
+}
+
+impl Env {
+    async fn start(name: &str) -> Env {
+        let dir = GatewayDir::new();
+        let (gw, browser) = tokio::join!(Gateway::start(&dir), Browser::start(name));
+        Env { dir, gw, browser }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.gw.url("localhost", path)
+    }
+
+    async fn open(&self, path: &str) {
+        self.browser.goto(&self.url(path)).await;
+    }
+
+    async fn shot(&self, name: &str) {
+        self.browser
+            .screenshot(&screenshot_dir().join(format!("{name}.png")))
+            .await
+            .unwrap();
+    }
+
+    /// Saves the page at phone size too (`<name>-phone.png`) and checks that nothing is wider
+    /// than the phone's window.
+    async fn phone_shot(&self, name: &str) {
+        let b = &self.browser;
+        b.client().set_window_size(390, 844).await.unwrap();
+        b.eval("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))));")
+            .await;
+        let overflow = b
+            .eval(
+                "const d = document.documentElement; \
+                 const wide = [...document.querySelectorAll('body *')] \
+                   .filter(e => e.getBoundingClientRect().right > d.clientWidth + 1 \
+                     && getComputedStyle(e).position !== 'fixed' && !e.closest('dialog:not([open])') \
+                     && e.offsetParent !== null) \
+                   .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id); \
+                 return {scroll: d.scrollWidth, client: d.clientWidth, wide};",
+            )
+            .await;
+        self.shot(&format!("{name}-phone")).await;
+        b.client().set_window_size(1280, 900).await.unwrap();
+        assert!(
+            overflow["scroll"].as_i64() <= overflow["client"].as_i64(),
+            "{name}: the page is wider than a phone: {overflow}"
+        );
+    }
+
+    async fn check_console(&self, what: &str) {
+        let log = self.browser.console_log().await;
+        let bad = broken(&log);
+        assert!(bad.is_empty(), "{what}: the console reports {bad:#?}");
+    }
+
+    /// Signs in with the login form, landing on `path`.
+    async fn sign_in(&self, user: &str, password: &str, path: &str) {
+        let b = &self.browser;
+        let query = serde_urlencoded::to_string([("return", path)]).unwrap();
+        for _ in 0..ATTEMPTS {
+            b.goto(&self.url(&format!("/?{query}"))).await;
+            let at = b
+                .wait_for_url("the login page or the destination", |u| {
+                    u.path() == "/" || u.path() == path
+                })
+                .await;
+            if at.path() == path {
+                return;
+            }
+            b.fill("input[name=username]", user).await;
+            b.fill("input[name=password]", password).await;
+            b.click("form[action='/login'] button[type=submit]").await;
+            if b.try_wait_for_url(&format!("{path} after signing in"), |u: &Url| {
+                u.path() == path
+            })
+            .await
+            .is_ok()
+            {
+                return;
+            }
+        }
+        panic!("[{user}] could not sign in: the network kept changing");
+    }
+
+    /// Clicks `button` (a CSS selector) whose script calls the API, and waits until the call is
+    /// over (the button is no longer busy). A call Chromium dropped because the network changed
+    /// shows "cannot be reached" in `scope`: the button is clicked again.
+    async fn press(&self, button: &str, scope: &str) {
+        let b = &self.browser;
+        let over = format!(
+            "const b = document.querySelector({button:?}); \
+             return !b || !b.hasAttribute('aria-busy');"
+        );
+        let dropped = format!(
+            "const f = document.querySelector({scope:?}); \
+             return !!f && f.textContent.includes('cannot be reached');"
+        );
+        // A retry clicks from the page's script, in one step with the check: the list may be
+        // redrawn at any moment, and the dropped call may have reached the gateway all the same
+        // (the button then went away with the state it changed: nothing to press again).
+        let again = format!(
+            "const b = document.querySelector({button:?}); \
+             if (!b || b.hidden || b.disabled) return false; b.click(); return true;"
+        );
+        // Old toasts would tell of an earlier attempt.
+        let clear =
+            "const t = document.getElementById('toasts'); if (t) t.replaceChildren(); return 1;";
+        for attempt in 0..ATTEMPTS {
+            b.eval(clear).await;
+            if attempt == 0 {
+                b.click(button).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if b.eval(&again).await != true {
+                    return;
+                }
+            }
+            b.wait_for_js(&format!("the end of the call of {button}"), &over)
+                .await;
+            if b.eval(&dropped).await != true {
+                return;
+            }
+            eprintln!("the call of {button} was dropped; again");
+        }
+        panic!("{button}: the network kept changing");
+    }
+
+    /// Polls `script` until it returns true, at most `within` (longer than the kit's default:
+    /// containers start on a loaded machine).
+    async fn wait_long(&self, what: &str, script: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.browser.eval(script).await == true {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {within:?}:\n{}",
+                self.browser.page_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn row_in(state: &str) -> String {
+    format!("return !!document.querySelector('#instances [data-instance-id][data-state={state}]');")
+}
+
+#[tokio::test]
+async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() {
+    let env = Env::start("dashboard").await;
+    let b = &env.browser;
+    add_user(&env.dir, "alice", PASSWORD);
+
+    let store = Store::connect(&database_url(&env.dir)).await.unwrap();
+    let tenant = store.default_tenant().await.unwrap().unwrap();
+    let users = store
+        .find_group_by_name(tenant.id, "User")
+        .await
+        .unwrap()
+        .unwrap();
+    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
+    store.add_member(alice.id, users.id).await.unwrap();
+    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut new = NewDroplet::new(
+        tenant.id,
+        "Notebook",
+        DropletType::Http,
+        TargetKind::Container,
+    );
+    new.description = "A small web app, served from a container".into();
+    new.image = Some(image);
+    new.ports = vec![HTTPD_PORT];
+    new.health_path = Some("/health".into());
+    new.cpu_millicores = Some(100);
+    new.memory_mb = Some(64);
+    new.env = BTreeMap::from([("BODY".to_owned(), APP_BODY.to_owned())]);
+    let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
+    store.grant_droplet(droplet.id, users.id).await.unwrap();
+
+    screenshot_on_failure(&[b], async {
+        env.sign_in("alice", PASSWORD, "/dashboard").await;
+        b.wait_for_text("Notebook").await;
+        env.shot("1-dashboard").await;
+
+        // Launch from the modal.
+        b.click(&format!(
+            "#catalogue [data-action=launch][data-droplet-id='{}']",
+            droplet.id
+        ))
+        .await;
+        b.wait_for_js(
+            "the launch modal",
+            "return document.getElementById('launch-modal').open;",
+        )
+        .await;
+        env.shot("2-launch-modal").await;
+        env.press("#launch-submit", "#launch-form").await;
+        let error = b.text_of("#launch-error").await;
+        assert!(error.is_empty(), "the launch failed: {error}");
+        b.wait_for_js(
+            "the modal closed",
+            "return !document.getElementById('launch-modal').open;",
+        )
+        .await;
+        b.wait_for_js(
+            "the new instance's row",
+            "return !!document.querySelector('#instances [data-instance-id]');",
+        )
+        .await;
+        env.shot("3-launching").await;
+        // Marks the page: a reload would lose it, so finding it later proves there was none.
+        b.eval("window.__no_reload = true; return 1;").await;
+
+        // Running, pushed over the event stream.
+        env.wait_long(
+            "a running instance",
+            &row_in("running"),
+            Duration::from_secs(90),
+        )
+        .await;
+        assert_eq!(b.eval("return window.__no_reload === true;").await, true);
+        assert_eq!(b.text_of("#stat-running").await, "1");
+        let open = b
+            .eval(
+                "const a = document.querySelector('#instances [data-action=open]'); \
+                 return {hidden: a.hidden, href: a.getAttribute('href'), target: a.target};",
+            )
+            .await;
+        assert_eq!(open["hidden"], false, "{open}");
+        assert_eq!(open["target"], "_blank", "{open}");
+        let href = open["href"].as_str().unwrap().to_owned();
+        let url = Url::parse(&href).unwrap();
+        let host = url.host_str().unwrap().to_owned();
+        assert!(host.ends_with(".apps.localhost"), "{href}");
+        env.shot("4-running").await;
+        env.phone_shot("4-running").await;
+        env.check_console("the dashboard with a running instance")
+            .await;
+
+        // Opens on its subdomain (through the app-host sign-in, which needs no password: the
+        // session on the public host vouches for alice).
+        let mut served = String::new();
+        for _ in 0..ATTEMPTS {
+            b.goto(&href).await;
+            match b
+                .try_wait_for_url("the app on its own host", |u| {
+                    u.host_str() == Some(host.as_str())
+                        && !u.query().unwrap_or_default().contains("code")
+                })
+                .await
+            {
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            served = b.page_text().await;
+            if served.contains(APP_BODY) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            served = b.page_text().await;
+            if served.contains(APP_BODY) {
+                break;
+            }
+        }
+        assert!(
+            served.contains(APP_BODY),
+            "the app's host showed {served:?}"
+        );
+        env.shot("5-app-on-its-subdomain").await;
+
+        // Back on the dashboard: stop, and the state changes.
+        env.open("/dashboard").await;
+        b.wait_for_js("the running row", &row_in("running")).await;
+        b.eval("window.__no_reload = true; return 1;").await;
+        env.press("#instances [data-action=stop]", "#toasts").await;
+        env.wait_long(
+            "a stopped instance",
+            &row_in("stopped"),
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(
+            b.eval(
+                "return !document.querySelector('#instances [data-action=start]').hidden \
+                   && document.querySelector('[data-field=badge]').textContent;"
+            )
+            .await,
+            "Stopped"
+        );
+        assert_eq!(b.text_of("#stat-running").await, "0");
+        env.shot("6-stopped").await;
+
+        // Delete (a second click confirms), and it goes.
+        b.click("#instances [data-action=delete]").await;
+        env.press("#instances [data-action=delete]", "#toasts")
+            .await;
+        env.wait_long(
+            "the deleted instance gone",
+            "return !document.querySelector('#instances [data-instance-id]') \
+               && !document.getElementById('instances-empty').hidden;",
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(b.eval("return window.__no_reload === true;").await, true);
+        env.shot("7-deleted").await;
+        env.check_console("the dashboard after the delete").await;
+    })
+    .await;
+
+    // The engine agrees: no container left.
+    let (_, list) = flowcase_e2e::api::Api::login(&env.gw, &env.dir, "alice", PASSWORD)
+        .await
+        .get("/api/v1/instances")
+        .await;
+    assert_eq!(list["total"], 0, "{list}");
+    store.close().await;
+    env.browser.close().await;
+}
+
+/// Removes a pulled image from the shared dockerd at the end.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_live_progress() {
+    let env = Env::start("admin-droplets").await;
+    let b = &env.browser;
+    let (admin, admin_password) = read_credentials(&env.dir.data_dir());
+    // Unique per run: parallel tests share one dockerd.
+    let repository = format!("flowcase/page-{}", env.dir.deployment());
+    let pushed = repository.clone();
+    let registry = tokio::task::spawn_blocking(move || {
+        let image = flowcase_test_images::httpd_image()?;
+        let registry = flowcase_test_images::registry::Registry::start(None)?;
+        registry.push(&pushed, "v1", &image)?;
+        Ok::<_, String>(registry)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let reference = registry.reference(&repository, "v1");
+    let _untag = Untag(reference.clone());
+
+    screenshot_on_failure(&[b], async {
+        env.sign_in(&admin, &admin_password, "/admin/droplets").await;
+        b.wait_for_js(
+            "the droplets list",
+            "return document.getElementById('droplets-count').textContent !== 'Loading…';",
+        )
+        .await;
+        env.shot("admin-1-droplets-empty").await;
+        env.check_console("the empty droplets page").await;
+
+        // A droplet: the API's refusal (no image) shows next to its field, then it is made.
+        b.click("#new-droplet").await;
+        b.fill("#nd-name", "Team notes").await;
+        b.fill("#nd-description", "<img src=x onerror=alert(1)>").await;
+        b.fill("#nd-port", "8080").await;
+        env.press("#droplet-submit", "#droplet-form").await;
+        let refusal = b.text_of("[data-error-for=image]").await;
+        assert!(!refusal.is_empty(), "no error next to the image field");
+        env.shot("admin-2-droplet-refused").await;
+        b.fill("#nd-image", &reference).await;
+        b.fill("#nd-cpu", "0.5").await;
+        b.fill("#nd-memory", "128").await;
+        b.eval(
+            "const u = [...document.querySelectorAll('#nd-groups label')] \
+               .find(l => l.textContent.trim() === 'User'); \
+             u.querySelector('input').checked = true; return 1;",
+        )
+        .await;
+        env.shot("admin-3-droplet-form").await;
+        env.press("#droplet-submit", "#droplet-form").await;
+        b.wait_for_js(
+            "the new droplet's row",
+            "return !!document.querySelector('#droplets-rows tr[data-droplet-id]') \
+               && !document.getElementById('droplet-modal').open;",
+        )
+        .await;
+        let text = b.text_of("#droplets-rows tr").await;
+        assert!(text.contains("Team notes"), "{text}");
+        assert!(text.contains("<img src=x onerror=alert(1)>"), "{text}");
+        assert!(text.contains("0.5 CPU · 128 MiB"), "{text}");
+        assert_eq!(
+            b.eval("return document.querySelectorAll('img[src=\"x\"], img[src$=\"/x\"]').length;")
+                .await,
+            0,
+            "a hostile description became markup"
+        );
+        env.shot("admin-4-droplet-created").await;
+        env.phone_shot("admin-4-droplet-created").await;
+
+        // Search narrows the list.
+        b.fill("#droplet-search", "nothing like it").await;
+        b.wait_for_js(
+            "the empty search",
+            "return !document.getElementById('droplets-empty').hidden;",
+        )
+        .await;
+        b.fill("#droplet-search", "team").await;
+        b.wait_for_js(
+            "the droplet found",
+            "return !!document.querySelector('#droplets-rows tr[data-droplet-id]');",
+        )
+        .await;
+
+        // A user, from the users page.
+        env.open("/admin/users").await;
+        b.click("#new-user").await;
+        b.fill("#nu-username", "dora").await;
+        b.fill("#nu-password", PASSWORD).await;
+        env.press("#user-form button[type=submit]", "#user-form").await;
+        // Created; or, when a dropped creation reached the gateway all the same, the retry is
+        // told the name is taken (the API check at the end finds dora either way).
+        b.wait_for_js(
+            "the created user",
+            "const f = document.getElementById('user-form'); \
+             return !document.getElementById('user-created').hidden \
+               || [...f.querySelectorAll('[data-error-for=username], [data-form-error]')] \
+                    .some(e => /exists|taken/i.test(e.textContent));",
+        )
+        .await;
+        env.shot("admin-5-user-created").await;
+
+        // The pull: progress and log fill in as the engine reports them, ending with done.
+        env.open("/admin/droplets").await;
+        b.wait_for_element("#droplets-rows [data-action=pull]").await;
+        // Records what the progress figure shows over time.
+        b.eval(
+            "window.__percents = []; \
+             new MutationObserver(() => __percents.push(document.getElementById('pull-percent').textContent)) \
+               .observe(document.getElementById('pull-percent'), {childList: true, characterData: true, subtree: true}); \
+             return 1;",
+        )
+        .await;
+        for attempt in 1..=ATTEMPTS {
+            b.eval("window.__percents.length = 0; return 1;").await;
+            b.click("#droplets-rows [data-action=pull]").await;
+            env.wait_long(
+                "the end of the pull",
+                "const s = document.getElementById('pull-modal').dataset.state; \
+                 return s === 'done' || s === 'error';",
+                Duration::from_secs(90),
+            )
+            .await;
+            // A stream Chromium dropped because the network changed (see the module's doc):
+            // the pull goes on on the engine, and pulling again is harmless.
+            let dropped = b
+                .eval(
+                    "const e = document.getElementById('pull-error').textContent; \
+                     return e.includes('cannot be reached') || e.includes('connection to the gateway broke');",
+                )
+                .await;
+            if dropped != true || attempt == ATTEMPTS {
+                break;
+            }
+            eprintln!("[admin-droplets] the pull's stream was dropped; again");
+            b.click("#pull-close").await;
+            // The dropped pull may have finished on the engine: take the image away again, so
+            // that the next one pulls (and shows) every layer rather than "up to date".
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", &reference])
+                .output();
+        }
+        env.shot("admin-6-pulled").await;
+        let state = b
+            .eval(
+                "return {state: document.getElementById('pull-modal').dataset.state, \
+                         error: document.getElementById('pull-error').textContent, \
+                         value: document.getElementById('pull-progress').value, \
+                         log: document.getElementById('pull-log').textContent, \
+                         status: document.getElementById('pull-status').textContent, \
+                         percents: window.__percents};",
+            )
+            .await;
+        assert_eq!(state["state"], "done", "{state:#}");
+        assert_eq!(state["value"], 100, "{state:#}");
+        let log = state["log"].as_str().unwrap();
+        assert!(log.contains("Pulling from"), "{log}");
+        assert!(log.contains(": Pull complete"), "{log}");
+        assert!(log.trim_end().ends_with(&format!("Done: {reference}")), "{log}");
+        assert!(
+            state["status"].as_str().unwrap().starts_with("Done"),
+            "{state:#}"
+        );
+        let percents: Vec<&str> = state["percents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            percents.len() >= 2 && percents.last() == Some(&"100 %"),
+            "the progress figure moved: {percents:?}"
+        );
+        let inspect = std::process::Command::new("docker")
+            .args(["image", "inspect", &reference])
+            .output()
+            .unwrap();
+        assert!(inspect.status.success(), "the image is on the engine");
+        env.check_console("the droplets page after the pull").await;
+        b.click("#pull-close").await;
+
+        // Deactivate, then delete (a second click confirms).
+        env.press("#droplets-rows [data-action=toggle]", "#toasts").await;
+        b.wait_for_js(
+            "the inactive droplet",
+            "return !!document.querySelector('#droplets-rows tr[data-active=\"0\"]');",
+        )
+        .await;
+        env.shot("admin-7-deactivated").await;
+    })
+    .await;
+
+    // The droplet is granted to the User group, and dora exists.
+    let api = flowcase_e2e::api::Api::login(&env.gw, &env.dir, &admin, &admin_password).await;
+    let (_, list) = api.get("/api/v1/droplets?scope=all").await;
+    assert_eq!(list["total"], 1, "{list}");
+    let droplet = &list["items"][0];
+    assert_eq!(droplet["image"], reference.as_str(), "{droplet}");
+    assert_eq!(droplet["ports"], serde_json::json!([8080]), "{droplet}");
+    assert_eq!(droplet["memory_mb"], 128, "{droplet}");
+    assert_eq!(droplet["active"], false, "{droplet}");
+    assert_eq!(
+        droplet["group_ids"].as_array().unwrap().len(),
+        1,
+        "{droplet}"
+    );
+    let (status, users) = api.get("/api/v1/users?q=dora").await;
+    assert_eq!(
+        (status.as_u16(), &users["total"]),
+        (200, &Value::from(1)),
+        "{users}"
+    );
+    drop(registry);
+    env.browser.close().await;
+}
+
+#[tokio::test]
+async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_instances_page() {
+    let env = Env::start("admin-instances").await;
+    let b = &env.browser;
+    let (admin, admin_password) = read_credentials(&env.dir.data_dir());
+    add_user(&env.dir, "alice", PASSWORD);
+    let store = Store::connect(&database_url(&env.dir)).await.unwrap();
+    let tenant = store.default_tenant().await.unwrap().unwrap();
+    let users = store
+        .find_group_by_name(tenant.id, "User")
+        .await
+        .unwrap()
+        .unwrap();
+    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
+    store.add_member(alice.id, users.id).await.unwrap();
+    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut new = NewDroplet::new(tenant.id, "Wiki", DropletType::Http, TargetKind::Container);
+    new.image = Some(image);
+    new.ports = vec![HTTPD_PORT];
+    new.health_path = Some("/health".into());
+    new.memory_mb = Some(64);
+    let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
+    store.grant_droplet(droplet.id, users.id).await.unwrap();
+    let as_alice = flowcase_e2e::api::Api::login(&env.gw, &env.dir, "alice", PASSWORD).await;
+    as_alice
+        .send_ok(
+            reqwest::Method::POST,
+            "/api/v1/instances",
+            serde_json::json!({"droplet_id": droplet.id, "resolution": "1280x800"}),
+            202,
+        )
+        .await;
+
+    let shows = |n: usize| {
+        format!(
+            "return document.querySelectorAll('#instances-rows tr[data-instance-id]').length === {n} \
+                   && document.getElementById('instances-count').textContent !== 'Loading…';"
+        )
+    };
+    screenshot_on_failure(&[b], async {
+        env.sign_in(&admin, &admin_password, "/admin/instances")
+            .await;
+        // Running, pushed by the event stream of every instance in sight.
+        env.wait_long(
+            "alice's running instance",
+            "return !!document.querySelector('#instances-rows tr[data-state=running]');",
+            Duration::from_secs(90),
+        )
+        .await;
+        let text = b.text_of("#instances-rows tr").await;
+        assert!(text.contains("Wiki") && text.contains("alice"), "{text}");
+        env.shot("instances-1-running").await;
+        env.check_console("the instances page").await;
+
+        // Filters.
+        b.eval(
+            "const s = document.getElementById('if-status'); s.value = 'stopped'; \
+                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
+        )
+        .await;
+        b.wait_for_js("no stopped instance", &shows(0)).await;
+        assert!(
+            b.eval("return !document.getElementById('instances-empty').hidden;")
+                .await
+                == true
+        );
+        b.eval(
+            "const s = document.getElementById('if-status'); s.value = ''; \
+                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
+        )
+        .await;
+        b.fill("#if-q", "nobody-like-that").await;
+        b.wait_for_js("nothing for an unknown name", &shows(0))
+            .await;
+        b.fill("#if-q", "alic").await;
+        b.wait_for_js("alice's instance by her name", &shows(1))
+            .await;
+        b.eval(&format!(
+            "const s = document.getElementById('if-droplet'); s.value = '{}'; \
+                s.dispatchEvent(new Event('input', {{bubbles: true}})); return 1;",
+            droplet.id
+        ))
+        .await;
+        b.wait_for_js("alice's instance by its droplet", &shows(1))
+            .await;
+        env.shot("instances-2-filtered").await;
+        env.phone_shot("instances-2-filtered").await;
+
+        // Its droplet cannot be deleted while the instance exists: the droplets page says so.
+        env.open("/admin/droplets").await;
+        b.click("#droplets-rows [data-action=delete]").await;
+        b.click("#droplets-rows [data-action=delete]").await;
+        let toast = b
+            .wait_for_js(
+                "the in-use refusal",
+                "const t = [...document.querySelectorAll('#toasts .toast')] \
+                   .find(t => t.textContent.includes('cannot be deleted yet')); \
+                 return t ? t.textContent : null;",
+            )
+            .await;
+        assert!(
+            toast.as_str().unwrap().starts_with(
+                "Wiki cannot be deleted yet: 1 instance still exists. Stop and delete"
+            ),
+            "{toast}"
+        );
+        env.shot("instances-droplet-in-use").await;
+        env.open("/admin/instances").await;
+        b.wait_for_js("the instance listed again", &shows(1)).await;
+
+        // Stop, then delete (a second click confirms).
+        env.press("#instances-rows [data-action=stop]", "#toasts")
+            .await;
+        env.wait_long(
+            "the stopped instance",
+            "return !!document.querySelector('#instances-rows tr[data-state=stopped]');",
+            Duration::from_secs(30),
+        )
+        .await;
+        env.shot("instances-3-stopped").await;
+        b.click("#instances-rows [data-action=delete]").await;
+        env.press("#instances-rows [data-action=delete]", "#toasts")
+            .await;
+        env.wait_long(
+            "the deleted instance gone",
+            &shows(0),
+            Duration::from_secs(30),
+        )
+        .await;
+        env.shot("instances-4-deleted").await;
+        env.check_console("the instances page after the delete")
+            .await;
+    })
+    .await;
+
+    let (_, mine) = as_alice.get("/api/v1/instances").await;
+    assert_eq!(mine["total"], 0, "{mine}");
+    store.close().await;
+    env.browser.close().await;
+}
