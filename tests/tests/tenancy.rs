@@ -262,6 +262,8 @@ fn admin_routes(user_id: i64, group_id: i64) -> Vec<(Method, String, Option<Valu
             "/api/v1/tenants".into(),
             Some(json!({"name": "Shadow"})),
         ),
+        (Method::GET, format!("{u}/api-keys"), None),
+        (Method::DELETE, format!("{u}/api-keys/1"), None),
     ]
 }
 
@@ -1052,4 +1054,112 @@ async fn inputs_are_validated_and_lists_are_paginated() {
     );
     let (_, page) = root.get("/api/v1/tenants?offset=1").await;
     assert_eq!(page["items"][0]["name"], "Default");
+}
+
+#[tokio::test]
+async fn administrators_see_and_revoke_a_users_api_keys_which_stop_at_once() {
+    let env = Env::start().await;
+    let root = env.admin().await;
+    let carol_id = root.create_user(None, "carol", &[]).await;
+    let dave_id = root.create_user(None, "dave", &[]).await;
+    let carol = env.api("carol", PASSWORD).await;
+    let hostile = "<img src=x onerror=alert(1)>";
+    let (status, created) = carol
+        .post("/api/v1/account/api-keys", json!({"name": hostile}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    let key_id = created["key"]["id"].as_i64().unwrap();
+    let with_key = |path: &str| {
+        env.client()
+            .get(env.gw.url("localhost", path))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(with_key("/api/v1/session").await.unwrap().status(), 200);
+
+    // The administrator sees the key, never its secret.
+    let carol_keys = format!("/api/v1/users/{carol_id}/api-keys");
+    let (status, listed) = root.get(&carol_keys).await;
+    assert_eq!(status, 200, "{listed}");
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["name"], hostile);
+    assert_eq!(items[0]["id"], key_id);
+    assert!(!listed.to_string().contains(&token), "{listed}");
+    assert!(items[0].get("secret_hash").is_none(), "{listed}");
+    let (_, other) = root.get(&format!("/api/v1/users/{dave_id}/api-keys")).await;
+    assert_eq!(other["items"], json!([]));
+
+    // The admin's user page lists it, escaped.
+    let page = root
+        .client
+        .get(env.gw.url("localhost", &format!("/admin/users/{carol_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(&format!("data-revoke=\"{key_id}\"")),
+        "{html}"
+    );
+    // Escaped (askama writes numeric references): the text is there, the tag is not.
+    assert!(html.contains("img src=x onerror=alert(1)"), "{html}");
+    assert!(!html.contains(hostile));
+    // The owner's account page shows the same table from the same template.
+    let own = carol
+        .client
+        .get(env.gw.url("localhost", "/account"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(own.contains(&format!("data-revoke=\"{key_id}\"")), "{own}");
+    assert!(own.contains("Create key") && !own.contains(hostile));
+
+    // A key is revoked only through its own user's path, and unknown keys are 404.
+    let (status, body) = root
+        .delete(&format!("/api/v1/users/{dave_id}/api-keys/{key_id}"))
+        .await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let (status, _) = root.delete(&format!("{carol_keys}/999999")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = root.delete(&format!("{carol_keys}/not-a-number")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(with_key("/api/v1/session").await.unwrap().status(), 200);
+
+    // Revoked: the very next request with the key is refused, the user's session is untouched.
+    let (status, body) = root.delete(&format!("{carol_keys}/{key_id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(with_key("/api/v1/session").await.unwrap().status(), 401);
+    assert_eq!(carol.get("/api/v1/session").await.0, 200);
+    let (_, listed) = root.get(&carol_keys).await;
+    assert!(
+        listed["items"][0]["revoked_at"].as_i64().is_some(),
+        "{listed}"
+    );
+    let audit = env.audit_actions().await;
+    assert!(
+        audit
+            .iter()
+            .any(|(action, actor, target, _)| action == "api_key.revoke"
+                && actor.as_deref() == Some("admin")
+                && target.as_deref() == Some(carol_id.to_string().as_str())),
+        "{audit:?}"
+    );
+
+    // A tenant administrator of another tenant neither sees nor revokes carol's keys.
+    let beta = root.create_tenant("Beta").await;
+    let managers = root
+        .create_group(Some(beta), "Managers", TENANT_ADMIN)
+        .await;
+    root.create_user(Some(beta), "beatrice", &[managers]).await;
+    let beatrice = env.api("beatrice", PASSWORD).await;
+    let (status, _) = beatrice.get(&carol_keys).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = beatrice.delete(&format!("{carol_keys}/{key_id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

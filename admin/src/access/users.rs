@@ -7,7 +7,7 @@ use crate::accounts;
 use crate::auth::policy;
 use crate::error::{AdminError, Result};
 use crate::store::users::UserFields;
-use crate::store::{Group, NewUser, Permissions, User};
+use crate::store::{ApiKey, Group, NewUser, Permissions, User};
 
 /// Groups one request may assign; more is certainly a mistake or an attempt to make the
 /// validation loop expensive.
@@ -369,6 +369,39 @@ impl Access<'_> {
             "user",
             id,
             serde_json::json!({"username": user.username, "tenant_id": user.tenant_id}),
+            now,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// `view_users`. The user's API keys, revoked and expired ones included (never their
+    /// secrets), so an administrator can see what acts in the user's name.
+    pub async fn list_user_api_keys(&self, id: i64) -> Result<Vec<ApiKey>> {
+        self.require(Right::ViewUsers)?;
+        let user = self.visible_user(id).await?;
+        self.store().list_api_keys_for_user(user.id).await
+    }
+
+    /// `edit_users`. Revokes one of the user's API keys at once. There is deliberately no
+    /// way for an administrator to create a key for someone else: a key acts as its user, so
+    /// minting one would be impersonation without the user's knowledge.
+    pub async fn revoke_user_api_key(&self, id: i64, key_id: i64, now: i64) -> Result<()> {
+        self.require(Right::EditUsers)?;
+        let (user, _) = self.writable_user(id).await?;
+        let key = self
+            .store()
+            .list_api_keys_for_user(user.id)
+            .await?
+            .into_iter()
+            .find(|k| k.id == key_id)
+            .ok_or(AdminError::NotFound("api key"))?;
+        self.store().revoke_api_key(key.id, now).await?;
+        self.audit(
+            "api_key.revoke",
+            "user",
+            user.id,
+            serde_json::json!({"username": user.username, "key_id": key.id, "key_name": key.name}),
             now,
         )
         .await;

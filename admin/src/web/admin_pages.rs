@@ -23,7 +23,7 @@ use super::pages::{error_page, not_found, render};
 use crate::access::{Access, GroupDetail, PageRequest, UserDetail};
 use crate::auth::Principal;
 use crate::error::AdminError;
-use crate::store::{Clipboard, Permissions, Tenant, User, now_millis};
+use crate::store::{ApiKey, Clipboard, Permissions, Tenant, User, now_millis};
 
 /// Users per page of the list.
 const USERS_PER_PAGE: i64 = 25;
@@ -356,6 +356,9 @@ struct UserPage {
     can_edit: bool,
     can_set_groups: bool,
     is_self: bool,
+    keys: Vec<KeyRow>,
+    can_revoke: bool,
+    keys_empty_hint: &'static str,
 }
 
 async fn user(
@@ -382,9 +385,10 @@ async fn user(
             Vec::new()
         };
         let tenant = state.store.get_tenant(detail.user.tenant_id).await?;
-        Ok::<_, AdminError>((detail, all_groups, tenant))
+        let keys = access.list_user_api_keys(id).await?;
+        Ok::<_, AdminError>((detail, all_groups, tenant, keys))
     };
-    let (detail, all_groups, tenant) = match loaded.await {
+    let (detail, all_groups, tenant, keys) = match loaded.await {
         Ok(v) => v,
         Err(e) => return failed(e),
     };
@@ -416,6 +420,9 @@ async fn user(
             can_edit: p.edit_users,
             can_set_groups,
             is_self: user.id == principal.user.id,
+            keys: key_rows(&keys, now_millis()),
+            can_revoke: p.edit_users,
+            keys_empty_hint: "Keys are made by the user on their account page.",
             user,
         },
     )
@@ -623,6 +630,7 @@ async fn tenants(State(state): State<AppState>, PageUser(principal, client): Pag
 
 // --- account -----------------------------------------------------------------------------
 
+/// A row of `keys_table.html`, shared by the account page and an administrator's user page.
 struct KeyRow {
     id: i64,
     name: String,
@@ -631,6 +639,22 @@ struct KeyRow {
     last_used: String,
     expires: String,
     active: bool,
+}
+
+/// The keys still in force or merely expired; revoked ones are history (the audit log has them).
+fn key_rows(keys: &[ApiKey], now: i64) -> Vec<KeyRow> {
+    keys.iter()
+        .filter(|k| k.revoked_at.is_none())
+        .map(|k| KeyRow {
+            id: k.id,
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            created: date(k.created_at),
+            last_used: k.last_used_at.map_or_else(|| "never".into(), date),
+            expires: k.expires_at.map_or_else(|| "never".into(), date),
+            active: k.is_active(now),
+        })
+        .collect()
 }
 
 #[derive(Template)]
@@ -642,6 +666,8 @@ struct AccountPage {
     email: String,
     has_password: bool,
     keys: Vec<KeyRow>,
+    can_revoke: bool,
+    keys_empty_hint: &'static str,
 }
 
 async fn account(State(state): State<AppState>, PageUser(principal, _): PageUser) -> Response {
@@ -660,19 +686,9 @@ async fn account(State(state): State<AppState>, PageUser(principal, _): PageUser
             display_name: user.display_name.clone(),
             email: user.email.clone().unwrap_or_default(),
             has_password: user.password_hash.is_some(),
-            keys: keys
-                .iter()
-                .filter(|k| k.revoked_at.is_none())
-                .map(|k| KeyRow {
-                    id: k.id,
-                    name: k.name.clone(),
-                    prefix: k.prefix.clone(),
-                    created: date(k.created_at),
-                    last_used: k.last_used_at.map_or_else(|| "never".into(), date),
-                    expires: k.expires_at.map_or_else(|| "never".into(), date),
-                    active: k.is_active(now),
-                })
-                .collect(),
+            keys: key_rows(&keys, now),
+            can_revoke: true,
+            keys_empty_hint: "Create one above.",
         },
     )
 }

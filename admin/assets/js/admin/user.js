@@ -1,4 +1,5 @@
-// /admin/users/{id}: profile, groups, password reset and deletion through the API.
+// /admin/users/{id}: profile, groups, password reset, API key revocation and deletion through
+// the API.
 import { api } from "../api.js";
 import { confirmClick, onSubmit, toast } from "../app.js";
 import { checkedIds, text } from "./form-data.js";
@@ -60,3 +61,16 @@ if (remove) {
     }
   });
 }
+
+document.addEventListener("click", async (event) => {
+  const button = event.target instanceof Element ? event.target.closest("[data-revoke]") : null;
+  if (!button) return;
+  if (!confirmClick(button, "Confirm")) return;
+  try {
+    await api("DELETE", `${url}/api-keys/${encodeURIComponent(button.dataset.revoke)}`);
+    button.closest("tr").remove();
+    toast("Key revoked: it no longer works.", "ok");
+  } catch (error) {
+    toast(error.message, "error");
+  }
+});

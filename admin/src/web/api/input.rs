@@ -84,6 +84,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// Two numeric ids in the path (`/things/{id}/parts/{part}`), with [`Id`]'s 404 for anything
+/// else.
+pub struct IdPair(pub i64, pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPair {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((first, second)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError(AdminError::NotFound("object")))?;
+        match (first.parse(), second.parse()) {
+            (Ok(a), Ok(b)) => Ok(Self(a, b)),
+            _ => Err(ApiError(AdminError::NotFound("object"))),
+        }
+    }
+}
+
 /// `?limit=&offset=&tenant_id=` of a list endpoint; other parameters are ignored.
 pub struct ListQuery {
     pub page: PageRequest,

@@ -77,6 +77,8 @@ api_table! {
     "/api/v1/users/{id}" => get(users::show).patch(users::update).delete(users::delete);
     "/api/v1/users/{id}/password" => post(users::reset_password);
     "/api/v1/users/{id}/groups" => put(users::set_groups);
+    "/api/v1/users/{id}/api-keys" => get(users::list_api_keys);
+    "/api/v1/users/{id}/api-keys/{key_id}" => delete(users::revoke_api_key);
 
     // --- groups ---
     "/api/v1/groups" => get(groups::list).post(groups::create);

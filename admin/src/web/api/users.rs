@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::input::{Id, JsonBody, ListQuery, OptionalJsonBody};
+use super::input::{Id, IdPair, JsonBody, ListQuery, OptionalJsonBody};
 use crate::access::{Access, CreatedUser, NewUserRequest, Page, UserChanges, UserDetail};
 use crate::store::{User, now_millis};
 use crate::web::AppState;
@@ -118,4 +118,26 @@ pub async fn set_groups(
             .set_user_groups(id, &body.group_ids, now_millis())
             .await?,
     ))
+}
+
+/// `GET /api/v1/users/{id}/api-keys`: the user's keys without their secrets.
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    ApiUser(principal, client): ApiUser,
+    Id(id): Id,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = Access::new(&state.auth, &principal, &client);
+    let keys = access.list_user_api_keys(id).await?;
+    Ok(Json(serde_json::json!({ "items": keys })))
+}
+
+/// `DELETE /api/v1/users/{id}/api-keys/{key_id}`.
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    ApiUser(principal, client): ApiUser,
+    IdPair(id, key_id): IdPair,
+) -> Result<StatusCode, ApiError> {
+    let access = Access::new(&state.auth, &principal, &client);
+    access.revoke_user_api_key(id, key_id, now_millis()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
