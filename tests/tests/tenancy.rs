@@ -129,6 +129,18 @@ impl Api {
         self.call(Method::GET, path, None).await
     }
 
+    /// The HTML of a page this client may see (200 asserted).
+    async fn page(&self, path: &str) -> String {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.text().await.unwrap()
+    }
+
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(body)).await
     }
@@ -1092,14 +1104,7 @@ async fn administrators_see_and_revoke_a_users_api_keys_which_stop_at_once() {
     assert_eq!(other["items"], json!([]));
 
     // The admin's user page lists it, escaped.
-    let page = root
-        .client
-        .get(env.gw.url("localhost", &format!("/admin/users/{carol_id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let html = root.page(&format!("/admin/users/{carol_id}")).await;
     assert!(
         html.contains(&format!("data-revoke=\"{key_id}\"")),
         "{html}"
@@ -1108,15 +1113,7 @@ async fn administrators_see_and_revoke_a_users_api_keys_which_stop_at_once() {
     assert!(html.contains("img src=x onerror=alert(1)"), "{html}");
     assert!(!html.contains(hostile));
     // The owner's account page shows the same table from the same template.
-    let own = carol
-        .client
-        .get(env.gw.url("localhost", "/account"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let own = carol.page("/account").await;
     assert!(own.contains(&format!("data-revoke=\"{key_id}\"")), "{own}");
     assert!(own.contains("Create key") && !own.contains(hostile));
 
