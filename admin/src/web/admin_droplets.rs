@@ -1,6 +1,8 @@
 //! The admin droplets page (`/admin/droplets`): the catalogue as its administrators see it, with
-//! search, create, edit, activate/deactivate, delete, and pulling an image with its progress and
-//! log as they come. The server renders the frame and the choices of the form (the groups that
+//! search, create and edit (containers and existing hosts, registry and host credentials as
+//! write-only fields), activate/deactivate, delete, pulling one image or all of them with their
+//! progress and log as they come, and importing a catalogue URL (`edit_registry`) with each
+//! entry's result. The server renders the frame and the choices of the form (the groups that
 //! may launch a droplet); the list and every change go through the JSON API
 //! (`/api/v1/droplets…`, `assets/js/admin/droplets.js`), so the page and scripts see and may do
 //! exactly the same. Without `admin_panel` and `view_droplets` the answer is the 404 page.
@@ -33,6 +35,8 @@ struct GroupChoice {
 struct DropletsPage {
     layout: Layout,
     can_edit: bool,
+    /// `edit_registry`: may import droplets from a catalogue URL.
+    can_import: bool,
     /// The groups a droplet may be granted to (the viewer's tenant's).
     groups: Vec<GroupChoice>,
 }
@@ -78,6 +82,7 @@ async fn droplets(
             layout: Layout::admin(&state.auth, &principal, "/admin/droplets")
                 .with_script("js/admin/droplets.js"),
             can_edit: p.edit_droplets,
+            can_import: p.edit_registry,
             groups,
         },
     )
