@@ -42,8 +42,8 @@ fn broken(log: &[String]) -> Vec<&String> {
                 "ReferenceError",
                 "SyntaxError",
             ]
-                .iter()
-                .any(|bad| line.contains(bad))
+            .iter()
+            .any(|bad| line.contains(bad))
         })
         .collect()
 }
@@ -193,7 +193,12 @@ async fn serve_catalogue(body: String) -> String {
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().fallback(move || {
         let body = body.clone();
-        async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+        async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }
     });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -263,8 +268,10 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
     ]);
     let catalogue_url = serve_catalogue(catalogue.to_string()).await;
     // A script that a hostile name could run would call alert: recorded, never shown.
-    b.add_init_script("window.__alerts = []; window.alert = (m) => window.__alerts.push(String(m));")
-        .await;
+    b.add_init_script(
+        "window.__alerts = []; window.alert = (m) => window.__alerts.push(String(m));",
+    )
+    .await;
 
     screenshot_on_failure(&[b], async {
         env.sign_in(&admin, &admin_password, "/admin/droplets").await;
@@ -304,7 +311,14 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         let refusal = b.text_of("[data-error-for=external_host]").await;
         assert!(refusal.contains("not a host"), "{refusal}");
         env.shot("2-external-refused").await;
+        // A taken name is refused next to the name.
         b.fill("#nd-host", "desk.internal").await;
+        b.fill("#nd-name", "Alpha app").await;
+        env.press("#droplet-submit", "#droplet-form").await;
+        let taken = b.text_of("[data-error-for=name]").await;
+        assert!(taken.contains("already has a droplet"), "{taken}");
+        assert_eq!(b.text_of("[data-error-for=external_host]").await, "");
+        b.fill("#nd-name", "Design desk").await;
         env.shot("3-external-form").await;
         env.phone_shot("3-external-form").await;
         env.press("#droplet-submit", "#droplet-form").await;

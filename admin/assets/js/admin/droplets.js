@@ -85,12 +85,26 @@ function row(d) {
   return tr;
 }
 
+/** Delays before asking again when the gateway could not be reached (a reading is safe to repeat). */
+const LIST_RETRIES = [400, 1200, 3000];
+
+async function listPage(params) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await api("GET", `/api/v1/droplets?${params}`);
+    } catch (e) {
+      if (e.status !== 0 || attempt >= LIST_RETRIES.length) throw e;
+      await new Promise((resolve) => setTimeout(resolve, LIST_RETRIES[attempt]));
+    }
+  }
+}
+
 async function load() {
   const q = search ? search.value.trim() : "";
   const params = new URLSearchParams({ scope: "all", limit: "200" });
   if (q) params.set("q", q);
   try {
-    const page = await api("GET", `/api/v1/droplets?${params}`);
+    const page = await listPage(params);
     const items = (page && page.items) || [];
     listError.textContent = "";
     droplets.clear();
@@ -248,6 +262,8 @@ onSubmit(form, async () => {
       );
     }
   } catch (e) {
+    // A taken name is `conflict` without a field: it belongs next to the name all the same.
+    if (e.code === "conflict" && !e.field) e.field = "name";
     revealField(e.field);
     throw e;
   }
