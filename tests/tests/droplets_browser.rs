@@ -1,6 +1,7 @@
 //! The admin droplets page beyond one droplet and one pull, in headless Chromium through the real
 //! binary and a real dockerd: an administrator creates a VNC droplet on an existing host with a
-//! password, finds the password neither shown nor lost when editing it; pulls every image at
+//! password, in another tenant and granted to that tenant's group, finds the password neither
+//! shown nor lost when editing it; pulls every image at
 //! once from a local registry and watches each image's own progress; imports a catalogue served
 //! by a loopback HTTP server, with one valid entry (named like markup) and one invalid entry,
 //! and sees each entry's result, the hostile name shown as text.
@@ -259,6 +260,25 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         )
         .await;
     }
+    // A second tenant with a group of its own: the page offers the tenant, and each tenant's
+    // groups only.
+    let research = api
+        .send_ok(
+            Method::POST,
+            "/api/v1/tenants",
+            json!({"name": "Research"}),
+            201,
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    api.send_ok(
+        Method::POST,
+        "/api/v1/groups",
+        json!({"tenant_id": research, "name": "Researchers", "permissions": {}}),
+        201,
+    )
+    .await;
     // A catalogue a remote registry controls: one valid entry named like markup, one invalid.
     let catalogue = json!([
         {"name": HOSTILE, "type": "http", "image": "registry.example/tools/notes:3", "port": 8080,
@@ -303,6 +323,14 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
             json!({"container": true, "external": false, "ssh": true, "rdp": true}),
             "only the VNC host's fields show"
         );
+        let groups = "return [...document.querySelectorAll('#nd-groups label')] \
+                        .filter(l => !l.hidden).map(l => l.textContent.trim());";
+        let own_groups = b.eval(groups).await;
+        assert!(
+            own_groups.as_array().unwrap().iter().any(|g| g == "User")
+                && !own_groups.to_string().contains("Researchers"),
+            "{own_groups}"
+        );
         // The API's refusal (a bad host name) shows next to its field.
         b.fill("#nd-host", "not a host!").await;
         b.fill("#nd-host-port", "5901").await;
@@ -319,6 +347,23 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         assert!(taken.contains("already has a droplet"), "{taken}");
         assert_eq!(b.text_of("[data-error-for=external_host]").await, "");
         b.fill("#nd-name", "Design desk").await;
+        assert_eq!(
+            b.text_of("[data-error-for=name]").await,
+            "",
+            "an error goes once its field changes"
+        );
+        b.eval(&format!(
+            "const t = document.getElementById('nd-tenant'); t.value = '{research}'; \
+             t.dispatchEvent(new Event('change')); return 1;"
+        ))
+        .await;
+        assert_eq!(b.eval(groups).await, json!(["Researchers"]));
+        b.eval(
+            "[...document.querySelectorAll('#nd-groups label')] \
+               .find(l => l.textContent.trim() === 'Researchers').querySelector('input').click(); \
+             return 1;",
+        )
+        .await;
         env.shot("3-external-form").await;
         env.phone_shot("3-external-form").await;
         env.press("#droplet-submit", "#droplet-form").await;
@@ -336,11 +381,9 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
                    .find(r => r.textContent.includes('Design desk')).textContent;"
             ))
             .await;
+        let desk_row = desk_row.as_str().unwrap();
         assert!(
-            desk_row
-                .as_str()
-                .unwrap()
-                .contains("Existing host desk.internal:5901"),
+            desk_row.contains("Existing host desk.internal:5901") && desk_row.contains("Research"),
             "{desk_row}"
         );
 
@@ -376,6 +419,12 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         assert!(edit["hint"].as_str().unwrap().contains("stored"), "{edit}");
         assert!(edit["placeholder"].as_str().unwrap().contains("stored"));
         assert_eq!((&edit["forget"], &edit["target"]), (&json!(true), &json!(true)));
+        assert_eq!(
+            b.eval("const t = document.getElementById('nd-tenant'); return [t.disabled, t.value];")
+                .await,
+            json!([true, research.to_string()]),
+            "a droplet stays in its tenant"
+        );
         b.fill("#nd-description", "The design team's workstation").await;
         env.shot("4-external-edit").await;
         env.press("#droplet-submit", "#droplet-form").await;
@@ -552,6 +601,8 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
     assert_eq!(desk["external_port"], 5901, "{desk}");
     assert_eq!(desk["has_external_credentials"], true, "{desk}");
     assert_eq!(desk["description"], "The design team's workstation");
+    assert_eq!(desk["tenant_id"], research, "{desk}");
+    assert_eq!(desk["group_ids"].as_array().unwrap().len(), 1, "{desk}");
     assert!(!desk.to_string().contains(HOST_PASSWORD), "{desk}");
     let (_, all) = api.get("/api/v1/droplets?scope=all").await;
     assert_eq!(all["total"], 4, "two apps, the host, one imported: {all}");

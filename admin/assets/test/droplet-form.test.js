@@ -105,3 +105,10 @@ test("import results in words", () => {
     "2 entries checked: 1 imported, 0 already there, 1 rejected.",
   );
 });
+
+test("the tenant is sent once, at creation", () => {
+  const v = { name: "N", droplet_type: "http", image: "a:1", ports: "80" };
+  assert.equal(dropletBody(v, { tenantId: 3 }).tenant_id, 3);
+  assert.ok(!("tenant_id" in dropletBody(v, { tenantId: 3, editing: true })));
+  assert.ok(!("tenant_id" in dropletBody(v)));
+});

@@ -106,11 +106,12 @@ export function formValues(d) {
 
 /**
  * The API body from the form's values `v` (strings, and booleans for checkboxes). `editing`:
- * a PATCH of an existing droplet (its target is not sent: it never changes). Every field of
+ * a PATCH of an existing droplet (its target and tenant are not sent: they never change).
+ * `tenantId`: where a new droplet goes (only for those who may choose). Every field of
  * the droplet's target is sent, an empty one as `null` (the default), so the body is the
  * whole form; secrets only when typed (or `null` to forget them).
  */
-export function dropletBody(v, { editing = false, groupIds = null } = {}) {
+export function dropletBody(v, { editing = false, groupIds = null, tenantId = null } = {}) {
   const type = v.droplet_type;
   const target = type !== "http" && v.target === "external" ? "external" : "container";
   const body = {
@@ -161,6 +162,8 @@ export function dropletBody(v, { editing = false, groupIds = null } = {}) {
     }
   }
   if (groupIds) body.group_ids = groupIds;
+  // The tenant is chosen once, at creation (the API refuses a change).
+  if (!editing && tenantId !== null) body.tenant_id = tenantId;
   return body;
 }
 

@@ -19,6 +19,10 @@ const listError = document.getElementById("droplets-error");
 const search = document.getElementById("droplet-search");
 const form = document.getElementById("droplet-form");
 const canEdit = table.dataset.canEdit === "1";
+/** id → tenant name, for viewers who see several tenants (else empty: no tenant column). */
+const tenantNames = new Map(
+  [...document.querySelectorAll("#tenant-names li")].map((li) => [Number(li.dataset.id), li.textContent]),
+);
 
 const TYPES = { http: "Web app", vnc: "Desktop (VNC)", rdp: "Desktop (RDP)", ssh: "Terminal (SSH)" };
 /** id → droplet, as last listed. */
@@ -60,6 +64,8 @@ function row(d) {
   const name = el("div", "cell-main", d.name);
   name.dataset.field = "name";
   title.append(name, el("div", "cell-sub", d.description || ""));
+  const tenant = tenantNames.size ? cell("Tenant", "nowrap") : null;
+  if (tenant) tenant.textContent = tenantNames.get(Number(d.tenant_id)) || `#${d.tenant_id}`;
   const type = cell("Type");
   type.append(el("span", "badge badge--info", TYPES[d.droplet_type] || d.droplet_type));
   const image = cell("Image");
@@ -69,7 +75,7 @@ function row(d) {
   }
   else image.append(el("code", "small", d.image || "–"));
   const res = cell("Resources", "nowrap");
-  res.textContent = resources(d);
+  res.textContent = d.target === "external" ? "–" : resources(d);
   const status = cell("Status");
   status.append(el("span", `badge ${d.active ? "badge--ok" : "badge--bad"}`, d.active ? "Active" : "Inactive"));
   const actions = cell(null, "actions");
@@ -81,7 +87,7 @@ function row(d) {
     bar.append(button("delete", "Delete", "button--danger"));
     actions.append(bar);
   }
-  tr.append(title, type, image, res, status, actions);
+  tr.append(...[title, tenant, type, image, res, status, actions].filter(Boolean));
   return tr;
 }
 
@@ -181,6 +187,27 @@ function showParts() {
   http.disabled = Boolean(editing && editing.target === "external");
 }
 
+/** The tenant the droplet in the form belongs to (or will). */
+function formTenant() {
+  if (editing) return Number(editing.tenant_id);
+  const select = form.elements.namedItem("tenant_id");
+  return Number(select ? select.value : form.dataset.ownTenant);
+}
+
+/** Shows the groups of the droplet's tenant only (a grant must stay within it). */
+function showGroups() {
+  const tenant = formTenant();
+  let shown = 0;
+  for (const label of form.querySelectorAll("#nd-groups label[data-tenant-id]")) {
+    const mine = Number(label.dataset.tenantId) === tenant;
+    label.hidden = !mine;
+    if (!mine) label.querySelector("input").checked = false;
+    else shown += 1;
+  }
+  const none = document.getElementById("nd-groups-none");
+  if (none) none.hidden = shown > 0;
+}
+
 /** What the write-only secrets of `d` look like: stored or not, never their value. */
 function showSecrets(d) {
   const hasHost = Boolean(d && d.has_external_credentials);
@@ -213,8 +240,14 @@ function fillForm(d) {
   for (const [name, value] of Object.entries(values)) setValue(name, value);
   // The target is chosen once: an existing droplet keeps it (the API refuses a change).
   for (const r of form.querySelectorAll('input[name="target"]')) r.disabled = Boolean(d);
+  const tenantSelect = form.elements.namedItem("tenant_id");
+  if (tenantSelect) {
+    tenantSelect.value = String(d ? d.tenant_id : form.dataset.ownTenant);
+    tenantSelect.disabled = Boolean(d);
+  }
   const granted = new Set((d && d.group_ids) || []);
   for (const box of form.querySelectorAll('input[name="group_ids"]')) box.checked = granted.has(Number(box.value));
+  showGroups();
   for (const section of form.querySelectorAll("details.disclosure")) section.open = false;
   // Sections holding a value open, so nothing set is hidden.
   for (const section of form.querySelectorAll("details.disclosure")) {
@@ -230,6 +263,15 @@ function fillForm(d) {
 
 form?.elements.namedItem("droplet_type").addEventListener("change", showParts);
 for (const r of form ? form.querySelectorAll('input[name="target"]') : []) r.addEventListener("change", showParts);
+form?.elements.namedItem("tenant_id")?.addEventListener("change", showGroups);
+// An error is about what was sent: it goes away as soon as its field changes.
+form?.addEventListener("input", (event) => {
+  const input = event.target;
+  if (!(input instanceof Element) || !input.name) return;
+  const slot = form.querySelector(`[data-error-for="${CSS.escape(input.name)}"]`);
+  if (slot) slot.textContent = "";
+  input.removeAttribute("aria-invalid");
+});
 
 document.getElementById("new-droplet")?.addEventListener("click", () => {
   fillForm(null);
@@ -247,7 +289,8 @@ function revealField(field) {
 onSubmit(form, async () => {
   const id = text(form, "id");
   const groupIds = form.querySelector('input[name="group_ids"]') ? checkedIds(form, "group_ids") : null;
-  const body = dropletBody(formValuesRead(), { editing: Boolean(id), groupIds });
+  const tenantId = !id && form.elements.namedItem("tenant_id") ? formTenant() : null;
+  const body = dropletBody(formValuesRead(), { editing: Boolean(id), groupIds, tenantId });
   try {
     if (id) {
       await api("PATCH", `/api/v1/droplets/${encodeURIComponent(id)}`, body);
@@ -553,8 +596,10 @@ importForm?.addEventListener("submit", (event) => {
 
 onSubmit(importForm, async (f) => {
   const dryRun = importDryRun;
-  const url = text(f, "url") || "";
-  const report = await api("POST", `/api/v1/droplets/import${dryRun ? "?dry_run=true" : ""}`, { url });
+  const body = { url: text(f, "url") || "" };
+  const tenant = f.elements.namedItem("tenant_id");
+  if (tenant) body.tenant_id = Number(tenant.value);
+  const report = await api("POST", `/api/v1/droplets/import${dryRun ? "?dry_run=true" : ""}`, body);
   const entries = (report && report.entries) || [];
   importEntries.replaceChildren(...entries.map(entryItem));
   document.getElementById("import-summary").textContent = importSummary(report);
