@@ -305,6 +305,23 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         b.click("#new-droplet").await;
         // Only desktops may run on an existing host: the choice appears with the type.
         assert_eq!(b.eval("return document.getElementById('nd-target').hidden;").await, true);
+        b.eval(
+            "for (const d of document.querySelectorAll('#droplet-form details')) d.open = true; \
+             return 1;",
+        )
+        .await;
+        env.shot("2-container-form").await;
+        b.eval(
+            "document.querySelectorAll('#droplet-form details')[1].scrollIntoView(); return 1;",
+        )
+        .await;
+        env.shot("2-container-settings").await;
+        env.phone_shot("2-container-form").await;
+        b.eval(
+            "for (const d of document.querySelectorAll('#droplet-form details')) d.open = false; \
+             document.querySelector('#droplet-form .modal__body').scrollTop = 0; return 1;",
+        )
+        .await;
         b.fill("#nd-name", "Design desk").await;
         b.eval(
             "const t = document.getElementById('nd-type'); t.value = 'vnc'; \
@@ -340,7 +357,7 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         env.press("#droplet-submit", "#droplet-form").await;
         let refusal = b.text_of("[data-error-for=external_host]").await;
         assert!(refusal.contains("not a host"), "{refusal}");
-        env.shot("2-external-refused").await;
+        env.shot("3-external-refused").await;
         // A taken name is refused next to the name.
         b.fill("#nd-host", "desk.internal").await;
         b.fill("#nd-name", "Alpha app").await;
@@ -366,8 +383,8 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
              return 1;",
         )
         .await;
-        env.shot("3-external-form").await;
-        env.phone_shot("3-external-form").await;
+        env.shot("4-external-form").await;
+        env.phone_shot("4-external-form").await;
         let clicks = env.press("#droplet-submit", "#droplet-form").await;
         if clicks > 1 && b.eval("return document.getElementById('droplet-modal').open;").await == true
         {
@@ -435,7 +452,7 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
             "a droplet stays in its tenant"
         );
         b.fill("#nd-description", "The design team's workstation").await;
-        env.shot("4-external-edit").await;
+        env.shot("5-external-edit").await;
         env.press("#droplet-submit", "#droplet-form").await;
         b.wait_for_text("The design team's workstation").await;
 
@@ -479,8 +496,8 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
                     .output();
             }
         }
-        env.shot("5-pulled-all").await;
-        env.phone_shot("5-pulled-all").await;
+        env.shot("6-pulled-all").await;
+        env.phone_shot("6-pulled-all").await;
         let pulled = b
             .eval(
                 "return {state: document.getElementById('pull-all-modal').dataset.state, \
@@ -577,8 +594,8 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
             rejected.contains("Rejected") && rejected.contains("memory:"),
             "{rejected}"
         );
-        env.shot("6-imported").await;
-        env.phone_shot("6-imported").await;
+        env.shot("7-imported").await;
+        env.phone_shot("7-imported").await;
         // The list refreshed behind the dialog, with the hostile name as text.
         b.wait_for_js(
             "the imported droplet in the list",
@@ -605,8 +622,8 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
             "a catalogue's names and descriptions became markup"
         );
         assert!(!text.contains("Broken desk"), "a rejected entry is not imported");
-        env.shot("7-list-after-import").await;
-        env.phone_shot("7-list-after-import").await;
+        env.shot("8-list-after-import").await;
+        env.phone_shot("8-list-after-import").await;
         env.check_console("the droplets page at the end").await;
     })
     .await;
