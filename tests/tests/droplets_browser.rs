@@ -1,8 +1,9 @@
 //! The admin droplets page beyond one droplet and one pull, in headless Chromium through the real
 //! binary and a real dockerd: an administrator creates a VNC droplet on an existing host with a
 //! password, in another tenant and granted to that tenant's group, finds the password neither
-//! shown nor lost when editing it; pulls every image at
-//! once from a local registry and watches each image's own progress; imports a catalogue served
+//! shown nor lost when editing it; gives a container droplet a private registry account the
+//! same way; pulls every image at once from a local registry that wants that account, and
+//! watches each image's own progress; imports a catalogue served
 //! by a loopback HTTP server, with one valid entry (named like markup) and one invalid entry,
 //! and sees each entry's result, the hostile name shown as text.
 //!
@@ -23,6 +24,7 @@ use url::Url;
 
 const ATTEMPTS: usize = 3;
 const HOST_PASSWORD: &str = "vnc-secret-7f3a";
+const REGISTRY_PASSWORD: &str = "registry-token-5c1e";
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 
 fn screenshot_dir() -> PathBuf {
@@ -236,7 +238,8 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
     let pushed = repositories.clone();
     let registry_start = tokio::task::spawn_blocking(move || {
         let image = flowcase_test_images::httpd_image()?;
-        let registry = flowcase_test_images::registry::Registry::start(None)?;
+        let registry =
+            flowcase_test_images::registry::Registry::start(Some(("puller", REGISTRY_PASSWORD)))?;
         for repository in &pushed {
             registry.push(repository, "v1", &image)?;
         }
@@ -253,15 +256,16 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
     let b = &env.browser;
     let (admin, admin_password) = read_credentials(&env.dir.data_dir());
     let api = Api::login(&env.gw, &env.dir, &admin, &admin_password).await;
-    for (name, image) in [("Alpha app", &references[0]), ("Beta app", &references[1])] {
-        api.send_ok(
-            Method::POST,
-            "/api/v1/droplets",
-            json!({"name": name, "droplet_type": "http", "image": image, "ports": [8080]}),
-            201,
-        )
-        .await;
-    }
+    // The registry wants an account: Alpha gets it through the API, Beta through the page.
+    api.send_ok(
+        Method::POST,
+        "/api/v1/droplets",
+        json!({"name": "Alpha app", "droplet_type": "http", "image": references[0],
+               "ports": [8080], "registry_username": "puller",
+               "registry_password": REGISTRY_PASSWORD}),
+        201,
+    )
+    .await;
     // A second tenant with a group of its own: the page offers the tenant, and each tenant's
     // groups only.
     let research = api
@@ -301,7 +305,7 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         env.shot("1-list").await;
         env.check_console("the droplets page").await;
 
-        // --- an existing VNC host with a password ------------------------------------------
+        // --- the form, all of it ------------------------------------------------------------
         b.click("#new-droplet").await;
         // Only desktops may run on an existing host: the choice appears with the type.
         assert_eq!(b.eval("return document.getElementById('nd-target').hidden;").await, true);
@@ -317,11 +321,52 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         .await;
         env.shot("2-container-settings").await;
         env.phone_shot("2-container-form").await;
-        b.eval(
-            "for (const d of document.querySelectorAll('#droplet-form details')) d.open = false; \
-             document.querySelector('#droplet-form .modal__body').scrollTop = 0; return 1;",
+
+        // --- a container from a private registry: its account is write-only ---------------
+        b.fill("#nd-name", "Beta app").await;
+        b.fill("#nd-image", &references[1]).await;
+        b.fill("#nd-port", "8080").await;
+        b.fill("#nd-registry-user", "puller").await;
+        b.fill("#nd-registry-password", REGISTRY_PASSWORD).await;
+        env.press("#droplet-submit", "#droplet-form").await;
+        b.wait_for_js(
+            "Beta's row",
+            "return [...document.querySelectorAll('#droplets-rows [data-field=name]')] \
+               .some(n => n.textContent === 'Beta app') \
+               && !document.getElementById('droplet-modal').open;",
         )
         .await;
+        b.eval(
+            "[...document.querySelectorAll('#droplets-rows tr')] \
+               .find(r => r.querySelector('[data-field=name]').textContent === 'Beta app') \
+               .querySelector('[data-action=edit]').click(); return 1;",
+        )
+        .await;
+        b.wait_for_js(
+            "Beta's edit form",
+            "return document.getElementById('droplet-modal').open \
+               && document.getElementById('nd-name').value === 'Beta app';",
+        )
+        .await;
+        let registry_form = b
+            .eval(&format!(
+                "return {{user: document.getElementById('nd-registry-user').value, \
+                          password: document.getElementById('nd-registry-password').value, \
+                          state: document.getElementById('nd-registry-state').textContent, \
+                          forget: !document.getElementById('nd-registry-forget').hidden, \
+                          html: document.documentElement.outerHTML.includes({REGISTRY_PASSWORD:?})}};"
+            ))
+            .await;
+        assert_eq!(
+            registry_form,
+            json!({"user": "", "password": "", "state": "· account stored", "forget": true,
+                   "html": false}),
+            "a stored registry account is never shown"
+        );
+        b.click("#droplet-modal .modal__close").await;
+
+        // --- an existing VNC host with a password ------------------------------------------
+        b.click("#new-droplet").await;
         b.fill("#nd-name", "Design desk").await;
         b.eval(
             "const t = document.getElementById('nd-type'); t.value = 'vnc'; \
@@ -640,6 +685,9 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
     assert_eq!(desk["tenant_id"], research, "{desk}");
     assert_eq!(desk["group_ids"].as_array().unwrap().len(), 1, "{desk}");
     assert!(!desk.to_string().contains(HOST_PASSWORD), "{desk}");
+    let (_, beta) = api.get("/api/v1/droplets?scope=all&q=beta").await;
+    assert_eq!(beta["items"][0]["has_registry_credentials"], true, "{beta}");
+    assert!(!beta.to_string().contains(REGISTRY_PASSWORD), "{beta}");
     let (_, all) = api.get("/api/v1/droplets?scope=all").await;
     assert_eq!(all["total"], 4, "two apps, the host, one imported: {all}");
     drop(registry);
