@@ -600,7 +600,9 @@ pub fn broken(log: &[String]) -> Vec<&String> {
                 || line.contains("Refused to")
                 || line.contains("Uncaught")
                 || line.contains("SyntaxError")
-                || line.contains("TypeError")
+                // A page that logs a request lost with the network ("TypeError: Failed to
+                // fetch") handled it; a TypeError of its own code is broken.
+                || (line.contains("TypeError") && !line.contains("Failed to fetch"))
                 || line.contains("ReferenceError")
                 || (line.contains("/assets/")
                     && line.contains("Failed to load")

@@ -42,7 +42,7 @@ impl Env {
     }
 
     async fn open(&self, path: &str) {
-        self.browser.goto(&self.url(path)).await;
+        self.browser.open_page(&self.url(path)).await;
     }
 
     async fn shot(&self, name: &str) {
@@ -574,7 +574,8 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
         // Its droplet cannot be deleted while the instance exists: the droplets page says so.
         env.open("/admin/droplets").await;
         b.click("#droplets-rows [data-action=delete]").await;
-        b.click("#droplets-rows [data-action=delete]").await;
+        env.press("#droplets-rows [data-action=delete]", "#toasts")
+            .await;
         let toast = b
             .wait_for_js(
                 "the in-use refusal",

@@ -92,7 +92,7 @@ client_secret = "not-used-by-this-test"
 
     /// Opens `path` (retried when Chromium drops the load because the network changed).
     async fn open(&self, path: &str) {
-        self.browser.goto(&self.url(path)).await;
+        self.browser.open_page(&self.url(path)).await;
     }
 
     /// Signs in with the login form, landing on `path`.
