@@ -853,6 +853,61 @@ impl Browser {
         panic!("{form}: the network kept changing");
     }
 
+    /// Types `text` into the filter or search field `css` whose script reloads a list from the
+    /// API, and waits until `done` (a script) returns true. A reload Chromium dropped because
+    /// the network changed shows "cannot be reached" in `scope`: the field tells the page again.
+    pub async fn filter(&self, css: &str, text: &str, scope: &str, done: &str) {
+        self.fill(css, text).await;
+        self.relisted(css, scope, done).await;
+    }
+
+    /// [`Browser::filter`] for controls typing does not fill portably (`select`,
+    /// `datetime-local`): sets the value from the page's script and tells the page.
+    pub async fn choose(&self, css: &str, value: &str, scope: &str, done: &str) {
+        self.eval(&format!(
+            "const e = document.querySelector({css:?}); e.value = {value:?}; \
+             e.dispatchEvent(new Event('input', {{bubbles: true}})); \
+             e.dispatchEvent(new Event('change', {{bubbles: true}})); return 1;"
+        ))
+        .await;
+        self.relisted(css, scope, done).await;
+    }
+
+    async fn relisted(&self, css: &str, scope: &str, done: &str) {
+        let dropped = format!(
+            "const f = document.querySelector({scope:?}); \
+             return !!f && f.textContent.includes('cannot be reached');"
+        );
+        let retell = format!(
+            "document.querySelector({css:?}).dispatchEvent(new Event('input', {{bubbles: true}})); \
+             return 1;"
+        );
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        let mut retold = 0;
+        loop {
+            if self.eval(done).await == true {
+                return;
+            }
+            if retold < ATTEMPTS && self.eval(&dropped).await == true {
+                retold += 1;
+                eprintln!(
+                    "[{}] the list's reload after {css} was dropped; again",
+                    self.name
+                );
+                self.eval(&retell).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{}] after {css}: the page never showed what was expected:\n{}",
+                self.name,
+                self.page_text().await
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Polls `script` until it returns true, at most `within` (longer than [`WAIT_TIMEOUT`]:
     /// containers start on a loaded machine).
     pub async fn wait_long(&self, what: &str, script: &str, within: Duration) {

@@ -335,15 +335,17 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
         env.phone_shot("admin-4-droplet-created").await;
 
         // Search narrows the list.
-        b.fill("#droplet-search", "nothing like it").await;
-        b.wait_for_js(
-            "the empty search",
+        b.filter(
+            "#droplet-search",
+            "nothing like it",
+            "#droplets-error",
             "return !document.getElementById('droplets-empty').hidden;",
         )
         .await;
-        b.fill("#droplet-search", "team").await;
-        b.wait_for_js(
-            "the droplet found",
+        b.filter(
+            "#droplet-search",
+            "team",
+            "#droplets-error",
             "return !!document.querySelector('#droplets-rows tr[data-droplet-id]');",
         )
         .await;
@@ -537,36 +539,19 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
         env.shot("instances-1-running").await;
         env.check_console("the instances page").await;
 
-        // Filters.
-        b.eval(
-            "const s = document.getElementById('if-status'); s.value = 'stopped'; \
-                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
-        )
-        .await;
-        b.wait_for_js("no stopped instance", &shows(0)).await;
+        // Filters (a reload the network change dropped is asked for again).
+        let errors = "#instances-error";
+        b.choose("#if-status", "stopped", errors, &shows(0)).await;
         assert!(
             b.eval("return !document.getElementById('instances-empty').hidden;")
                 .await
                 == true
         );
-        b.eval(
-            "const s = document.getElementById('if-status'); s.value = ''; \
-                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
-        )
-        .await;
-        b.fill("#if-q", "nobody-like-that").await;
-        b.wait_for_js("nothing for an unknown name", &shows(0))
+        b.choose("#if-status", "", errors, &shows(1)).await;
+        b.filter("#if-q", "nobody-like-that", errors, &shows(0))
             .await;
-        b.fill("#if-q", "alic").await;
-        b.wait_for_js("alice's instance by her name", &shows(1))
-            .await;
-        b.eval(&format!(
-            "const s = document.getElementById('if-droplet'); s.value = '{}'; \
-                s.dispatchEvent(new Event('input', {{bubbles: true}})); return 1;",
-            droplet.id
-        ))
-        .await;
-        b.wait_for_js("alice's instance by its droplet", &shows(1))
+        b.filter("#if-q", "alic", errors, &shows(1)).await;
+        b.choose("#if-droplet", &droplet.id.to_string(), errors, &shows(1))
             .await;
         env.shot("instances-2-filtered").await;
         env.phone_shot("instances-2-filtered").await;

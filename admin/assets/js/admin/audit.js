@@ -4,6 +4,7 @@
 // goes into the page with textContent.
 import { api } from "../api.js";
 import { onSubmit, openModal, toast } from "../app.js";
+import { Backoff } from "../backoff.js";
 import { fromLocalInput, localInput } from "./workshop-logic.js";
 
 const PAGE = 50;
@@ -19,6 +20,9 @@ const next = document.getElementById("audit-next");
 
 let offset = 0;
 let total = 0;
+// A page lost to a network hiccup is asked for again by itself, a few times.
+const backoff = new Backoff();
+let retry = null;
 
 function el(tag, className, value) {
   const node = document.createElement(tag);
@@ -107,8 +111,12 @@ async function load() {
         : "";
       prev.disabled = offset === 0;
       next.disabled = offset + items.length >= total;
+      backoff.reset();
     } catch (e) {
       listError.textContent = e.message;
+      const delay = backoff.next();
+      clearTimeout(retry);
+      if (delay !== null) retry = setTimeout(load, delay);
     }
   })();
   await loading;

@@ -4,6 +4,7 @@
 // caches its figures). Every value goes into the page with textContent.
 import { api } from "../api.js";
 import { busy } from "../app.js";
+import { Backoff } from "../backoff.js";
 
 const REFRESH_MS = 10000;
 const DAY_MS = 86400000;
@@ -137,16 +138,21 @@ function render(r) {
 }
 
 let timer = null;
+// A report lost to a network hiccup is asked for again soon, a few times, rather than in 10 s.
+const backoff = new Backoff();
 
 async function load() {
   clearTimeout(timer);
+  let delay = REFRESH_MS;
   try {
     render(await api("GET", "/api/v1/system"));
     errorBox.textContent = "";
+    backoff.reset();
   } catch (e) {
     errorBox.textContent = e.message;
+    delay = backoff.next() ?? REFRESH_MS;
   }
-  if (auto.checked) timer = setTimeout(load, REFRESH_MS);
+  if (auto.checked || delay < REFRESH_MS) timer = setTimeout(load, delay);
 }
 
 auto.addEventListener("change", () => {

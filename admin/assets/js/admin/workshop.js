@@ -25,6 +25,8 @@ const QUICK_MS = 1500;
 const SLOW_MS = 10000;
 
 let view = null;
+/** The last look failed (a network hiccup): look again soon. */
+let failed = false;
 
 function el(tag, className, value) {
   const node = document.createElement(tag);
@@ -106,7 +108,7 @@ function schedule() {
   clearTimeout(timer);
   const moving = view && settling(view.participants);
   live.textContent = moving ? "Updating…" : "";
-  timer = setTimeout(load, moving ? QUICK_MS : SLOW_MS);
+  timer = setTimeout(load, moving || failed ? QUICK_MS : SLOW_MS);
 }
 
 async function load() {
@@ -118,7 +120,9 @@ async function load() {
     try {
       render(await api("GET", url));
       errorBox.textContent = "";
+      failed = false;
     } catch (e) {
+      failed = true;
       if (e.status === 404) {
         errorBox.textContent = "This workshop no longer exists.";
         clearTimeout(timer);

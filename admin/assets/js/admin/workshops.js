@@ -3,6 +3,7 @@
 // textContent or as an attribute.
 import { api } from "../api.js";
 import { onSubmit, toast } from "../app.js";
+import { Backoff } from "../backoff.js";
 import { WorkshopForm } from "./workshop-form.js";
 import { span, workshopStatus } from "./workshop-logic.js";
 
@@ -13,6 +14,8 @@ const count = document.getElementById("workshops-count");
 const listError = document.getElementById("workshops-error");
 const dialog = document.getElementById("workshop-modal");
 const form = dialog ? new WorkshopForm(dialog) : null;
+// A list lost to a network hiccup is asked for again by itself, a few times.
+const backoff = new Backoff();
 
 function el(tag, className, value) {
   const node = document.createElement(tag);
@@ -53,8 +56,11 @@ async function load() {
     count.textContent = `${total} ${total === 1 ? "workshop" : "workshops"}`;
     wrap.hidden = items.length === 0;
     empty.hidden = items.length > 0;
+    backoff.reset();
   } catch (e) {
     listError.textContent = e.message;
+    const delay = backoff.next();
+    if (delay !== null) setTimeout(load, delay);
   }
 }
 
