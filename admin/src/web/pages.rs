@@ -332,13 +332,6 @@ struct ViewerPage<'a> {
     style_url: String,
 }
 
-/// `?watch=1` of the viewer.
-#[derive(Debug, Default, Deserialize)]
-pub struct ViewerQuery {
-    #[serde(default)]
-    watch: Option<String>,
-}
-
 /// `GET /droplet/{id}`: the viewer of desktop instance `id` (the instance's primary key, as
 /// the original app's route), for its owner or an administrator of the owner's tenant. A web
 /// app instance has no viewer: its own host is where it opens. `?watch=1` opens a read-only
@@ -347,9 +340,13 @@ pub async fn viewer(
     State(state): State<AppState>,
     PageUser(principal, client): PageUser,
     axum::extract::Path(id): axum::extract::Path<String>,
-    Query(query): Query<ViewerQuery>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    let watch = matches!(query.watch.as_deref(), Some("1" | "true"));
+    // `?watch=1`; anything else in the query (a malformed one included) is ignored.
+    let watch = serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
+        .unwrap_or_default()
+        .iter()
+        .any(|(k, v)| k == "watch" && (v == "1" || v == "true"));
     let Ok(id) = id.parse::<i64>() else {
         return not_found();
     };
