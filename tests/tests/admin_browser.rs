@@ -4,8 +4,10 @@
 //! participant's instance become running, stops it all and sees them stop, edits and deletes
 //! it; reads the audit log (hostile user names as text), filters it, pages through it and
 //! prunes it behind a confirmation; reads the system page (database backend, Docker version);
-//! and opens a running desktop's read-only watch from the instances page. A user without the
-//! rights gets the 404 page for each of these pages.
+//! and opens a desktop's read-only watch from the instances page: nothing to watch while nobody
+//! has it open, then, once its user has, a join of their connection (through the real tunnel to
+//! a guacd double) that sends nothing typed. A user without the rights gets the 404 page for
+//! each of these pages.
 //!
 //! Screenshots of each page, at laptop and phone size, are saved under
 //! `target/screenshots/admin/` for a person to look at.
@@ -19,6 +21,7 @@ use flowcase_admin::store::{
 };
 use flowcase_e2e::browser::{Browser, screenshot_dir, screenshot_on_failure};
 use flowcase_e2e::desktops::desktop_instance;
+use flowcase_e2e::guacd::GuacdDouble;
 use flowcase_e2e::instances::{add_user, database_url};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 
@@ -36,7 +39,10 @@ struct Env {
 
 impl Env {
     async fn start(name: &str) -> Env {
-        let dir = GatewayDir::new();
+        Env::start_in(GatewayDir::new(), name).await
+    }
+
+    async fn start_in(dir: GatewayDir, name: &str) -> Env {
         let (gw, browser) = tokio::join!(Gateway::start(&dir), Browser::start(name));
         let admin = read_credentials(&dir.data_dir());
         Env {
@@ -495,7 +501,10 @@ async fn the_audit_log_filters_pages_and_prunes_and_the_system_page_reports() {
 
 #[tokio::test]
 async fn a_running_desktop_offers_a_read_only_watch_from_the_instances_page() {
-    let env = Env::start("admin-watch").await;
+    let guacd = GuacdDouble::start().await;
+    let mut dir = GatewayDir::new();
+    dir.set("FLOWCASE_GUACD__ADDRESS", &guacd.addr.to_string());
+    let env = Env::start_in(dir, "admin-watch").await;
     let b = &env.browser;
     add_user(&env.dir, "alice", PASSWORD);
     let desktop = desktop_instance(
@@ -516,7 +525,9 @@ async fn a_running_desktop_offers_a_read_only_watch_from_the_instances_page() {
     )
     .await;
 
-    screenshot_on_failure(&[b], async {
+    let alice = Browser::start("alice").await;
+    let origin = env.gw.origin();
+    screenshot_on_failure(&[b, &alice], async {
         env.sign_in_admin("/admin/instances").await;
         let href = b
             .wait_for_js(
@@ -567,8 +578,55 @@ async fn a_running_desktop_offers_a_read_only_watch_from_the_instances_page() {
         b.check_console("the watch viewer").await;
         b.shot(&screenshot_dir("admin"), "watch-nothing-to-watch")
             .await;
+
+        // Alice opens her desktop; the administrator's "Reconnect" now joins her connection,
+        // read-only: guacd is asked to join it, the picture shows, and nothing typed on the
+        // watching side reaches the desktop.
+        alice
+            .visit_as(&origin, &env.url(&format!("/droplet/{}", desktop.id)), "alice", PASSWORD)
+            .await;
+        alice
+            .wait_for_js(
+                "alice's connected viewer",
+                "return document.getElementById('overlay').dataset.state === 'connected';",
+            )
+            .await;
+        b.click_js("#btn-reconnect").await;
+        b.wait_for_js(
+            "the connected watch",
+            "return document.getElementById('overlay').dataset.state === 'connected' \
+               && document.getElementById('badge').textContent === 'Watching';",
+        )
+        .await;
+        let handshakes = guacd.handshakes();
+        assert!(
+            handshakes.iter().any(|h| h.select.starts_with('$')),
+            "the watch joins the running connection: {handshakes:?}"
+        );
+        // The desktop's picture (the double's, a bright one) fills the watcher's window.
+        let mut shown = [0u8; 3];
+        for _ in 0..50 {
+            shown = b.screenshot_center_rgb().await;
+            if shown.iter().map(|&c| u32::from(c)).sum::<u32>() > 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            shown.iter().map(|&c| u32::from(c)).sum::<u32>() > 200,
+            "the watcher shows no picture: {shown:?}"
+        );
+        let before = guacd.received().iter().filter(|i| i.opcode == "key").count();
+        let body = b.wait_for_element("body").await;
+        body.send_keys("zz").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let keys = guacd.received().iter().filter(|i| i.opcode == "key").count();
+        assert_eq!(keys, before, "a key typed while watching reached the desktop");
+        b.check_console("the connected watch").await;
+        b.shot(&screenshot_dir("admin"), "watch-connected").await;
     })
     .await;
+    alice.close().await;
     env.browser.close().await;
 }
 
