@@ -574,6 +574,359 @@ impl Browser {
     }
 }
 
+/// How often the page-level helpers below ([`Browser::sign_in`], [`Browser::press`]…) start
+/// again when Chromium dropped a request because the network changed.
+pub const ATTEMPTS: usize = 3;
+/// The window sizes of [`Browser::shots`]: a laptop, and a phone.
+pub const LAPTOP: (u32, u32) = (1280, 900);
+pub const PHONE: (u32, u32) = (390, 844);
+
+/// `target/screenshots/<name>/`, created: where a test saves the screenshots a person looks at.
+pub fn screenshot_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/screenshots")
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Console lines that mean the page is broken: policy violations, script errors, and a file of
+/// the page that failed to load (unless the network changed under it, see [`NETWORK_CHANGED`]).
+/// Failed API requests are not among them: pages show those in words.
+pub fn broken(log: &[String]) -> Vec<&String> {
+    log.iter()
+        .filter(|line| {
+            line.contains("Content Security Policy")
+                || line.contains("Refused to")
+                || line.contains("Uncaught")
+                || line.contains("SyntaxError")
+                // A page that logs a request lost with the network ("TypeError: Failed to
+                // fetch") handled it; a TypeError of its own code is broken.
+                || (line.contains("TypeError") && !line.contains("Failed to fetch"))
+                || line.contains("ReferenceError")
+                || (line.contains("/assets/")
+                    && line.contains("Failed to load")
+                    && !line.contains(NETWORK_CHANGED))
+        })
+        .collect()
+}
+
+/// The pages of the control plane, as a person uses them: signing in, pressing buttons whose
+/// script calls the API, waiting for what a container takes, and the checks every page gets
+/// (console, inline code, hostile names, phone layout, screenshots). Each step that Chromium may
+/// lose to a network change (see [`NETWORK_CHANGED`]) is retried.
+impl Browser {
+    /// Signs in with the login form of `origin` (`https://localhost:<port>`), landing on `path`
+    /// (directly when the browser is signed in already).
+    pub async fn sign_in(&self, origin: &str, user: &str, password: &str, path: &str) {
+        let query = serde_urlencoded::to_string([("return", path)]).unwrap();
+        for _ in 0..ATTEMPTS {
+            self.goto(&format!("{origin}/?{query}")).await;
+            let at = self
+                .wait_for_url("the login page or the destination", |u| {
+                    u.path() == "/" || u.path() == path
+                })
+                .await;
+            if at.path() == path {
+                return;
+            }
+            self.fill("input[name=username]", user).await;
+            self.fill("input[name=password]", password).await;
+            self.click("form[action='/login'] button[type=submit]")
+                .await;
+            if self
+                .try_wait_for_url(&format!("{path} after signing in"), |u: &Url| {
+                    u.path() == path
+                })
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+        panic!("[{user}] could not sign in: the network kept changing");
+    }
+
+    /// Opens `url` (a page with its query), signing in as `user` when the login page of
+    /// `origin` comes up, until the browser is at `url` exactly.
+    pub async fn visit_as(&self, origin: &str, url: &str, user: &str, password: &str) {
+        let arrived = |u: &Url| u.as_str() == url;
+        let login = |u: &Url| u.as_str().starts_with(&format!("{origin}/?return="));
+        for _ in 0..ATTEMPTS {
+            self.goto(url).await;
+            let Ok(at) = self
+                .try_wait_for_url("the login page or the page", |u| login(u) || arrived(u))
+                .await
+            else {
+                continue;
+            };
+            if arrived(&at) {
+                return;
+            }
+            self.fill("input[name=username]", user).await;
+            self.fill("input[name=password]", password).await;
+            self.click("form[action='/login'] button[type=submit]")
+                .await;
+            if self
+                .try_wait_for_url("the page after signing in", arrived)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+        panic!("[{user}] could not reach {url}: the network kept changing");
+    }
+
+    /// Opens `url` and waits until its modules loaded: a page whose files Chromium lost to a
+    /// network change (see [`NETWORK_CHANGED`]) is loaded again. Reads (and so empties) the
+    /// console, failing when it reports a broken page.
+    pub async fn open_page(&self, url: &str) {
+        for attempt in 1..=ATTEMPTS {
+            self.goto(url).await;
+            let log = self.console_log().await;
+            if attempt < ATTEMPTS && log.iter().any(|l| l.contains(NETWORK_CHANGED)) {
+                eprintln!(
+                    "[{}] {NETWORK_CHANGED} while loading {url}; again",
+                    self.name
+                );
+                continue;
+            }
+            let bad = broken(&log);
+            assert!(bad.is_empty(), "{url}: the console reports {bad:#?}");
+            return;
+        }
+    }
+
+    /// Clicks the element matched by `css` from the page's script: for controls a sticky bar
+    /// may cover where WebDriver scrolls them to.
+    pub async fn click_js(&self, css: &str) {
+        self.wait_for_element(css).await;
+        self.eval(&format!(
+            "document.querySelector({css:?}).click(); return 1;"
+        ))
+        .await;
+    }
+
+    /// Fails when the console reports a broken page (see [`broken`]) since the last read.
+    pub async fn check_console(&self, what: &str) {
+        let log = self.console_log().await;
+        let bad = broken(&log);
+        assert!(bad.is_empty(), "{what}: the console reports {bad:#?}");
+    }
+
+    /// Fails when the page holds code its policy would have to allow: an inline script, an
+    /// event-handler attribute or an inline style.
+    pub async fn check_no_inline_code(&self, what: &str) {
+        let inline = self
+            .eval(
+                "return [...document.querySelectorAll('[style], script:not([src]), style')] \
+                   .concat([...document.querySelectorAll('*')].filter(e => \
+                     [...e.attributes].some(a => a.name.startsWith('on')))) \
+                   .map(e => e.outerHTML.slice(0, 80));",
+            )
+            .await;
+        assert_eq!(inline, json!([]), "{what}: inline code");
+    }
+
+    /// Waits until the page shows `text` literally and holds no element made of it
+    /// (`<img src=x …>` being the hostile name the tests use).
+    pub async fn shows_literally(&self, text: &str) {
+        self.wait_for_text(text).await;
+        let injected = self
+            .eval("return document.querySelectorAll('img[src=\"x\"], img[src$=\"/x\"]').length;")
+            .await;
+        assert_eq!(
+            injected,
+            0,
+            "a hostile name became markup on {}",
+            self.current_url().await
+        );
+    }
+
+    /// Saves the viewport as `<dir>/<name>.png`.
+    pub async fn shot(&self, dir: &Path, name: &str) {
+        self.screenshot(&dir.join(format!("{name}.png")))
+            .await
+            .unwrap();
+    }
+
+    /// Saves the page at laptop size (`<name>.png`) and phone size (`<name>-phone.png`), and
+    /// fails when anything on the phone is wider than its window.
+    pub async fn shots(&self, dir: &Path, name: &str) {
+        self.shot(dir, name).await;
+        self.client()
+            .set_window_size(PHONE.0, PHONE.1)
+            .await
+            .unwrap();
+        // Layout settles on the next frame.
+        self.eval("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))));")
+            .await;
+        let overflow = self
+            .eval(
+                "const d = document.documentElement; \
+                 const wide = [...document.querySelectorAll('body *')] \
+                   .filter(e => e.getBoundingClientRect().right > d.clientWidth + 1 \
+                     && getComputedStyle(e).position !== 'fixed' && !e.closest('dialog:not([open])') \
+                     && e.offsetParent !== null) \
+                   .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id); \
+                 return {scroll: d.scrollWidth, client: d.clientWidth, wide};",
+            )
+            .await;
+        self.shot(dir, &format!("{name}-phone")).await;
+        self.client()
+            .set_window_size(LAPTOP.0, LAPTOP.1)
+            .await
+            .unwrap();
+        let scroll = overflow["scroll"].as_i64().unwrap_or_default();
+        let client = overflow["client"].as_i64().unwrap_or_default();
+        assert!(
+            scroll <= client,
+            "{name}: the page is wider than a phone ({scroll} > {client}px): {}",
+            overflow["wide"]
+        );
+    }
+
+    /// Clicks `button` (a CSS selector) whose script calls the API, and waits until the call is
+    /// over (the button is no longer busy). A call Chromium dropped because the network changed
+    /// shows "cannot be reached" in `scope`: the button is pressed again (from the page's
+    /// script, in one step with the check, since the list may be redrawn at any moment and the
+    /// dropped call may have done its work all the same).
+    pub async fn press(&self, button: &str, scope: &str) {
+        let over = format!(
+            "const b = document.querySelector({button:?}); \
+             return !b || !b.hasAttribute('aria-busy');"
+        );
+        let dropped = format!(
+            "const f = document.querySelector({scope:?}); \
+             return !!f && f.textContent.includes('cannot be reached');"
+        );
+        let again = format!(
+            "const b = document.querySelector({button:?}); \
+             if (!b || b.hidden || b.disabled) return false; b.click(); return true;"
+        );
+        // Old toasts would tell of an earlier attempt.
+        let clear =
+            "const t = document.getElementById('toasts'); if (t) t.replaceChildren(); return 1;";
+        for attempt in 0..ATTEMPTS {
+            self.eval(clear).await;
+            if attempt == 0 {
+                self.click(button).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if self.eval(&again).await != true {
+                    return;
+                }
+            }
+            self.wait_for_js(&format!("the end of the call of {button}"), &over)
+                .await;
+            if self.eval(&dropped).await != true {
+                return;
+            }
+            eprintln!("[{}] the call of {button} was dropped; again", self.name);
+        }
+        panic!("{button}: the network kept changing");
+    }
+
+    /// Submits the form `form` (a CSS selector) whose script calls the API, and waits until the
+    /// call is over; submitted again when Chromium dropped it (the form then says "cannot be
+    /// reached").
+    pub async fn submit(&self, form: &str) {
+        let button = format!("{form} button[type=submit]");
+        let over = format!(
+            "const b = document.querySelector({button:?}); \
+             return !b || !b.hasAttribute('aria-busy');"
+        );
+        let dropped = format!(
+            "const f = document.querySelector({form:?}); \
+             return !!f && f.textContent.includes('cannot be reached');"
+        );
+        for _ in 0..ATTEMPTS {
+            self.click(&button).await;
+            self.wait_for_js(&format!("the end of the call of {form}"), &over)
+                .await;
+            if self.eval(&dropped).await != true {
+                return;
+            }
+            eprintln!("[{}] the call of {form} was dropped; again", self.name);
+        }
+        panic!("{form}: the network kept changing");
+    }
+
+    /// Types `text` into the filter or search field `css` whose script reloads a list from the
+    /// API, and waits until `done` (a script) returns true. A reload Chromium dropped because
+    /// the network changed shows "cannot be reached" in `scope`: the field tells the page again.
+    pub async fn filter(&self, css: &str, text: &str, scope: &str, done: &str) {
+        self.fill(css, text).await;
+        self.relisted(css, scope, done).await;
+    }
+
+    /// [`Browser::filter`] for controls typing does not fill portably (`select`,
+    /// `datetime-local`): sets the value from the page's script and tells the page.
+    pub async fn choose(&self, css: &str, value: &str, scope: &str, done: &str) {
+        self.eval(&format!(
+            "const e = document.querySelector({css:?}); e.value = {value:?}; \
+             e.dispatchEvent(new Event('input', {{bubbles: true}})); \
+             e.dispatchEvent(new Event('change', {{bubbles: true}})); return 1;"
+        ))
+        .await;
+        self.relisted(css, scope, done).await;
+    }
+
+    async fn relisted(&self, css: &str, scope: &str, done: &str) {
+        let dropped = format!(
+            "const f = document.querySelector({scope:?}); \
+             return !!f && f.textContent.includes('cannot be reached');"
+        );
+        let retell = format!(
+            "document.querySelector({css:?}).dispatchEvent(new Event('input', {{bubbles: true}})); \
+             return 1;"
+        );
+        let deadline = Instant::now() + WAIT_TIMEOUT;
+        let mut retold = 0;
+        loop {
+            if self.eval(done).await == true {
+                return;
+            }
+            if retold < ATTEMPTS && self.eval(&dropped).await == true {
+                retold += 1;
+                eprintln!(
+                    "[{}] the list's reload after {css} was dropped; again",
+                    self.name
+                );
+                self.eval(&retell).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{}] after {css}: the page never showed what was expected:\n{}",
+                self.name,
+                self.page_text().await
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Polls `script` until it returns true, at most `within` (longer than [`WAIT_TIMEOUT`]:
+    /// containers start on a loaded machine).
+    pub async fn wait_long(&self, what: &str, script: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.eval(script).await == true {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{}] no {what} within {within:?}:\n{}",
+                self.name,
+                self.page_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         // The fantoccini client would close the session on its own task; the kill below makes

@@ -11,40 +11,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flowcase_admin::store::{DropletType, NewDroplet, Store, TargetKind, now_millis};
-use flowcase_e2e::browser::{Browser, screenshot_on_failure};
+use flowcase_e2e::browser::{ATTEMPTS, Browser, screenshot_dir, screenshot_on_failure};
 use flowcase_e2e::instances::{add_user, database_url};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use serde_json::Value;
 use url::Url;
 
 const PASSWORD: &str = "a long enough passphrase";
-const ATTEMPTS: usize = 3;
 const HTTPD_PORT: u16 = 8080;
 const APP_BODY: &str = "hello from the real notebook";
-
-fn screenshot_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots/dashboard");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Console lines that mean the page is broken: policy violations and script errors.
-fn broken(log: &[String]) -> Vec<&String> {
-    log.iter()
-        .filter(|line| {
-            line.contains("Content Security Policy")
-                || line.contains("Refused to")
-                || line.contains("Uncaught")
-                || line.contains("TypeError")
-                || line.contains("ReferenceError")
-                || line.contains("SyntaxError")
-        })
-        .collect()
-}
 
 struct Env {
     dir: GatewayDir,
@@ -64,135 +42,36 @@ impl Env {
     }
 
     async fn open(&self, path: &str) {
-        self.browser.goto(&self.url(path)).await;
+        self.browser.open_page(&self.url(path)).await;
     }
 
     async fn shot(&self, name: &str) {
-        self.browser
-            .screenshot(&screenshot_dir().join(format!("{name}.png")))
-            .await
-            .unwrap();
+        self.browser.shot(&screenshot_dir("dashboard"), name).await;
     }
 
-    /// Saves the page at phone size too (`<name>-phone.png`) and checks that nothing is wider
-    /// than the phone's window.
+    /// Saves the page at laptop and phone size (`<name>-phone.png`) and checks that nothing is
+    /// wider than the phone's window.
     async fn phone_shot(&self, name: &str) {
-        let b = &self.browser;
-        b.client().set_window_size(390, 844).await.unwrap();
-        b.eval("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))));")
-            .await;
-        let overflow = b
-            .eval(
-                "const d = document.documentElement; \
-                 const wide = [...document.querySelectorAll('body *')] \
-                   .filter(e => e.getBoundingClientRect().right > d.clientWidth + 1 \
-                     && getComputedStyle(e).position !== 'fixed' && !e.closest('dialog:not([open])') \
-                     && e.offsetParent !== null) \
-                   .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id); \
-                 return {scroll: d.scrollWidth, client: d.clientWidth, wide};",
-            )
-            .await;
-        self.shot(&format!("{name}-phone")).await;
-        b.client().set_window_size(1280, 900).await.unwrap();
-        assert!(
-            overflow["scroll"].as_i64() <= overflow["client"].as_i64(),
-            "{name}: the page is wider than a phone: {overflow}"
-        );
+        self.browser.shots(&screenshot_dir("dashboard"), name).await;
     }
 
     async fn check_console(&self, what: &str) {
-        let log = self.browser.console_log().await;
-        let bad = broken(&log);
-        assert!(bad.is_empty(), "{what}: the console reports {bad:#?}");
+        self.browser.check_console(what).await;
     }
 
     /// Signs in with the login form, landing on `path`.
     async fn sign_in(&self, user: &str, password: &str, path: &str) {
-        let b = &self.browser;
-        let query = serde_urlencoded::to_string([("return", path)]).unwrap();
-        for _ in 0..ATTEMPTS {
-            b.goto(&self.url(&format!("/?{query}"))).await;
-            let at = b
-                .wait_for_url("the login page or the destination", |u| {
-                    u.path() == "/" || u.path() == path
-                })
-                .await;
-            if at.path() == path {
-                return;
-            }
-            b.fill("input[name=username]", user).await;
-            b.fill("input[name=password]", password).await;
-            b.click("form[action='/login'] button[type=submit]").await;
-            if b.try_wait_for_url(&format!("{path} after signing in"), |u: &Url| {
-                u.path() == path
-            })
-            .await
-            .is_ok()
-            {
-                return;
-            }
-        }
-        panic!("[{user}] could not sign in: the network kept changing");
+        self.browser
+            .sign_in(&self.gw.origin(), user, password, path)
+            .await;
     }
 
-    /// Clicks `button` (a CSS selector) whose script calls the API, and waits until the call is
-    /// over (the button is no longer busy). A call Chromium dropped because the network changed
-    /// shows "cannot be reached" in `scope`: the button is clicked again.
     async fn press(&self, button: &str, scope: &str) {
-        let b = &self.browser;
-        let over = format!(
-            "const b = document.querySelector({button:?}); \
-             return !b || !b.hasAttribute('aria-busy');"
-        );
-        let dropped = format!(
-            "const f = document.querySelector({scope:?}); \
-             return !!f && f.textContent.includes('cannot be reached');"
-        );
-        // A retry clicks from the page's script, in one step with the check: the list may be
-        // redrawn at any moment, and the dropped call may have reached the gateway all the same
-        // (the button then went away with the state it changed: nothing to press again).
-        let again = format!(
-            "const b = document.querySelector({button:?}); \
-             if (!b || b.hidden || b.disabled) return false; b.click(); return true;"
-        );
-        // Old toasts would tell of an earlier attempt.
-        let clear =
-            "const t = document.getElementById('toasts'); if (t) t.replaceChildren(); return 1;";
-        for attempt in 0..ATTEMPTS {
-            b.eval(clear).await;
-            if attempt == 0 {
-                b.click(button).await;
-            } else {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if b.eval(&again).await != true {
-                    return;
-                }
-            }
-            b.wait_for_js(&format!("the end of the call of {button}"), &over)
-                .await;
-            if b.eval(&dropped).await != true {
-                return;
-            }
-            eprintln!("the call of {button} was dropped; again");
-        }
-        panic!("{button}: the network kept changing");
+        self.browser.press(button, scope).await;
     }
 
-    /// Polls `script` until it returns true, at most `within` (longer than the kit's default:
-    /// containers start on a loaded machine).
     async fn wait_long(&self, what: &str, script: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.browser.eval(script).await == true {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within {within:?}:\n{}",
-                self.browser.page_text().await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.browser.wait_long(what, script, within).await;
     }
 }
 
@@ -456,15 +335,17 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
         env.phone_shot("admin-4-droplet-created").await;
 
         // Search narrows the list.
-        b.fill("#droplet-search", "nothing like it").await;
-        b.wait_for_js(
-            "the empty search",
+        b.filter(
+            "#droplet-search",
+            "nothing like it",
+            "#droplets-error",
             "return !document.getElementById('droplets-empty').hidden;",
         )
         .await;
-        b.fill("#droplet-search", "team").await;
-        b.wait_for_js(
-            "the droplet found",
+        b.filter(
+            "#droplet-search",
+            "team",
+            "#droplets-error",
             "return !!document.querySelector('#droplets-rows tr[data-droplet-id]');",
         )
         .await;
@@ -658,36 +539,19 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
         env.shot("instances-1-running").await;
         env.check_console("the instances page").await;
 
-        // Filters.
-        b.eval(
-            "const s = document.getElementById('if-status'); s.value = 'stopped'; \
-                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
-        )
-        .await;
-        b.wait_for_js("no stopped instance", &shows(0)).await;
+        // Filters (a reload the network change dropped is asked for again).
+        let errors = "#instances-error";
+        b.choose("#if-status", "stopped", errors, &shows(0)).await;
         assert!(
             b.eval("return !document.getElementById('instances-empty').hidden;")
                 .await
                 == true
         );
-        b.eval(
-            "const s = document.getElementById('if-status'); s.value = ''; \
-                s.dispatchEvent(new Event('input', {bubbles: true})); return 1;",
-        )
-        .await;
-        b.fill("#if-q", "nobody-like-that").await;
-        b.wait_for_js("nothing for an unknown name", &shows(0))
+        b.choose("#if-status", "", errors, &shows(1)).await;
+        b.filter("#if-q", "nobody-like-that", errors, &shows(0))
             .await;
-        b.fill("#if-q", "alic").await;
-        b.wait_for_js("alice's instance by her name", &shows(1))
-            .await;
-        b.eval(&format!(
-            "const s = document.getElementById('if-droplet'); s.value = '{}'; \
-                s.dispatchEvent(new Event('input', {{bubbles: true}})); return 1;",
-            droplet.id
-        ))
-        .await;
-        b.wait_for_js("alice's instance by its droplet", &shows(1))
+        b.filter("#if-q", "alic", errors, &shows(1)).await;
+        b.choose("#if-droplet", &droplet.id.to_string(), errors, &shows(1))
             .await;
         env.shot("instances-2-filtered").await;
         env.phone_shot("instances-2-filtered").await;
@@ -695,7 +559,8 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
         // Its droplet cannot be deleted while the instance exists: the droplets page says so.
         env.open("/admin/droplets").await;
         b.click("#droplets-rows [data-action=delete]").await;
-        b.click("#droplets-rows [data-action=delete]").await;
+        env.press("#droplets-rows [data-action=delete]", "#toasts")
+            .await;
         let toast = b
             .wait_for_js(
                 "the in-use refusal",

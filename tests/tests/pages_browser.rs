@@ -10,43 +10,15 @@
 //! is saved under `target/screenshots/pages/` for a person to look at.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-
 use flowcase_admin::store::{DropletType, NewGroup, Permissions, Store, now_millis};
-use flowcase_e2e::browser::{Browser, NETWORK_CHANGED, screenshot_on_failure};
+use flowcase_e2e::browser::{
+    ATTEMPTS, Browser, NETWORK_CHANGED, broken, screenshot_dir, screenshot_on_failure,
+};
 use flowcase_e2e::instances::{add_user, database_url, running_instance_row};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
-use url::Url;
 
 const PASSWORD: &str = "a long enough passphrase";
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
-const ATTEMPTS: usize = 3;
-const LAPTOP: (u32, u32) = (1280, 900);
-const PHONE: (u32, u32) = (390, 844);
-
-fn screenshot_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots/pages");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Console lines that mean the page is broken: policy violations and script errors. Failed
-/// requests are not among them: the dashboard's live parts call APIs another branch provides.
-fn broken(log: &[String]) -> Vec<&String> {
-    log.iter()
-        .filter(|line| {
-            line.contains("Content Security Policy")
-                || line.contains("Refused to")
-                || line.contains("Uncaught")
-                || line.contains("SyntaxError")
-                || line.contains("TypeError")
-                || line.contains("ReferenceError")
-                || (line.contains("/assets/")
-                    && line.contains("Failed to load")
-                    && !line.contains(NETWORK_CHANGED))
-        })
-        .collect()
-}
 
 struct Env {
     dir: GatewayDir,
@@ -103,17 +75,7 @@ client_secret = "not-used-by-this-test"
             }
             let bad = broken(&log);
             assert!(bad.is_empty(), "{name}: the console reports {bad:#?}");
-            // Nothing the policy would have to allow: no inline script, handler or style.
-            let inline = self
-                .browser
-                .eval(
-                    "return [...document.querySelectorAll('[style], script:not([src]), style')] \
-                       .concat([...document.querySelectorAll('*')].filter(e => \
-                         [...e.attributes].some(a => a.name.startsWith('on')))) \
-                       .map(e => e.outerHTML.slice(0, 80));",
-                )
-                .await;
-            assert_eq!(inline, serde_json::json!([]), "{name}: inline code");
+            self.browser.check_no_inline_code(name).await;
             break;
         }
         self.shots(name).await;
@@ -121,80 +83,23 @@ client_secret = "not-used-by-this-test"
 
     /// Saves the current page at laptop and phone size and checks the phone layout.
     async fn shots(&self, name: &str) {
-        let b = &self.browser;
-        let dir = screenshot_dir();
-        b.screenshot(&dir.join(format!("{name}.png")))
-            .await
-            .unwrap();
-        b.client().set_window_size(PHONE.0, PHONE.1).await.unwrap();
-        // Layout settles on the next frame.
-        b.eval("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))));")
-            .await;
-        let overflow = b
-            .eval(
-                "const d = document.documentElement; \
-                 const wide = [...document.querySelectorAll('body *')] \
-                   .filter(e => e.getBoundingClientRect().right > d.clientWidth + 1 \
-                     && getComputedStyle(e).position !== 'fixed' && !e.closest('dialog:not([open])') \
-                     && e.offsetParent !== null) \
-                   .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id); \
-                 return {scroll: d.scrollWidth, client: d.clientWidth, wide};",
-            )
-            .await;
-        let scroll = overflow["scroll"].as_i64().unwrap();
-        let client = overflow["client"].as_i64().unwrap();
-        b.screenshot(&dir.join(format!("{name}-phone.png")))
-            .await
-            .unwrap();
-        assert!(
-            scroll <= client,
-            "{name}: the page is wider than a phone ({scroll} > {client}px): {}",
-            overflow["wide"]
-        );
-        b.client()
-            .set_window_size(LAPTOP.0, LAPTOP.1)
-            .await
-            .unwrap();
+        self.browser.shots(&screenshot_dir("pages"), name).await;
     }
 
     async fn check_console(&self, name: &str) {
-        let log = self.browser.console_log().await;
-        let bad = broken(&log);
-        assert!(bad.is_empty(), "{name}: the console reports {bad:#?}");
+        self.browser.check_console(name).await;
     }
 
     /// Opens `path` (retried when Chromium drops the load because the network changed).
     async fn open(&self, path: &str) {
-        self.browser.goto(&self.url(path)).await;
+        self.browser.open_page(&self.url(path)).await;
     }
 
     /// Signs in with the login form, landing on `path`.
     async fn sign_in(&self, user: &str, password: &str, path: &str) {
-        let b = &self.browser;
-        let query = serde_urlencoded::to_string([("return", path)]).unwrap();
-        for _ in 0..ATTEMPTS {
-            b.goto(&self.url(&format!("/?{query}"))).await;
-            let at = b
-                .wait_for_url("the login page or the destination", |u| {
-                    u.path() == "/" || u.path() == path
-                })
-                .await;
-            if at.path() == path {
-                return;
-            }
-            b.fill("input[name=username]", user).await;
-            b.fill("input[name=password]", password).await;
-            b.click("form[action='/login'] button[type=submit]").await;
-            if b.try_wait_for_url(&format!("{path} after signing in"), |u: &Url| {
-                u.path() == path
-            })
-            .await
-            .is_ok()
-            {
-                return;
-            }
-        }
-        panic!("[{user}] could not sign in: the network kept changing");
+        self.browser
+            .sign_in(&self.gw.origin(), user, password, path)
+            .await;
     }
 
     /// Signs out with the account menu's form.
@@ -217,45 +122,12 @@ client_secret = "not-used-by-this-test"
         panic!("could not sign out: the network kept changing");
     }
 
-    /// Submits the form `form` (a CSS selector) whose script calls the API, and waits until the
-    /// call is over. A call Chromium dropped because the network changed (see
-    /// `browser::NETWORK_CHANGED`) shows "cannot be reached": the form is submitted again.
     async fn submit(&self, form: &str) {
-        let b = &self.browser;
-        let button = format!("{form} button[type=submit]");
-        let over = format!(
-            "const b = document.querySelector({button:?}); \
-             return !b || !b.hasAttribute('aria-busy');"
-        );
-        let dropped = format!(
-            "const f = document.querySelector({form:?}); \
-             return !!f && f.textContent.includes('cannot be reached');"
-        );
-        for _ in 0..ATTEMPTS {
-            b.click(&button).await;
-            b.wait_for_js(&format!("the end of the call of {form}"), &over)
-                .await;
-            if b.eval(&dropped).await != true {
-                return;
-            }
-            eprintln!("[pages] the call of {form} was dropped; again");
-        }
-        panic!("{form}: the network kept changing");
+        self.browser.submit(form).await;
     }
 
-    /// Waits until the page holds no element for `img[src="x"]` and shows `text` literally.
     async fn shows_literally(&self, text: &str) {
-        let b = &self.browser;
-        b.wait_for_text(text).await;
-        let injected = b
-            .eval("return document.querySelectorAll('img[src=\"x\"], img[src$=\"/x\"]').length;")
-            .await;
-        assert_eq!(
-            injected,
-            0,
-            "a hostile name became markup on {}",
-            b.current_url().await
-        );
+        self.browser.shows_literally(text).await;
     }
 }
 
@@ -703,7 +575,7 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
         assert_eq!(
             b.eval("return [...document.querySelectorAll('.tabs a')].map(a => a.textContent);")
                 .await,
-            serde_json::json!(["Users"])
+            serde_json::json!(["Users", "Audit log", "System"])
         );
         assert_eq!(
             b.eval("return document.getElementById('new-user') === null;").await,

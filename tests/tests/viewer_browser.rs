@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowcase_admin::store::DropletType;
-use flowcase_e2e::browser::{Browser, WAIT_TIMEOUT, screenshot_on_failure};
+use flowcase_e2e::browser::{Browser, WAIT_TIMEOUT, broken, screenshot_on_failure};
 use flowcase_e2e::desktops::{DesktopInstance, desktop_instance};
 use flowcase_e2e::instances::add_user;
 use flowcase_e2e::viewer::reveal_toolbar;
@@ -17,61 +17,12 @@ use flowcase_e2e::{Gateway, GatewayDir};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use url::Url;
 
 const PASSWORD: &str = "a long enough passphrase";
-const ATTEMPTS: usize = 3;
 
-fn is_login_page(url: &Url, origin: &str) -> bool {
-    url.as_str().starts_with(&format!("{origin}/?return="))
-}
-
-/// Opens `url`, signing in as `user` when the login page comes up; restarts from the beginning
-/// when Chromium drops a request because the network changed (see `browser::NETWORK_CHANGED`).
+/// Opens `url`, signing in as `user` when the login page comes up (see `Browser::visit_as`).
 async fn visit_as(browser: &Browser, origin: &str, url: &str, user: &str) {
-    let arrived = |u: &Url| u.as_str() == url;
-    for _ in 0..ATTEMPTS {
-        browser.goto(url).await;
-        let Ok(at) = browser
-            .try_wait_for_url("the login page or the viewer", |u| {
-                is_login_page(u, origin) || arrived(u)
-            })
-            .await
-        else {
-            continue;
-        };
-        if arrived(&at) {
-            return;
-        }
-        browser.fill("input[name=username]", user).await;
-        browser.fill("input[name=password]", PASSWORD).await;
-        browser
-            .click("form[action='/login'] button[type=submit]")
-            .await;
-        if browser
-            .try_wait_for_url("the viewer after signing in", arrived)
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    panic!("[{user}] could not reach {url}: the network kept changing");
-}
-
-/// Console lines that mean the page is broken: policy violations and uncaught exceptions
-/// (a failed request is expected while there is no tunnel and is not among them).
-fn broken(log: &[String]) -> Vec<&String> {
-    log.iter()
-        .filter(|line| {
-            line.contains("Content Security Policy")
-                || line.contains("Refused to")
-                || line.contains("Uncaught")
-                || line.contains("SyntaxError")
-                || line.contains("TypeError")
-                || line.contains("ReferenceError")
-        })
-        .collect()
+    browser.visit_as(origin, url, user, PASSWORD).await;
 }
 
 struct Env {

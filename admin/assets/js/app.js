@@ -127,3 +127,6 @@ function wire() {
 }
 
 wire();
+
+// On a narrow window the admin tabs scroll sideways: bring the current one into sight.
+document.querySelector(".tabs [aria-current=page]")?.scrollIntoView({ block: "nearest", inline: "nearest" });

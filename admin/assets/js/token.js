@@ -13,17 +13,23 @@ export class TokenError extends Error {
 
 /**
  * Mints a token for `instanceId` with the session cookie and the CSRF header the control plane
- * requires of every state-changing call.
+ * requires of every state-changing call; with `watch`, a read-only watch of the running
+ * connection.
  * @returns {Promise<string>}
  */
-export async function fetchToken({ instanceId, csrfHeader, csrfToken }) {
+export async function fetchToken({ instanceId, csrfHeader, csrfToken, watch = false }) {
   let response;
+  const headers = { [csrfHeader]: csrfToken, Accept: "application/json" };
+  // A watch token joins the running connection read-only (the tunnel drops its input).
+  const request = watch ? JSON.stringify({ watch: true }) : undefined;
+  if (request) headers["Content-Type"] = "application/json";
   try {
     response = await fetch(`/api/v1/instances/${encodeURIComponent(instanceId)}/tunnel-token`, {
       method: "POST",
       credentials: "same-origin",
       cache: "no-store",
-      headers: { [csrfHeader]: csrfToken, Accept: "application/json" },
+      headers,
+      body: request,
     });
   } catch (e) {
     // The gateway is unreachable (restarting, network gone): worth retrying.

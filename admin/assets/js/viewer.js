@@ -2,6 +2,8 @@
 // WebSocket tunnel, shown full-window, with keyboard, mouse, touch and clipboard, a status
 // overlay, automatic reconnects and a small menu. The page hands over everything this module
 // needs in data- attributes of <body>; nothing is inline (the Content Security Policy forbids it).
+// With `data-watch="true"` (`/droplet/{id}?watch=1`) it joins the connection someone already has,
+// read-only: it asks for a watch token and sends no key, pointer, size or clipboard.
 
 import Guacamole from "./guacamole-common.min.js";
 import { Backoff } from "./backoff.js";
@@ -18,6 +20,7 @@ const config = {
   canCopy: data.canCopy === "true",
   canPaste: data.canPaste === "true",
   loginUrl: data.loginUrl,
+  watch: data.watch === "true",
 };
 
 /** Keysyms of the Ctrl-Alt-Del chord (X11 keysymdef.h). */
@@ -42,7 +45,7 @@ const keyboard = new Guacamole.Keyboard(document);
 
 /** Sends keys to the desktop, or (false) lets them reach the page's own fields. */
 function captureKeyboard(on) {
-  if (!on) {
+  if (!on || config.watch) {
     // Release what is held on the desktop first, while the handlers still forward it.
     keyboard.reset();
     keyboard.onkeydown = null;
@@ -100,7 +103,7 @@ window.addEventListener("resize", () => {
   fit();
   window.clearTimeout(resizeTimer);
   resizeTimer = window.setTimeout(() => {
-    if (session?.connected) {
+    if (session?.connected && !config.watch) {
       const size = wantedSize();
       session.client.sendSize(size.width, size.height);
     }
@@ -208,7 +211,7 @@ function mount(client) {
   display.replaceChildren(element);
 
   const send = (event) => {
-    if (session?.client === client && session.connected) {
+    if (session?.client === client && session.connected && !config.watch) {
       client.sendMouseState(event.state, true);
     }
   };
@@ -231,7 +234,8 @@ async function connect() {
   clearTimers();
   userClosed = false;
   const attempt = backoff.tried;
-  chrome.status("connecting", `Connecting to ${config.dropletName}…`, attempt ? `Attempt ${attempt + 1}.` : "");
+  const opening = config.watch ? `Joining ${config.dropletName} to watch…` : `Connecting to ${config.dropletName}…`;
+  chrome.status("connecting", opening, attempt ? `Attempt ${attempt + 1}.` : "");
 
   let token;
   try {
@@ -278,6 +282,7 @@ async function connect() {
         current.connected = true;
         backoff.reset();
         chrome.connected();
+        if (config.watch) chrome.badge("connected", "Watching");
         captureKeyboard(!chrome.panelFocused());
         fit();
         syncLocalClipboard();
@@ -309,6 +314,10 @@ function ended(current, code, message) {
   chrome.unstable(false);
   if (userClosed) {
     chrome.status("disconnected", "Disconnected.", "You closed the connection.", { reconnect: true });
+    return;
+  }
+  if (config.watch && code === Guacamole.Status.Code.RESOURCE_NOT_FOUND) {
+    chrome.status("failed", "Nobody is connected to this desktop: there is nothing to watch.", "Try again once its user has it open.", { reconnect: true, code });
     return;
   }
   if (needsLogin(code)) {
@@ -348,7 +357,7 @@ function reconnectNow() {
 }
 
 function ctrlAltDel() {
-  const client = session?.connected ? session.client : null;
+  const client = session?.connected && !config.watch ? session.client : null;
   if (!client) {
     return;
   }
@@ -375,5 +384,6 @@ window.addEventListener("pageshow", (event) => {
   }
 });
 
+document.body.dataset.mode = config.watch ? "watch" : "use";
 document.body.dataset.viewer = "ready";
 connect();

@@ -3,6 +3,13 @@
 //! its live updates (`/api/v1/events?scope=all`) and the actions go through the JSON API
 //! (`assets/js/admin/instances.js`), which decides what this administrator may see and do.
 //! Without `admin_panel` and `view_instances` the answer is the 404 page.
+//!
+//! A running desktop gets a "Watch" link: the viewer in read-only mode (`/droplet/{id}?watch=1`),
+//! joining the connection its user has open. Only where the tunnel would let this administrator
+//! in (`edit_instances` over the owner's tenant, see `access::desktop`): with `edit_tenants`
+//! every instance listed, without `view_tenants` every instance listed (all of their own tenant);
+//! an administrator who reads other tenants without editing them gets no link, since the page
+//! cannot tell which rows are their own tenant's.
 
 use askama::Template;
 use axum::Router;
@@ -25,6 +32,7 @@ pub fn routes() -> Router<AppState> {
 struct InstancesPage {
     layout: Layout,
     can_edit: bool,
+    can_watch: bool,
 }
 
 async fn instances(State(state): State<AppState>, PageUser(principal, _): PageUser) -> Response {
@@ -38,6 +46,7 @@ async fn instances(State(state): State<AppState>, PageUser(principal, _): PageUs
             layout: Layout::admin(&state.auth, &principal, "/admin/instances")
                 .with_script("js/admin/instances.js"),
             can_edit: p.edit_instances,
+            can_watch: p.edit_instances && (p.edit_tenants || !p.view_tenants),
         },
     )
 }

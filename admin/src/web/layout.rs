@@ -46,9 +46,24 @@ pub const ADMIN_TABS: &[AdminTab] = &[
         visible: |p| p.view_instances,
     },
     AdminTab {
+        path: "/admin/workshops",
+        label: "Workshops",
+        visible: |p| p.view_workshops,
+    },
+    AdminTab {
         path: "/admin/tenants",
         label: "Tenants",
         visible: |p| p.view_tenants || p.edit_tenants,
+    },
+    AdminTab {
+        path: "/admin/audit",
+        label: "Audit log",
+        visible: |_| true,
+    },
+    AdminTab {
+        path: "/admin/system",
+        label: "System",
+        visible: |_| true,
     },
 ];
 

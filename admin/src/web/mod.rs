@@ -4,6 +4,7 @@
 
 pub mod admin_droplets;
 pub mod admin_instances;
+pub mod admin_operations;
 pub mod admin_pages;
 pub mod api;
 pub mod app_auth;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin_pages::routes())
         .merge(admin_droplets::routes())
         .merge(admin_instances::routes())
+        .merge(admin_operations::routes())
         .route("/droplet/{id}", get(pages::viewer))
         .route("/assets/{version}/{*path}", get(assets::serve))
         .route("/app-auth", get(app_auth::app_auth))

@@ -324,6 +324,9 @@ struct ViewerPage<'a> {
     csrf_header: &'static str,
     can_copy: bool,
     can_paste: bool,
+    /// A read-only watch of the running connection (`?watch=1`): the token asks for one, and
+    /// the page sends no input and offers none of the controls.
+    watch: bool,
     login_url: String,
     script_url: String,
     style_url: String,
@@ -331,12 +334,19 @@ struct ViewerPage<'a> {
 
 /// `GET /droplet/{id}`: the viewer of desktop instance `id` (the instance's primary key, as
 /// the original app's route), for its owner or an administrator of the owner's tenant. A web
-/// app instance has no viewer: its own host is where it opens.
+/// app instance has no viewer: its own host is where it opens. `?watch=1` opens a read-only
+/// watch of the connection someone already has (the admin instances page links to it).
 pub async fn viewer(
     State(state): State<AppState>,
     PageUser(principal, client): PageUser,
     axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
+    // `?watch=1`; anything else in the query (a malformed one included) is ignored.
+    let watch = serde_urlencoded::from_str::<Vec<(String, String)>>(query.as_deref().unwrap_or(""))
+        .unwrap_or_default()
+        .iter()
+        .any(|(k, v)| k == "watch" && (v == "1" || v == "true"));
     let Ok(id) = id.parse::<i64>() else {
         return not_found();
     };
@@ -376,7 +386,11 @@ pub async fn viewer(
             );
         }
     };
-    let back = format!("/droplet/{}", instance.id);
+    let back = if watch {
+        format!("/droplet/{}?watch=1", instance.id)
+    } else {
+        format!("/droplet/{}", instance.id)
+    };
     let login_url = format!(
         "/?{}",
         serde_urlencoded::to_string([("return", back.as_str())]).unwrap_or_default()
@@ -388,8 +402,9 @@ pub async fn viewer(
             droplet_name: &droplet.name,
             csrf_token: state.auth.csrf_token(&principal).unwrap_or_default(),
             csrf_header: crate::auth::csrf::HEADER,
-            can_copy: !clipboard.disable_copy,
-            can_paste: !clipboard.disable_paste,
+            can_copy: !clipboard.disable_copy && !watch,
+            can_paste: !clipboard.disable_paste && !watch,
+            watch,
             login_url,
             script_url: super::assets::url("js/viewer.js"),
             style_url: super::assets::url("css/viewer.css"),

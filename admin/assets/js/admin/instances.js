@@ -1,7 +1,8 @@
 // /admin/instances: everyone's instances the administrator sees (GET /api/v1/instances?scope=all),
 // filtered by status, droplet and a user or droplet name; stop and delete; kept current by the
 // event stream of every instance in sight (`/api/v1/events?scope=all`), with polling when it
-// breaks. Every value from the API goes into the page with textContent or as an attribute.
+// breaks; a running desktop offers "Watch", the viewer in read-only mode. Every value from the
+// API goes into the page with textContent or as an attribute.
 import { api } from "../api.js";
 import { busy, toast } from "../app.js";
 import { openUrl, stateView, typeLabel } from "../dashboard-logic.js";
@@ -14,6 +15,7 @@ const count = document.getElementById("instances-count");
 const listError = document.getElementById("instances-error");
 const filters = document.getElementById("instance-filters");
 const canEdit = table.dataset.canEdit === "1";
+const canWatch = table.dataset.canWatch === "1";
 
 function el(tag, className, value) {
   const node = document.createElement(tag);
@@ -67,6 +69,15 @@ function row(i) {
     open.target = "_blank";
     open.rel = "noopener";
     bar.append(open);
+  }
+  if (canWatch && i.status === "running" && i.droplet_type !== "http") {
+    const watch = el("a", "button button--small", "Watch");
+    watch.href = `/droplet/${encodeURIComponent(i.id)}?watch=1`;
+    watch.target = "_blank";
+    watch.rel = "noopener";
+    watch.dataset.action = "watch";
+    watch.title = "See the desktop as its user does, without touching it";
+    bar.append(watch);
   }
   if (canEdit) {
     if (view.actions.stop) bar.append(button("stop", "Stop"));
