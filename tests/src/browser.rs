@@ -791,8 +791,8 @@ impl Browser {
     /// over (the button is no longer busy). A call Chromium dropped because the network changed
     /// shows "cannot be reached" in `scope`: the button is pressed again (from the page's
     /// script, in one step with the check, since the list may be redrawn at any moment and the
-    /// dropped call may have done its work all the same).
-    pub async fn press(&self, button: &str, scope: &str) {
+    /// dropped call may have done its work all the same). Returns how many presses it took.
+    pub async fn press(&self, button: &str, scope: &str) -> usize {
         let over = format!(
             "const b = document.querySelector({button:?}); \
              return !b || !b.hasAttribute('aria-busy');"
@@ -815,13 +815,13 @@ impl Browser {
             } else {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if self.eval(&again).await != true {
-                    return;
+                    return attempt;
                 }
             }
             self.wait_for_js(&format!("the end of the call of {button}"), &over)
                 .await;
             if self.eval(&dropped).await != true {
-                return;
+                return attempt + 1;
             }
             eprintln!("[{}] the call of {button} was dropped; again", self.name);
         }

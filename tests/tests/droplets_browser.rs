@@ -13,43 +13,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flowcase_e2e::api::Api;
-use flowcase_e2e::browser::{Browser, screenshot_on_failure};
+use flowcase_e2e::browser::{ATTEMPTS, Browser, screenshot_dir, screenshot_on_failure};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::Method;
 use serde_json::{Value, json};
-use url::Url;
 
-const ATTEMPTS: usize = 3;
 const HOST_PASSWORD: &str = "vnc-secret-7f3a";
 const REGISTRY_PASSWORD: &str = "registry-token-5c1e";
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
-
-fn screenshot_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots/droplets");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Console lines that mean the page is broken: policy violations and script errors.
-fn broken(log: &[String]) -> Vec<&String> {
-    log.iter()
-        .filter(|line| {
-            [
-                "Content Security Policy",
-                "Refused to",
-                "Uncaught",
-                "TypeError",
-                "ReferenceError",
-                "SyntaxError",
-            ]
-            .iter()
-            .any(|bad| line.contains(bad))
-        })
-        .collect()
-}
 
 struct Env {
     dir: GatewayDir,
@@ -57,125 +31,35 @@ struct Env {
     browser: Browser,
 }
 
+/// The kit's page steps (`flowcase_e2e::browser`), with this test's screenshot folder and origin.
 impl Env {
-    fn url(&self, path: &str) -> String {
-        self.gw.url("localhost", path)
-    }
-
     async fn shot(&self, name: &str) {
-        self.browser
-            .screenshot(&screenshot_dir().join(format!("{name}.png")))
-            .await
-            .unwrap();
+        self.browser.shot(&screenshot_dir("droplets"), name).await;
     }
 
-    /// Saves the page at phone size too (`<name>-phone.png`) and checks that nothing is wider
-    /// than the phone's window, an open dialog's content included (the admin tabs scroll
-    /// sideways by design).
+    /// Saves the page at phone size too (`<name>-phone.png`), failing when it overflows.
     async fn phone_shot(&self, name: &str) {
-        let b = &self.browser;
-        b.client().set_window_size(390, 844).await.unwrap();
-        b.eval("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(1))));")
-            .await;
-        let overflow = b
-            .eval(
-                "const d = document.documentElement; \
-                 const wide = [...document.querySelectorAll('body *')] \
-                   .filter(e => e.getBoundingClientRect().right > d.clientWidth + 1 \
-                     && getComputedStyle(e).position !== 'fixed' && !e.closest('dialog:not([open])') \
-                     && !e.closest('.tabs') && e.offsetParent !== null) \
-                   .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id); \
-                 return {scroll: d.scrollWidth, client: d.clientWidth, wide};",
-            )
-            .await;
-        self.shot(&format!("{name}-phone")).await;
-        b.client().set_window_size(1280, 900).await.unwrap();
-        assert!(
-            overflow["scroll"].as_i64() <= overflow["client"].as_i64()
-                && overflow["wide"].as_array().is_none_or(Vec::is_empty),
-            "{name}: the page is wider than a phone: {overflow}"
-        );
+        self.browser.shots(&screenshot_dir("droplets"), name).await;
     }
 
     async fn check_console(&self, what: &str) {
-        let log = self.browser.console_log().await;
-        let bad = broken(&log);
-        assert!(bad.is_empty(), "{what}: the console reports {bad:#?}");
+        self.browser.check_console(what).await;
     }
 
-    /// Signs in with the login form, landing on `path`.
     async fn sign_in(&self, user: &str, password: &str, path: &str) {
-        let b = &self.browser;
-        let query = serde_urlencoded::to_string([("return", path)]).unwrap();
-        for _ in 0..ATTEMPTS {
-            b.goto(&self.url(&format!("/?{query}"))).await;
-            let at = b
-                .wait_for_url("the login page or the destination", |u| {
-                    u.path() == "/" || u.path() == path
-                })
-                .await;
-            if at.path() == path {
-                return;
-            }
-            b.fill("input[name=username]", user).await;
-            b.fill("input[name=password]", password).await;
-            b.click("form[action='/login'] button[type=submit]").await;
-            if b.try_wait_for_url(&format!("{path} after signing in"), |u: &Url| {
-                u.path() == path
-            })
-            .await
-            .is_ok()
-            {
-                return;
-            }
-        }
-        panic!("[{user}] could not sign in: the network kept changing");
+        self.browser
+            .sign_in(&self.gw.origin(), user, password, path)
+            .await;
     }
 
-    /// Clicks `button`, whose script calls the API, and waits until the call is over (the
-    /// button is no longer busy). A call Chromium dropped because the network changed (see
-    /// `browser::NETWORK_CHANGED`) shows "cannot be reached" in `scope`: clicked again.
     /// Returns how many clicks it took (a dropped call may have reached the gateway all the
     /// same, which the caller may then see).
     async fn press(&self, button: &str, scope: &str) -> usize {
-        let b = &self.browser;
-        let over = format!(
-            "const b = document.querySelector({button:?}); \
-             return !b || !b.hasAttribute('aria-busy');"
-        );
-        let dropped = format!(
-            "const f = document.querySelector({scope:?}); \
-             return !!f && f.textContent.includes('cannot be reached');"
-        );
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                eprintln!("the call of {button} was dropped; again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            b.click(button).await;
-            b.wait_for_js(&format!("the end of the call of {button}"), &over)
-                .await;
-            if b.eval(&dropped).await != true {
-                return attempt + 1;
-            }
-        }
-        panic!("{button}: the network kept changing");
+        self.browser.press(button, scope).await
     }
 
-    /// Polls `script` until it returns true, at most `within`.
     async fn wait_long(&self, what: &str, script: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.browser.eval(script).await == true {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within {within:?}:\n{}",
-                self.browser.page_text().await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.browser.wait_long(what, script, within).await;
     }
 }
 
