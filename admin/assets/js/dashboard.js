@@ -393,7 +393,9 @@ function connect() {
   const source = new EventSource("/api/v1/events");
   source.addEventListener("stats", (event) => {
     try {
-      showStats(JSON.parse(event.data));
+      // The counts come with the instance events of this same stream (updateCounts); the
+      // stream's own may lag a launch this page has just shown.
+      showStats(JSON.parse(event.data), false);
     } catch {
       // as below
     }
@@ -466,5 +468,8 @@ function statsSoon() {
 filterCatalogue();
 refreshDroplets();
 refreshStats();
-setInterval(refreshStats, 10000);
+// The event stream pushes the figures when they change; without it, they are asked for.
+setInterval(() => {
+  if (!streaming) refreshStats();
+}, 10000);
 connect();

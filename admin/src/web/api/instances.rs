@@ -392,9 +392,7 @@ impl UsageCache {
     ) -> Result<Arc<Usage>> {
         match self.cached() {
             Some((at, usage)) => {
-                let misses = running
-                    .iter()
-                    .any(|id| !usage.instances.iter().any(|u| u.instance_id == *id));
+                let misses = running.iter().any(|id| !measured(&usage, *id));
                 let stale = at.elapsed() >= USAGE_MAX_AGE
                     || (misses && at.elapsed() >= USAGE_MIN_AGE);
                 if stale && self.refreshing.try_lock().is_ok() {
@@ -483,6 +481,15 @@ async fn engine_usage(state: &AppState, running: &[i64]) -> Option<Arc<Usage>> {
     }
 }
 
+/// Whether `usage` has figures of instance `id`. A container sampled in its first moments
+/// reports no memory yet: that is no figure either (a running process uses some).
+fn measured(usage: &Usage, id: i64) -> bool {
+    usage
+        .instances
+        .iter()
+        .any(|i| i.instance_id == id && i.memory_bytes > 0)
+}
+
 /// The figures of a principal whose running instances are `running`. CPU and memory are
 /// `None` ("not measured yet") while the sample lacks one of them: a sum missing a fresh
 /// instance would read as a misleadingly low number.
@@ -493,8 +500,7 @@ fn stats_of(
     usage: Option<&Usage>,
 ) -> Stats {
     let own = usage.and_then(|u| {
-        let sampled = |id: &i64| u.instances.iter().any(|i| i.instance_id == *id);
-        running.iter().all(sampled).then(|| {
+        running.iter().all(|id| measured(u, *id)).then(|| {
             u.instances
                 .iter()
                 .filter(|i| i.user_id == scope.user_id && running.contains(&i.instance_id))
@@ -825,5 +831,65 @@ async fn recv(
     match changes {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::StatsScope;
+    use crate::orchestrator::{HostStats, InstanceUsage};
+
+    fn sample(instances: &[(i64, i64, u64)]) -> Usage {
+        Usage {
+            host: HostStats {
+                cpus: 2,
+                memory_bytes: 1 << 30,
+                allocated_cpu_millicores: 0,
+                allocated_memory_mb: 0,
+                running_containers: instances.len(),
+                pooled_containers: 0,
+                used_cpu_percent: 50.0,
+                used_memory_bytes: 1 << 20,
+                unsampled: 0,
+            },
+            instances: instances
+                .iter()
+                .map(|&(instance_id, user_id, memory_bytes)| InstanceUsage {
+                    instance_id,
+                    slug: format!("s{instance_id}"),
+                    droplet_id: 1,
+                    user_id,
+                    cpu_percent: 1.5,
+                    memory_bytes,
+                    memory_limit_bytes: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_instance_counts_at_once_and_its_figures_wait_for_a_real_sample() {
+        let scope = StatsScope {
+            user_id: 7,
+            host: false,
+        };
+        // Sampled before instance 2 ran: counted, but CPU and memory are "not measured yet"
+        // rather than a sum without it.
+        let before = sample(&[(1, 7, 1000)]);
+        let stats = stats_of(scope, &[1, 2], 2, Some(&before));
+        assert_eq!(stats.running, 2);
+        assert_eq!((stats.cpu_percent, stats.memory_bytes), (None, None));
+        // A container sampled in its first moment reports no memory: not a figure either.
+        let young = sample(&[(1, 7, 1000), (2, 7, 0)]);
+        assert_eq!(stats_of(scope, &[1, 2], 2, Some(&young)).memory_bytes, None);
+        let after = sample(&[(1, 7, 1000), (2, 7, 500), (3, 8, 9999)]);
+        let stats = stats_of(scope, &[1, 2], 2, Some(&after));
+        assert_eq!((stats.cpu_percent, stats.memory_bytes), (Some(3.0), Some(1500)));
+        assert!(stats.host.is_none(), "the host's figures are for view_instances");
+        // Nothing running: nothing used.
+        let stats = stats_of(scope, &[], 1, Some(&after));
+        assert_eq!((stats.running, stats.memory_bytes), (0, Some(0)));
+        assert!(measured(&after, 2) && !measured(&young, 2) && !measured(&before, 2));
     }
 }
