@@ -13,8 +13,7 @@ use axum::routing::get;
 use base64::Engine;
 
 /// An 8×8 PNG, all violet (#6d4aff): it stands out from the lettered tiles in screenshots.
-const PNG_BASE64: &str =
-    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEUlEQVR4nGPI9fqPFTEMLQkApL5tgWAIIn0AAAAASUVORK5CYII=";
+const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEUlEQVR4nGPI9fqPFTEMLQkApL5tgWAIIn0AAAAASUVORK5CYII=";
 
 /// An SVG that would run script if it were opened as a page of the gateway.
 pub const SVG: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"16\" height=\"16\">\

@@ -45,7 +45,12 @@ async fn icons_of_other_sites_are_fetched_once_and_served_to_whoever_may_see_the
     add_user(&dir, "bob", PASSWORD);
     // Every new user is in "User": the droplets go to a group of alice's only.
     let artists = admin
-        .send_ok(Method::POST, "/api/v1/groups", json!({"name": "Artists"}), 201)
+        .send_ok(
+            Method::POST,
+            "/api/v1/groups",
+            json!({"name": "Artists"}),
+            201,
+        )
         .await["id"]
         .as_i64()
         .unwrap();
@@ -65,9 +70,18 @@ async fn icons_of_other_sites_are_fetched_once_and_served_to_whoever_may_see_the
     // Saved with icons of another site: fetched when saved, reported in the answer.
     let png_url = site.url("/icon.png");
     let pictured = admin
-        .send_ok(Method::POST, "/api/v1/droplets", droplet("Pictured", &png_url, artists), 201)
+        .send_ok(
+            Method::POST,
+            "/api/v1/droplets",
+            droplet("Pictured", &png_url, artists),
+            201,
+        )
         .await;
-    assert_eq!(pictured["icon_fetch"], json!({"fetched": true}), "{pictured}");
+    assert_eq!(
+        pictured["icon_fetch"],
+        json!({"fetched": true}),
+        "{pictured}"
+    );
     let id = pictured["id"].as_i64().unwrap();
     let src = pictured["icon_src"].as_str().unwrap().to_owned();
     assert!(src.starts_with(&format!("/droplets/{id}/icon?v=")), "{src}");
@@ -89,14 +103,23 @@ async fn icons_of_other_sites_are_fetched_once_and_served_to_whoever_may_see_the
         ("Webpage", "/page.html", "not an image"),
     ] {
         let saved = admin
-            .send_ok(Method::POST, "/api/v1/droplets", droplet(name, &site.url(path), artists), 201)
+            .send_ok(
+                Method::POST,
+                "/api/v1/droplets",
+                droplet(name, &site.url(path), artists),
+                201,
+            )
             .await;
         assert_eq!(saved["icon_fetch"]["fetched"], false, "{saved}");
         let error = saved["icon_fetch"]["error"].as_str().unwrap();
         assert!(error.contains(why), "{name}: {error}");
         assert_eq!(saved["icon_src"], Value::Null, "{saved}");
         let (status, _) = admin
-            .call(Method::GET, &format!("/droplets/{}/icon", saved["id"]), None)
+            .call(
+                Method::GET,
+                &format!("/droplets/{}/icon", saved["id"]),
+                None,
+            )
             .await;
         assert_eq!(status, 404, "{name}");
     }
@@ -111,7 +134,11 @@ async fn icons_of_other_sites_are_fetched_once_and_served_to_whoever_may_see_the
         )
         .await;
     assert_eq!(renamed["icon_src"], src.as_str());
-    assert_eq!(site.requests(), fetches + 3, "one fetch per new icon URL only");
+    assert_eq!(
+        site.requests(),
+        fetches + 3,
+        "one fetch per new icon URL only"
+    );
 
     // Served from this site: the bytes, cacheable, with an ETag and a policy of its own.
     let answer = admin.get_raw(&src, &[]).await;
@@ -126,34 +153,54 @@ async fn icons_of_other_sites_are_fetched_once_and_served_to_whoever_may_see_the
             .contains("sandbox"),
         "{headers:?}"
     );
-    assert!(headers["cache-control"].to_str().unwrap().contains("max-age"));
+    assert!(
+        headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
     let etag = headers["etag"].to_str().unwrap().to_owned();
     assert_eq!(answer.bytes().await.unwrap().to_vec(), png());
     let again = admin.get_raw(&src, &[("if-none-match", &etag)]).await;
     assert_eq!(again.status(), 304);
 
-    let vector = admin
-        .get_raw(svg["icon_src"].as_str().unwrap(), &[])
-        .await;
+    let vector = admin.get_raw(svg["icon_src"].as_str().unwrap(), &[]).await;
     assert_eq!(vector.status(), 200);
     assert_eq!(vector.headers()["content-type"], "image/svg+xml");
     let policy = vector.headers()["content-security-policy"]
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(policy.contains("default-src 'none'") && policy.contains("sandbox"), "{policy}");
+    assert!(
+        policy.contains("default-src 'none'") && policy.contains("sandbox"),
+        "{policy}"
+    );
     assert_eq!(vector.text().await.unwrap(), SVG);
 
     // Who may load it: whoever may see the droplet.
     let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
-    assert_eq!(alice.get_raw(&src, &[]).await.status(), 200, "granted to a group of alice's");
+    assert_eq!(
+        alice.get_raw(&src, &[]).await.status(),
+        200,
+        "granted to a group of alice's"
+    );
     let key = alice.create_key("icons").await;
     let script = Api::with_key(&gw, &dir, &key);
-    assert_eq!(script.get_raw(&src, &[]).await.status(), 200, "alice's API key");
+    assert_eq!(
+        script.get_raw(&src, &[]).await.status(),
+        200,
+        "alice's API key"
+    );
     let bob = Api::login(&gw, &dir, "bob", PASSWORD).await;
     let (status, body) = bob.call(Method::GET, &src, None).await;
-    assert_eq!((status.as_u16(), code(&body)), (404, "not_found"), "not granted to bob");
-    let (status, body) = Api::anonymous(&gw, &dir).call(Method::GET, &src, None).await;
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (404, "not_found"),
+        "not granted to bob"
+    );
+    let (status, body) = Api::anonymous(&gw, &dir)
+        .call(Method::GET, &src, None)
+        .await;
     assert_eq!(status, 401, "anonymous: {body}");
 
     // Clearing the icon forgets it: the page shows the initial again.

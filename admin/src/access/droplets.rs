@@ -1024,7 +1024,10 @@ pub async fn refresh_icon(
         return Ok(None);
     };
     let stored = store.droplet_icon_tags().await?;
-    if stored.get(&droplet.id).is_some_and(|(source, _)| source == url) {
+    if stored
+        .get(&droplet.id)
+        .is_some_and(|(source, _)| source == url)
+    {
         return Ok(Some(IconFetch {
             fetched: true,
             error: None,

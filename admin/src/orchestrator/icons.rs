@@ -7,6 +7,11 @@
 //! Bounded: http(s) only, no credentials in the URL, a few redirects, [`FETCH_TIMEOUT`],
 //! [`MAX_ICON_BYTES`]. Only PNG, JPEG, GIF, WebP and SVG are kept, recognised by their bytes
 //! (the remote server's content type must agree, but is not trusted alone).
+//!
+//! Like the catalogue import ([`super::remote_catalogue`]), the fetch leaves from the gateway's
+//! host and reaches what it reaches: only holders of `edit_droplets` or `edit_registry` name
+//! the URL, and what comes back is kept only if it is a small image (errors never echo the
+//! body), so it cannot be used to read internal pages.
 
 use std::time::Duration;
 
@@ -45,7 +50,10 @@ pub async fn fetch(droplet_id: i64, url: &str, now: i64) -> Result<DropletIcon, 
     let fetching = async {
         let mut response = client
             .get(parsed)
-            .header("accept", "image/png,image/jpeg,image/gif,image/webp,image/svg+xml")
+            .header(
+                "accept",
+                "image/png,image/jpeg,image/gif,image/webp,image/svg+xml",
+            )
             .send()
             .await
             .map_err(|e| format!("cannot fetch the icon: {}", e.without_url()))?;
@@ -109,10 +117,12 @@ fn too_large() -> String {
 /// The content type the icon is served with: what its bytes are, provided the server's
 /// declared type (when it gave one more specific than a generic binary) agrees.
 pub fn image_type(declared: &str, body: &[u8]) -> Result<&'static str, String> {
-    let sniffed = sniff(body).ok_or_else(|| {
-        "not an image (PNG, JPEG, GIF, WebP or SVG expected)".to_owned()
-    })?;
-    let generic = matches!(declared, "" | "application/octet-stream" | "binary/octet-stream");
+    let sniffed = sniff(body)
+        .ok_or_else(|| "not an image (PNG, JPEG, GIF, WebP or SVG expected)".to_owned())?;
+    let generic = matches!(
+        declared,
+        "" | "application/octet-stream" | "binary/octet-stream"
+    );
     let agrees = declared == sniffed
         || (sniffed == "image/jpeg" && declared == "image/jpg")
         || (sniffed == "image/svg+xml" && matches!(declared, "text/xml" | "application/xml"));
@@ -162,15 +172,18 @@ mod tests {
             image_type("image/png", b"\x89PNG\r\n\x1a\n...."),
             Ok("image/png")
         );
+        assert_eq!(image_type("", b"\xff\xd8\xff\xe0 jfif"), Ok("image/jpeg"));
         assert_eq!(
-            image_type("", b"\xff\xd8\xff\xe0 jfif"),
-            Ok("image/jpeg")
-        );
-        assert_eq!(
-            image_type("image/svg+xml", b"<?xml version=\"1.0\"?><svg xmlns=\"\"></svg>"),
+            image_type(
+                "image/svg+xml",
+                b"<?xml version=\"1.0\"?><svg xmlns=\"\"></svg>"
+            ),
             Ok("image/svg+xml")
         );
-        assert_eq!(image_type("image/webp", b"RIFF\0\0\0\0WEBPVP8 "), Ok("image/webp"));
+        assert_eq!(
+            image_type("image/webp", b"RIFF\0\0\0\0WEBPVP8 "),
+            Ok("image/webp")
+        );
         // Not an image, whatever the server says.
         assert!(image_type("image/png", b"<html><body>hi</body></html>").is_err());
         assert!(image_type("text/html", b"\x89PNG\r\n\x1a\n....").is_err());

@@ -246,19 +246,31 @@ mod tests {
 
     #[test]
     fn icons_from_other_sites_are_shown_only_from_this_one() {
-        let stored = HashMap::from([(7, ("https://cdn.example/a.png".to_owned(), "e1".to_owned()))]);
+        let stored =
+            HashMap::from([(7, ("https://cdn.example/a.png".to_owned(), "e1".to_owned()))]);
         assert_eq!(
             icon_src(7, Some("https://cdn.example/a.png"), &stored).as_deref(),
             Some("/droplets/7/icon?v=e1")
         );
         // Not fetched (yet), or fetched from a URL the droplet no longer names: the initial.
-        assert_eq!(icon_src(8, Some("https://cdn.example/a.png"), &stored), None);
-        assert_eq!(icon_src(7, Some("https://cdn.example/b.png"), &stored), None);
+        assert_eq!(
+            icon_src(8, Some("https://cdn.example/a.png"), &stored),
+            None
+        );
+        assert_eq!(
+            icon_src(7, Some("https://cdn.example/b.png"), &stored),
+            None
+        );
         assert_eq!(
             icon_src(8, Some("/assets/icons/a.svg"), &stored).as_deref(),
             Some("/assets/icons/a.svg")
         );
-        for bad in ["//evil.example/a.png", "javascript:alert(1)", "data:image/png;base64,AAAA", "/assets/../x"] {
+        for bad in [
+            "//evil.example/a.png",
+            "javascript:alert(1)",
+            "data:image/png;base64,AAAA",
+            "/assets/../x",
+        ] {
             assert_eq!(icon_src(7, Some(bad), &stored), None, "{bad}");
         }
         assert_eq!(icon_src(7, None, &stored), None);

@@ -40,7 +40,10 @@ async fn icon(
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
     let mut headers = HeaderMap::new();
     for (name, value) in [
         (header::CACHE_CONTROL, "private, max-age=86400"),

@@ -393,8 +393,8 @@ impl UsageCache {
         match self.cached() {
             Some((at, usage)) => {
                 let misses = running.iter().any(|id| !measured(&usage, *id));
-                let stale = at.elapsed() >= USAGE_MAX_AGE
-                    || (misses && at.elapsed() >= USAGE_MIN_AGE);
+                let stale =
+                    at.elapsed() >= USAGE_MAX_AGE || (misses && at.elapsed() >= USAGE_MIN_AGE);
                 if stale && self.refreshing.try_lock().is_ok() {
                     let orchestrator = Arc::clone(orchestrator);
                     tokio::spawn(async move {
@@ -714,8 +714,8 @@ impl Watcher {
     /// once, its CPU and memory as soon as the engine has sampled it. Counted from the
     /// instances this stream shows, so no query of its own.
     async fn send_stats(&mut self) -> std::result::Result<(), End> {
-        let own = self.filter.user_id == Some(self.principal.user.id)
-            && self.filter.tenant_id.is_none();
+        let own =
+            self.filter.user_id == Some(self.principal.user.id) && self.filter.tenant_id.is_none();
         if !own {
             return Ok(());
         }
@@ -885,8 +885,14 @@ mod tests {
         assert_eq!(stats_of(scope, &[1, 2], 2, Some(&young)).memory_bytes, None);
         let after = sample(&[(1, 7, 1000), (2, 7, 500), (3, 8, 9999)]);
         let stats = stats_of(scope, &[1, 2], 2, Some(&after));
-        assert_eq!((stats.cpu_percent, stats.memory_bytes), (Some(3.0), Some(1500)));
-        assert!(stats.host.is_none(), "the host's figures are for view_instances");
+        assert_eq!(
+            (stats.cpu_percent, stats.memory_bytes),
+            (Some(3.0), Some(1500))
+        );
+        assert!(
+            stats.host.is_none(),
+            "the host's figures are for view_instances"
+        );
         // Nothing running: nothing used.
         let stats = stats_of(scope, &[], 1, Some(&after));
         assert_eq!((stats.running, stats.memory_bytes), (0, Some(0)));
