@@ -8,6 +8,7 @@ pub mod browser;
 pub mod desktops;
 pub mod echo;
 pub mod guacd;
+pub mod icon_server;
 pub mod instances;
 pub mod oidc_provider;
 pub mod openapi_validator;

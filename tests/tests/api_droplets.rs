@@ -358,7 +358,7 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
         (json!({"env": {"BAD-NAME": "x"}}), "env"),
         (json!({"labels": {"flowcase.owner": "me"}}), "labels"),
         (json!({"icon_url": "javascript:alert(1)"}), "icon_url"),
-        (json!({"icon_url": "http://cdn.example/a.png"}), "icon_url"),
+        (json!({"icon_url": "ftp://cdn.example/a.png"}), "icon_url"),
         (json!({"droplet_type": "telnet"}), "droplet_type"),
         (json!({"name": ""}), "name"),
         (json!({"name": "a\u{7}b"}), "name"),
@@ -965,7 +965,7 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
         .await;
     let ours = json!([
         {"name": "Imported web", "type": "http", "image": "127.0.0.1:9/a/web:1",
-         "port": 8080, "group": ["User"], "icon": "https://cdn.example/web.svg"},
+         "port": 8080, "group": ["User"], "icon": "https://127.0.0.1:9/web.svg"},
         {"name": HOSTILE, "type": "vnc", "image": "127.0.0.1:9/a/desk:1", "port": 5901,
          "description": "<script>alert(1)</script>"},
         {"name": "Half valid", "type": "http", "image": "127.0.0.1:9/a/b:1", "port": 8080,
@@ -980,7 +980,7 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
         {"display_name": "Firefox", "description": "Browser", "droplet_type": "container",
          "container_docker_image": "flowcase/firefox:latest",
          "container_docker_registry": "127.0.0.1:9", "container_cores": 2,
-         "container_memory": "2g", "image_path": "https://cdn.example/ff.png", "port": 6901},
+         "container_memory": "2g", "image_path": "https://127.0.0.1:9/ff.png", "port": 6901},
         {"display_name": "Legacy desktop", "droplet_type": "vnc", "server_ip": "10.0.0.5",
          "server_port": 5901, "server_username": "u", "server_password": "pw-legacy-77"},
         {"display_name": "No port", "droplet_type": "container",
@@ -1070,12 +1070,20 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
     assert_eq!(entries[4]["errors"][0]["field"], "group");
     assert_eq!(entries[5]["errors"][0]["field"], "(entry)");
     assert_eq!(entries[1]["name"], HOSTILE);
+    // An icon nobody serves: imported all the same, and the report says why it has none.
+    assert!(
+        entries[0]["icon_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot fetch")),
+        "{report}"
+    );
+    assert!(entries[1].get("icon_error").is_none(), "{report}");
 
     // What was imported is there, exactly; what was invalid is not, not even in part.
     let id = entries[0]["id"].as_i64().unwrap();
     let (_, web) = admin.get(&format!("/api/v1/droplets/{id}")).await;
     assert_eq!(web["name"], "Imported web");
-    assert_eq!(web["icon_url"], "https://cdn.example/web.svg");
+    assert_eq!(web["icon_url"], "https://127.0.0.1:9/web.svg");
     assert_eq!(web["group_ids"], json!([admin.group_named("User").await]));
     let (_, desk) = admin
         .get(&format!("/api/v1/droplets/{}", entries[1]["id"]))
@@ -1106,7 +1114,7 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
     assert_eq!(firefox["cpu_cores"], 2.0);
     assert_eq!(firefox["droplet_type"], "http");
     assert_eq!(firefox["ports"], json!([6901]));
-    assert_eq!(firefox["icon_url"], "https://cdn.example/ff.png");
+    assert_eq!(firefox["icon_url"], "https://127.0.0.1:9/ff.png");
     assert_eq!(
         entries[1]["errors"][0]["field"], "server_password",
         "{report}"

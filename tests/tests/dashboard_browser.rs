@@ -157,6 +157,22 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         .await;
         assert_eq!(b.eval("return window.__no_reload === true;").await, true);
         assert_eq!(b.text_of("#stat-running").await, "1");
+        // The usage tiles follow without a reload: CPU and memory as soon as the engine has
+        // sampled the new container (pushed with the instance events, not left to a periodic
+        // poll of figures sampled before the container ran), and the count stays put (an older
+        // figure never overwrites it).
+        env.wait_long(
+            "the running instance's memory in the tiles",
+            "const m = document.getElementById('stat-memory').textContent; \
+             const c = document.getElementById('stat-cpu').textContent; \
+             return /[1-9]/.test(m) && m !== '–' && c !== '–';",
+            Duration::from_secs(8),
+        )
+        .await;
+        for _ in 0..10 {
+            assert_eq!(b.text_of("#stat-running").await, "1");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         let open = b
             .eval(
                 "const a = document.querySelector('#instances [data-action=open]'); \
@@ -227,10 +243,38 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         assert_eq!(b.text_of("#stat-running").await, "0");
         env.shot("6-stopped").await;
 
-        // Delete (a second click confirms), and it goes.
-        b.click("#instances [data-action=delete]").await;
-        env.press("#instances [data-action=delete]", "#toasts")
+        // Delete: the first click arms a confirmation, which survives the row being redrawn
+        // by a pushed change (here: the instance started from elsewhere, a script or another
+        // tab), and the second click deletes.
+        let id = b
+            .eval("return document.querySelector('#instances [data-instance-id]').dataset.instanceId;")
             .await;
+        let id = id.as_str().unwrap().to_owned();
+        let elsewhere = flowcase_e2e::api::Api::login(&env.gw, &env.dir, "alice", PASSWORD).await;
+        b.click("#instances [data-action=delete]").await;
+        let delete_label =
+            "return document.querySelector('#instances [data-action=delete]').textContent;";
+        assert_eq!(b.eval(delete_label).await, "Confirm delete");
+        let path = format!("/api/v1/instances/{id}/start");
+        // Not awaited here: the start answers when the instance runs, the redraw comes first.
+        let start = tokio::spawn(async move {
+            elsewhere
+                .call(reqwest::Method::POST, &path, Some(serde_json::json!({})))
+                .await
+        });
+        b.wait_for_js(
+            "the row redrawn by the pushed start",
+            "return !document.querySelector('#instances [data-instance-id][data-state=stopped]');",
+        )
+        .await;
+        assert_eq!(
+            b.eval(delete_label).await,
+            "Confirm delete",
+            "the redraw lost the armed delete"
+        );
+        env.shot("6b-delete-armed-after-redraw").await;
+        b.click("#instances [data-action=delete]").await;
+        let _ = start.await;
         env.wait_long(
             "the deleted instance gone",
             "return !document.querySelector('#instances [data-instance-id]') \
@@ -607,5 +651,88 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
     let (_, mine) = as_alice.get("/api/v1/instances").await;
     assert_eq!(mine["total"], 0, "{mine}");
     store.close().await;
+    env.browser.close().await;
+}
+
+/// Droplet icons given as URLs of another site (a loopback server here) are fetched by the
+/// gateway when the droplet is saved and shown from the gateway's own origin, under the page's
+/// unchanged policy (`img-src 'self' data:`); the browser never contacts the other site. An
+/// oversize file and a web page in place of an image leave the name's initial.
+#[tokio::test]
+async fn droplet_icons_of_other_sites_show_on_the_dashboard_from_the_gateway() {
+    let env = Env::start("dashboard-icons").await;
+    let b = &env.browser;
+    let site = flowcase_e2e::icon_server::IconServer::start().await;
+    add_user(&env.dir, "alice", PASSWORD);
+    let store = Store::connect(&database_url(&env.dir)).await.unwrap();
+    let tenant = store.default_tenant().await.unwrap().unwrap();
+    let users = store
+        .find_group_by_name(tenant.id, "User")
+        .await
+        .unwrap()
+        .unwrap();
+    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
+    store.add_member(alice.id, users.id).await.unwrap();
+    store.close().await;
+
+    let (admin, admin_password) = read_credentials(&env.dir.data_dir());
+    let api = flowcase_e2e::api::Api::login(&env.gw, &env.dir, &admin, &admin_password).await;
+    let mut ids = BTreeMap::new();
+    for (name, path) in [
+        ("Pictured", "/icon.png"),
+        ("Vector", "/icon.svg"),
+        ("Oversize", "/big.png"),
+        ("Webpage", "/page.html"),
+    ] {
+        let saved = api
+            .send_ok(
+                reqwest::Method::POST,
+                "/api/v1/droplets",
+                serde_json::json!({
+                    "name": name, "droplet_type": "http", "image": "example/app:1",
+                    "ports": [8080], "icon_url": site.url(path), "group_ids": [users.id],
+                }),
+                201,
+            )
+            .await;
+        ids.insert(name, saved["id"].as_i64().unwrap());
+    }
+    let fetched = site.requests();
+
+    screenshot_on_failure(&[b], async {
+        env.sign_in("alice", PASSWORD, "/dashboard").await;
+        b.wait_for_text("Pictured").await;
+        for name in ["Pictured", "Vector"] {
+            let id = ids[name];
+            // The catalogue is redrawn from the API after the first paint: wait for the image
+            // of whichever paint is there now to have loaded.
+            let script = format!(
+                "const img = document.querySelector('#catalogue [data-droplet-id=\"{id}\"] img.droplet__icon'); \
+                 if (!img || !img.complete || img.naturalWidth === 0) return false; \
+                 const u = new URL(img.src); \
+                 return u.origin === location.origin && u.pathname === '/droplets/{id}/icon';"
+            );
+            b.wait_for_js(&format!("{name}'s icon, loaded from the gateway"), &script)
+                .await;
+        }
+        for (name, initial) in [("Oversize", "O"), ("Webpage", "W")] {
+            let id = ids[name];
+            let shown = b
+                .eval(&format!(
+                    "const c = document.querySelector('#catalogue [data-droplet-id=\"{id}\"]'); \
+                     return !c.querySelector('img') && c.querySelector('.droplet__icon').textContent;"
+                ))
+                .await;
+            assert_eq!(shown, initial, "{name} shows its initial");
+        }
+        env.shot("8-droplet-icons").await;
+        env.check_console("the dashboard with icons").await;
+    })
+    .await;
+    assert_eq!(
+        site.requests(),
+        fetched,
+        "the browser contacted the icons' site itself"
+    );
     env.browser.close().await;
 }

@@ -70,11 +70,14 @@ export function initial(name) {
   return match ? match[0].toUpperCase() : "?";
 }
 
-/** An icon URL the page may load under its policy (`img-src 'self' data:`), else null. */
+/**
+ * An icon URL the page may load under its policy (`img-src 'self' data:`), else null: a
+ * droplet's `icon_src` (the gateway's copy of an icon of another site, or one of our assets).
+ */
 export function safeIcon(url) {
   if (typeof url !== "string") return null;
   const u = url.trim();
-  if (u.startsWith("/") && !u.startsWith("//")) return u;
+  if (u.startsWith("/") && !u.startsWith("//") && !u.startsWith("/\\")) return u;
   if (u.startsWith("data:image/")) return u;
   return null;
 }

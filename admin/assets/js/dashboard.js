@@ -4,7 +4,7 @@
 // from the server; this module takes over from it. Every value from the API is put into the page
 // with textContent or as an attribute, never parsed as HTML.
 import { api } from "./api.js";
-import { busy, closeModal, confirmClick, openModal, toast } from "./app.js";
+import { busy, closeModal, openModal, toast } from "./app.js";
 import {
   formatBytes,
   formatPercent,
@@ -32,6 +32,16 @@ const me = Number(list.dataset.userId);
 const droplets = new Map();
 const instances = new Map();
 let launching = null;
+/**
+ * Instance id → the timer disarming its delete button. A first click on Delete arms it (the
+ * button asks for confirmation), a second one deletes. Kept here rather than on the button:
+ * a pushed change redraws the whole row, and the confirmation must survive that.
+ */
+const armed = new Map();
+/** How long an armed delete waits for its confirming click. */
+const ARMED_MS = 6000;
+/** Bumped on every change of the instance list, to spot stats answers older than it. */
+let listVersion = 0;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -87,7 +97,7 @@ function dropletCard(d) {
   const head = el("div", "droplet__head");
   const title = el("div");
   title.append(el("h3", "droplet__name", d.name), el("span", "badge badge--info", typeLabel(d.droplet_type)));
-  head.append(icon(d.name, d.droplet_type, d.icon_url), title);
+  head.append(icon(d.name, d.droplet_type, d.icon_src), title);
   const foot = el("div", "droplet__foot");
   const launch = el("button", "button button--primary button--small", "Launch");
   launch.type = "button";
@@ -212,10 +222,42 @@ function instanceRow(i) {
     open,
     actionButton("start", "Start", "", view.actions.start),
     actionButton("stop", "Stop", "", view.actions.stop),
-    actionButton("delete", "Delete", "button--danger", view.actions.delete),
+    deleteButton(i.id, view.actions.delete),
   );
   row.append(main, badge, actions);
   return row;
+}
+
+function deleteButton(id, shown) {
+  const confirming = shown && armed.has(Number(id));
+  const button = actionButton("delete", confirming ? "Confirm delete" : "Delete", "button--danger", shown);
+  if (confirming) button.dataset.armed = "1";
+  return button;
+}
+
+/** Redraws just the delete button of instance `id` (arming and disarming). */
+function redrawDelete(id) {
+  const old = rowOf(id)?.querySelector('[data-action="delete"]');
+  const i = instances.get(Number(id));
+  if (old && i) old.replaceWith(deleteButton(id, stateView(i.status).actions.delete));
+}
+
+function disarm(id) {
+  clearTimeout(armed.get(Number(id)));
+  armed.delete(Number(id));
+}
+
+/** The first click on Delete: asks for a second one within ARMED_MS. */
+function arm(id) {
+  disarm(id);
+  armed.set(
+    Number(id),
+    setTimeout(() => {
+      armed.delete(Number(id));
+      redrawDelete(id);
+    }, ARMED_MS),
+  );
+  redrawDelete(id);
 }
 
 function rowOf(id) {
@@ -239,8 +281,14 @@ function upsert(instance) {
     removeInstance(id);
     return;
   }
-  const merged = { ...(instances.get(id) || {}), ...instance, id };
+  const before = instances.get(id);
+  const merged = { ...(before || {}), ...instance, id };
   instances.set(id, merged);
+  if (!stateView(merged.status).actions.delete) disarm(id);
+  if (!before || before.status !== merged.status) {
+    listVersion += 1;
+    statsSoon();
+  }
   const row = instanceRow(merged);
   const existing = rowOf(id);
   if (existing) existing.replaceWith(row);
@@ -249,6 +297,8 @@ function upsert(instance) {
 }
 
 function removeInstance(id) {
+  disarm(id);
+  listVersion += 1;
   instances.delete(Number(id));
   rowOf(id)?.remove();
   updateCounts();
@@ -260,12 +310,19 @@ list.addEventListener("click", async (event) => {
   const row = button.closest("[data-instance-id]");
   const id = row.dataset.instanceId;
   const action = button.dataset.action;
-  if (action === "delete" && !confirmClick(button, "Confirm delete")) return;
+  if (action === "delete") {
+    if (!armed.has(Number(id))) {
+      arm(id);
+      return;
+    }
+    disarm(id);
+  }
   const url = `/api/v1/instances/${encodeURIComponent(id)}`;
   try {
     await busy(button, async () => {
       const answer =
         action === "delete" ? await api("DELETE", url) : await api("POST", `${url}/${action}`);
+      // The row may have been redrawn meanwhile: the busy button is then a detached one.
       if (answer && answer.id !== undefined) upsert(answer);
       else if (action === "delete") removeInstance(id);
     });
@@ -277,6 +334,8 @@ list.addEventListener("click", async (event) => {
 // --- live updates ----------------------------------------------------------------------------
 
 let pollTimer = null;
+/** Whether the event stream is open (it then carries the stats too). */
+let streaming = false;
 let pollFailures = 0;
 let warned = false;
 
@@ -332,6 +391,15 @@ function connect() {
     return;
   }
   const source = new EventSource("/api/v1/events");
+  source.addEventListener("stats", (event) => {
+    try {
+      // The counts come with the instance events of this same stream (updateCounts); the
+      // stream's own may lag a launch this page has just shown.
+      showStats(JSON.parse(event.data), false);
+    } catch {
+      // as below
+    }
+  });
   source.addEventListener("instance", (event) => {
     try {
       upsert(JSON.parse(event.data));
@@ -347,37 +415,61 @@ function connect() {
     }
   });
   source.addEventListener("open", () => {
+    streaming = true;
     stopPolling();
     warned = false;
     // Whatever changed while there was no stream.
     refreshInstances().catch(() => {});
   });
   source.addEventListener("error", () => {
+    streaming = false;
     source.close();
     startPolling();
     setTimeout(connect, 15000);
   });
 }
 
-// --- stats -----------------------------------------------------------------------------------
+// --- stats ----------------------------------------------------------------------------------
+
+/** Shows the figures of `/api/v1/stats` (or of a `stats` event). */
+function showStats(stats, counts = true) {
+  if (!stats) return;
+  // The running and instance counts of an answer older than the last change of the list would
+  // undo it: the list's own counts (updateCounts) stay then.
+  if (counts && Number.isFinite(stats.running)) document.getElementById("stat-running").textContent = String(stats.running);
+  if (counts && Number.isFinite(stats.instances)) document.getElementById("stat-instances").textContent = String(stats.instances);
+  document.getElementById("stat-cpu").textContent = formatPercent(stats.cpu_percent);
+  document.getElementById("stat-memory").textContent = formatBytes(stats.memory_bytes);
+  const host = document.getElementById("stat-host");
+  if (host) host.textContent = hostLoad(stats.host);
+}
 
 async function refreshStats() {
+  const asked = listVersion;
   try {
-    const stats = await api("GET", "/api/v1/stats");
-    if (!stats) return;
-    if (Number.isFinite(stats.running)) document.getElementById("stat-running").textContent = String(stats.running);
-    if (Number.isFinite(stats.instances)) document.getElementById("stat-instances").textContent = String(stats.instances);
-    document.getElementById("stat-cpu").textContent = formatPercent(stats.cpu_percent);
-    document.getElementById("stat-memory").textContent = formatBytes(stats.memory_bytes);
-    const host = document.getElementById("stat-host");
-    if (host) host.textContent = hostLoad(stats.host);
+    showStats(await api("GET", "/api/v1/stats"), asked === listVersion);
   } catch {
     // The numbers of the first paint stay; the instance list reports the trouble.
   }
 }
 
+let statsTimer = null;
+
+/**
+ * After a state change: the figures again shortly (the engine samples a new container within
+ * a second or two). The event stream pushes them by itself; this serves the polling fallback.
+ */
+function statsSoon() {
+  if (streaming) return;
+  clearTimeout(statsTimer);
+  statsTimer = setTimeout(refreshStats, 1500);
+}
+
 filterCatalogue();
 refreshDroplets();
 refreshStats();
-setInterval(refreshStats, 10000);
+// The event stream pushes the figures when they change; without it, they are asked for.
+setInterval(() => {
+  if (!streaming) refreshStats();
+}, 10000);
 connect();

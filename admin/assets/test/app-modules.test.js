@@ -63,6 +63,7 @@ test("icons and links that could run script or break the policy are refused", ()
   assert.equal(safeIcon("data:image/png;base64,AA"), "data:image/png;base64,AA");
   assert.equal(safeIcon("https://elsewhere.example/a.png"), null);
   assert.equal(safeIcon("//elsewhere.example/a.png"), null);
+  assert.equal(safeIcon("/\\elsewhere.example/a.png"), null);
   assert.equal(safeIcon("javascript:alert(1)"), null);
   assert.equal(safeIcon(undefined), null);
   assert.equal(safeHref("https://x.apps.example.com/"), "https://x.apps.example.com/");

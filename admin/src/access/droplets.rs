@@ -28,6 +28,7 @@ use super::{Access, Page, PageRequest};
 use crate::error::{AdminError, Result};
 use crate::orchestrator::catalogue::{self, Definition, FieldError};
 use crate::orchestrator::desktop_target::{ExternalCredentials, store_external_credentials};
+use crate::orchestrator::icons;
 use crate::orchestrator::images::{RegistryCredentials, seal_registry_credentials};
 use crate::orchestrator::remote_catalogue::{self, ImportReport};
 use crate::orchestrator::{Actor, Orchestrator, PullEvent};
@@ -68,8 +69,39 @@ pub struct DropletView {
     pub has_registry_credentials: Option<bool>,
     pub external_host: Option<String>,
     pub external_port: Option<u16>,
+    /// Where pages load the icon from: this gateway's `/droplets/{id}/icon?v=<etag>` for an
+    /// icon fetched from another site, the `/assets/...` path itself, or `None` (the page
+    /// shows the name's initial).
+    pub icon_src: Option<String>,
+    /// On the answer to a create or update that named an icon of another site: whether the
+    /// gateway could fetch it, and why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icon_fetch: Option<IconFetch>,
     #[serde(flatten)]
     pub admin: Option<DropletAdminView>,
+}
+
+/// The outcome of fetching a droplet's icon when it was saved. A failure never fails the save.
+#[derive(Debug, Clone, Serialize)]
+pub struct IconFetch {
+    pub fetched: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a page shows droplet `id`'s icon `icon` from, given the stored icons' tags (droplet
+/// id → (source URL, ETag)): only what the page's policy (`img-src 'self' data:`) admits.
+pub fn icon_src(
+    id: i64,
+    icon: Option<&str>,
+    stored: &std::collections::HashMap<i64, (String, String)>,
+) -> Option<String> {
+    let icon = icon?.trim();
+    if icons::is_remote(icon) {
+        let (source, etag) = stored.get(&id)?;
+        return (source == icon).then(|| format!("/droplets/{id}/icon?v={etag}"));
+    }
+    (icon.starts_with("/assets/") && !icon.contains("..")).then(|| icon.to_owned())
 }
 
 /// What only droplet administrators see.
@@ -461,6 +493,7 @@ impl Access<'_> {
         } else {
             Vec::new()
         };
+        let icons = self.store().droplet_icon_tags().await?;
         Ok(droplets
             .into_iter()
             .map(|d| {
@@ -469,7 +502,8 @@ impl Access<'_> {
                 if !admin {
                     group_ids.retain(|g| own_groups.contains(g));
                 }
-                view(d, group_ids, admin.then_some(&with_credentials))
+                let src = icon_src(d.id, d.icon.as_deref(), &icons);
+                view(d, group_ids, admin.then_some(&with_credentials), src)
             })
             .collect())
     }
@@ -661,6 +695,7 @@ impl Access<'_> {
             return Err(e);
         }
         let droplet = self.load_droplet(droplet.id).await?;
+        let icon_fetch = refresh_icon(self.store(), &droplet, now).await?;
         self.audit(
             "droplet.create",
             "droplet",
@@ -678,7 +713,9 @@ impl Access<'_> {
             now,
         )
         .await;
-        self.view_of(droplet, true).await
+        let mut view = self.view_of(droplet, true).await?;
+        view.icon_fetch = icon_fetch;
+        Ok(view)
     }
 
     /// `PATCH /api/v1/droplets/{id}`: the named fields change (`null` clears one), the result
@@ -744,7 +781,10 @@ impl Access<'_> {
         )
         .await;
         let droplet = self.load_droplet(id).await?;
-        self.view_of(droplet, true).await
+        let icon_fetch = refresh_icon(self.store(), &droplet, now).await?;
+        let mut view = self.view_of(droplet, true).await?;
+        view.icon_fetch = icon_fetch;
+        Ok(view)
     }
 
     /// `DELETE /api/v1/droplets/{id}`: refused with `in_use` while instances or warm pool
@@ -834,8 +874,18 @@ impl Access<'_> {
                 reason,
             }
         })?;
-        let report =
+        let mut report =
             remote_catalogue::import(self.store(), tenant_id, entries, dry_run, now).await?;
+        for entry in &mut report.entries {
+            let Some(id) = entry.id else { continue };
+            let droplet = self.load_droplet(id).await?;
+            if let Some(IconFetch {
+                error: Some(error), ..
+            }) = refresh_icon(self.store(), &droplet, now).await?
+            {
+                entry.icon_error = Some(error);
+            }
+        }
         if !dry_run {
             let imported: Vec<i64> = report.entries.iter().filter_map(|e| e.id).collect();
             self.audit(
@@ -903,7 +953,12 @@ fn unchanged(droplet: &Droplet) -> crate::store::NewDroplet {
     new
 }
 
-fn view(d: Droplet, group_ids: Vec<i64>, registry_credentials: Option<&Vec<i64>>) -> DropletView {
+fn view(
+    d: Droplet,
+    group_ids: Vec<i64>,
+    registry_credentials: Option<&Vec<i64>>,
+    icon_src: Option<String>,
+) -> DropletView {
     let admin = registry_credentials.map(|_| DropletAdminView {
         registry: d.registry.clone(),
         env: d.env.clone(),
@@ -944,7 +999,56 @@ fn view(d: Droplet, group_ids: Vec<i64>, registry_credentials: Option<&Vec<i64>>
         group_ids,
         external_host: d.external_host,
         external_port: d.external_port,
+        icon_src,
+        icon_fetch: None,
         admin,
+    }
+}
+
+/// Fetches and stores the icon of `droplet` when it names another site and the stored one
+/// (if any) came from elsewhere; forgets a stored icon its droplet no longer names. `None`
+/// when there was nothing to fetch. Failures are logged and returned, never raised: the
+/// droplet is saved either way.
+pub async fn refresh_icon(
+    store: &crate::store::Store,
+    droplet: &Droplet,
+    now: i64,
+) -> Result<Option<IconFetch>> {
+    let wanted = droplet
+        .icon
+        .as_deref()
+        .map(str::trim)
+        .filter(|i| icons::is_remote(i));
+    let Some(url) = wanted else {
+        store.delete_droplet_icon(droplet.id).await?;
+        return Ok(None);
+    };
+    let stored = store.droplet_icon_tags().await?;
+    if stored
+        .get(&droplet.id)
+        .is_some_and(|(source, _)| source == url)
+    {
+        return Ok(Some(IconFetch {
+            fetched: true,
+            error: None,
+        }));
+    }
+    match icons::fetch(droplet.id, url, now).await {
+        Ok(icon) => {
+            store.put_droplet_icon(&icon).await?;
+            Ok(Some(IconFetch {
+                fetched: true,
+                error: None,
+            }))
+        }
+        Err(error) => {
+            tracing::warn!(droplet = droplet.id, %error, "droplet icon not fetched; the page shows the initial");
+            store.delete_droplet_icon(droplet.id).await?;
+            Ok(Some(IconFetch {
+                fetched: false,
+                error: Some(error),
+            }))
+        }
     }
 }
 
@@ -991,7 +1095,7 @@ mod tests {
             (json!({"env": {"1BAD": "x"}}), "env"),
             (json!({"labels": {"flowcase.owner": "x"}}), "labels"),
             (json!({"icon_url": "javascript:alert(1)"}), "icon_url"),
-            (json!({"icon_url": "http://a.example/i.png"}), "icon_url"),
+            (json!({"icon_url": "ftp://a.example/i.png"}), "icon_url"),
             (json!({"droplet_type": "ftp"}), "droplet_type"),
             (json!({"external_port": 22}), "external_port"),
             (json!({"external_host": "h.example"}), "external_host"),

@@ -30,6 +30,7 @@
 
 mod audit;
 pub mod desktop;
+mod droplet_icons;
 mod droplets;
 mod groups;
 mod instances;
@@ -46,7 +47,9 @@ use crate::error::{AdminError, Result};
 use crate::store::{NewAuditEntry, Permissions, Store};
 
 pub use audit::{AuditQuery, Pruned};
-pub use droplets::{DropletAdminView, DropletQuery, DropletView};
+pub use droplets::{
+    DropletAdminView, DropletQuery, DropletView, IconFetch, icon_src, refresh_icon,
+};
 pub use groups::{GroupChanges, GroupDetail, GroupView, NewGroupRequest, UserRef};
 pub use instances::{InstanceQuery, Started, StatsScope};
 pub use tenants::NewTenantRequest;

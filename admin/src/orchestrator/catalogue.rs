@@ -403,9 +403,11 @@ pub fn image_reference_ok(image: &str) -> Result<(), &'static str> {
 /// Longest icon reference accepted.
 pub const ICON_MAX: usize = 2048;
 
-/// An icon is an `https://` URL or one of our own assets (`/assets/...`): never `http:` (mixed
-/// content), `data:` or `javascript:`, and nothing that could leave an attribute or a CSS
-/// `url()` (quotes, brackets, spaces, backslashes), whatever the page that shows it does.
+/// An icon is an `http(s)://` URL (the gateway fetches it when the droplet is saved and
+/// serves it itself, see [`super::icons`]: browsers never load it from there, so a plain-http
+/// source is no mixed content) or one of our own assets (`/assets/...`): never `data:` or
+/// `javascript:`, and nothing that could leave an attribute or a CSS `url()` (quotes,
+/// brackets, spaces, backslashes), whatever the page that shows it does.
 pub fn icon_ok(icon: &str) -> Result<(), String> {
     let safe = |c: char| {
         c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '<' | '>' | '(' | ')' | '\\' | '`')
@@ -415,10 +417,13 @@ pub fn icon_ok(icon: &str) -> Result<(), String> {
             "must be at most {ICON_MAX} characters without spaces, quotes or brackets"
         ));
     }
-    if let Some(rest) = icon.strip_prefix("https://") {
+    if let Some(rest) = icon
+        .strip_prefix("https://")
+        .or_else(|| icon.strip_prefix("http://"))
+    {
         let host = rest.split(['/', '?', '#']).next().unwrap_or("");
         if host.is_empty() || host.contains('@') {
-            return Err("must name a host after https:// (and no user name)".into());
+            return Err("must name a host after the scheme (and no user name)".into());
         }
         return Ok(());
     }
@@ -428,7 +433,7 @@ pub fn icon_ok(icon: &str) -> Result<(), String> {
         }
         return Ok(());
     }
-    Err("must be an https:// URL or one of our /assets/ paths".into())
+    Err("must be an http(s):// URL or one of our /assets/ paths".into())
 }
 
 /// Millicores from a core count given as a number or a string (`1.5`, `"0.25"`).
@@ -1260,11 +1265,13 @@ mod tests {
     }
 
     #[test]
-    fn icons_are_https_or_our_assets() {
+    fn icons_are_web_urls_or_our_assets() {
         assert!(icon_ok("https://cdn.example/icons/firefox.svg").is_ok());
+        assert!(icon_ok("http://cdn.example/a.png").is_ok());
         assert!(icon_ok("/assets/icons/firefox.svg").is_ok());
         for bad in [
-            "http://cdn.example/a.png",
+            "ftp://cdn.example/a.png",
+            "http://",
             "javascript:alert(1)",
             "data:image/png;base64,AAAA",
             "https://",

@@ -43,6 +43,7 @@ pub mod docker;
 pub mod engine;
 pub mod events;
 pub mod gateway_container;
+pub mod icons;
 pub mod images;
 pub mod launch;
 pub mod lifecycle;

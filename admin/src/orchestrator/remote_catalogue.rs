@@ -320,6 +320,10 @@ pub struct EntryResult {
     /// Every problem of an invalid entry, each naming its field as the catalogue spells it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<EntryFieldError>,
+    /// Why the entry's icon could not be fetched (the droplet is imported all the same and
+    /// shows its initial instead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icon_error: Option<String>,
 }
 
 /// One problem of an invalid entry.
@@ -391,6 +395,7 @@ pub async fn import(
             id: None,
             reason: None,
             errors: Vec::new(),
+            icon_error: None,
         };
         match catalogue::parse_entry(index, &entry.value) {
             Err(e) => {

@@ -16,6 +16,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod codec;
 pub mod copy;
+pub mod droplet_icons;
 pub mod droplets;
 pub mod gauges;
 pub mod groups;

@@ -9,10 +9,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
+use std::collections::HashMap;
+
 use super::AppState;
 use super::extract::PageUser;
 use super::layout::{Layout, Section};
 use super::pages::{error_page, render};
+use crate::access::icon_src;
 use crate::store::{Droplet, DropletType, Instance, InstanceStatus};
 
 /// How a state is shown, and what can be done from it.
@@ -60,14 +63,6 @@ pub fn type_label(t: DropletType) -> &'static str {
         DropletType::Rdp => "Desktop (RDP)",
         DropletType::Ssh => "Terminal (SSH)",
     }
-}
-
-/// An icon the page may show under its Content Security Policy (`img-src 'self' data:`): a
-/// path on this site or a `data:` image. Anything else gets the lettered tile.
-pub fn safe_icon(icon: Option<&str>) -> Option<String> {
-    let icon = icon?.trim();
-    let same_site = icon.starts_with('/') && !icon.starts_with("//");
-    (same_site || icon.starts_with("data:image/")).then(|| icon.to_owned())
 }
 
 fn initial(name: &str) -> String {
@@ -134,14 +129,16 @@ struct DashboardPage {
     instances: Vec<InstanceRow>,
 }
 
-fn card(d: &Droplet) -> DropletCard {
+/// `icons`: the stored icons' tags (droplet id → source URL, ETag), see
+/// [`crate::access::icon_src`].
+fn card(d: &Droplet, icons: &HashMap<i64, (String, String)>) -> DropletCard {
     DropletCard {
         id: d.id,
         name: d.name.clone(),
         description: d.description.clone(),
         droplet_type: d.droplet_type.as_str(),
         type_label: type_label(d.droplet_type),
-        icon: safe_icon(d.icon.as_deref()),
+        icon: icon_src(d.id, d.icon.as_deref(), icons),
         initial: initial(&d.name),
         search: format!(
             "{} {} {}",
@@ -198,9 +195,10 @@ pub async fn dashboard(
                 external: t == DropletType::Http,
             });
         }
-        Ok::<_, crate::error::AdminError>((droplets, rows))
+        let icons = store.droplet_icon_tags().await?;
+        Ok::<_, crate::error::AdminError>((droplets, rows, icons))
     };
-    let (droplets, instances) = match loaded.await {
+    let (droplets, instances, icons) = match loaded.await {
         Ok(found) => found,
         Err(e) => {
             return error_page(
@@ -222,7 +220,7 @@ pub async fn dashboard(
             user_id: principal.user.id,
             running,
             show_host: principal.permissions.admin_panel,
-            droplets: droplets.iter().map(card).collect(),
+            droplets: droplets.iter().map(|d| card(d, &icons)).collect(),
             instances,
         },
     )
@@ -247,15 +245,34 @@ mod tests {
     }
 
     #[test]
-    fn icons_from_other_sites_are_not_shown() {
+    fn icons_from_other_sites_are_shown_only_from_this_one() {
+        let stored =
+            HashMap::from([(7, ("https://cdn.example/a.png".to_owned(), "e1".to_owned()))]);
         assert_eq!(
-            safe_icon(Some("/static/a.png")).as_deref(),
-            Some("/static/a.png")
+            icon_src(7, Some("https://cdn.example/a.png"), &stored).as_deref(),
+            Some("/droplets/7/icon?v=e1")
         );
-        assert_eq!(safe_icon(Some("https://evil.example/a.png")), None);
-        assert_eq!(safe_icon(Some("//evil.example/a.png")), None);
-        assert_eq!(safe_icon(Some("javascript:alert(1)")), None);
-        assert!(safe_icon(Some("data:image/png;base64,AAAA")).is_some());
-        assert_eq!(safe_icon(None), None);
+        // Not fetched (yet), or fetched from a URL the droplet no longer names: the initial.
+        assert_eq!(
+            icon_src(8, Some("https://cdn.example/a.png"), &stored),
+            None
+        );
+        assert_eq!(
+            icon_src(7, Some("https://cdn.example/b.png"), &stored),
+            None
+        );
+        assert_eq!(
+            icon_src(8, Some("/assets/icons/a.svg"), &stored).as_deref(),
+            Some("/assets/icons/a.svg")
+        );
+        for bad in [
+            "//evil.example/a.png",
+            "javascript:alert(1)",
+            "data:image/png;base64,AAAA",
+            "/assets/../x",
+        ] {
+            assert_eq!(icon_src(7, Some(bad), &stored), None, "{bad}");
+        }
+        assert_eq!(icon_src(7, None, &stored), None);
     }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod app_auth;
 pub mod assets;
 pub mod dashboard;
+pub mod droplet_icons;
 pub mod error;
 pub mod extract;
 pub mod layout;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
             get(pages::register).post(pages::register_submit),
         )
         .route("/dashboard", get(dashboard::dashboard))
+        .merge(droplet_icons::routes())
         .merge(admin_pages::routes())
         .merge(admin_droplets::routes())
         .merge(admin_instances::routes())

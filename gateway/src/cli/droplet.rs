@@ -381,7 +381,7 @@ async fn execute(config: &Config, store: &Store, command: DropletCommand) -> any
                         }
                     }
                     println!("added droplet {} (id {})", droplet.name, droplet.id);
-                    Ok(())
+                    fetch_icon(store, &droplet).await
                 }
                 Err(errors) => bail!(
                     "{}",
@@ -463,6 +463,23 @@ fn field_errors(error: &EntryError) -> String {
         .join("\n")
 }
 
+/// Fetches the icon of a droplet saved with an icon URL of another site, as the API does (the
+/// gateway serves it; see `flowcase_admin::orchestrator::icons`). A failure is reported and
+/// leaves the initial; the droplet stays.
+async fn fetch_icon(store: &Store, droplet: &flowcase_admin::store::Droplet) -> anyhow::Result<()> {
+    let outcome = flowcase_admin::access::refresh_icon(store, droplet, now_millis()).await?;
+    if let Some(flowcase_admin::access::IconFetch {
+        error: Some(error), ..
+    }) = outcome
+    {
+        eprintln!(
+            "droplet {}: icon not fetched ({error}); pages show its initial",
+            droplet.name
+        );
+    }
+    Ok(())
+}
+
 /// `flowcase droplet import`: the import of the API's `POST /api/v1/droplets/import`
 /// (`remote_catalogue::import`), from a file: each entry checked whole, names already taken
 /// skipped, invalid entries reported by index and field (exit 1).
@@ -480,7 +497,12 @@ async fn import(store: &Store, file: &str) -> anyhow::Result<()> {
         let index = entry.index;
         let name = entry.name.as_deref().unwrap_or("");
         match (entry.status, entry.id) {
-            ("imported", Some(id)) => println!("entry {index}: imported {name} (id {id})"),
+            ("imported", Some(id)) => {
+                println!("entry {index}: imported {name} (id {id})");
+                if let Some(droplet) = store.get_droplet(id).await? {
+                    fetch_icon(store, &droplet).await?;
+                }
+            }
             ("skipped", _) => println!(
                 "entry {index}: skipped {name}: {}",
                 entry.reason.as_deref().unwrap_or("")

@@ -6,7 +6,8 @@
 //!
 //! The event stream (`text/event-stream`) sends an `instance` event with the instance view
 //! whenever an instance the principal sees changes, and `instance_removed` with `{id}` when one
-//! is deleted or leaves their sight. Changes made in this process arrive at once (the
+//! is deleted or leaves their sight; a stream of the principal's own instances also sends
+//! `stats` (the body of `/api/v1/stats`) when those figures change. Changes made in this process arrive at once (the
 //! orchestrator's change broadcast); a re-read of the principal's instances every second
 //! catches the rest (the reaper of another gateway process on the same database, a container
 //! that died). Streams are bounded in number and lifetime and end when the session or API key
@@ -338,6 +339,9 @@ where
 
 /// How old cached usage figures may be before a request asks for fresh ones.
 const USAGE_MAX_AGE: Duration = Duration::from_secs(2);
+/// How old a sample must be before one missing a running instance is taken again (bounds the
+/// engine calls while a container is too young to report).
+const USAGE_MIN_AGE: Duration = Duration::from_millis(500);
 
 /// The last usage sample of the engine, shared by every request of the process: sampling
 /// costs one engine call per running container (and about a second), so requests read this
@@ -364,7 +368,7 @@ impl UsageCache {
     async fn refresh(&self, orchestrator: &Orchestrator) -> Result<Arc<Usage>> {
         let _one_at_a_time = self.refreshing.lock().await;
         if let Some((at, usage)) = self.cached()
-            && at.elapsed() < USAGE_MAX_AGE
+            && at.elapsed() < USAGE_MIN_AGE
         {
             return Ok(usage);
         }
@@ -377,10 +381,21 @@ impl UsageCache {
         Ok(usage)
     }
 
-    async fn get(&'static self, orchestrator: &Arc<Orchestrator>) -> Result<Arc<Usage>> {
+    /// The cached sample, refreshed in the background when it is older than
+    /// [`USAGE_MAX_AGE`], or when it misses one of `running` (instances running now: one just
+    /// started has no figures in a sample taken before) and is older than
+    /// [`USAGE_MIN_AGE`].
+    async fn get(
+        &'static self,
+        orchestrator: &Arc<Orchestrator>,
+        running: &[i64],
+    ) -> Result<Arc<Usage>> {
         match self.cached() {
             Some((at, usage)) => {
-                if at.elapsed() >= USAGE_MAX_AGE && self.refreshing.try_lock().is_ok() {
+                let misses = running.iter().any(|id| !measured(&usage, *id));
+                let stale =
+                    at.elapsed() >= USAGE_MAX_AGE || (misses && at.elapsed() >= USAGE_MIN_AGE);
+                if stale && self.refreshing.try_lock().is_ok() {
                     let orchestrator = Arc::clone(orchestrator);
                     tokio::spawn(async move {
                         if let Err(e) = self.refresh(&orchestrator).await {
@@ -429,7 +444,6 @@ pub struct HostView {
 
 /// The principal's figures and, for those who may see it, the host's.
 pub async fn usage_stats(state: &AppState, access: &Access<'_>) -> Result<Stats> {
-    let scope = access.stats_scope();
     let mine = access
         .list_my_instances(
             InstanceQuery::default(),
@@ -439,30 +453,63 @@ pub async fn usage_stats(state: &AppState, access: &Access<'_>) -> Result<Stats>
             },
         )
         .await?;
-    let running = mine
+    let running: Vec<i64> = mine
         .items
         .iter()
         .filter(|r| r.instance.status == InstanceStatus::Running)
-        .count();
-    let usage = match state.orchestrator() {
-        Ok(orchestrator) => match USAGE.get(orchestrator).await {
-            Ok(usage) => Some(usage),
-            Err(e) => {
-                tracing::debug!(error = %e, "no usage figures");
-                None
-            }
-        },
-        Err(_) => None,
-    };
-    let own = usage.as_ref().map(|u| {
-        u.instances
-            .iter()
-            .filter(|i| i.user_id == scope.user_id)
-            .fold((0.0, 0u64), |(cpu, mem), i| {
-                (cpu + i.cpu_percent, mem.saturating_add(i.memory_bytes))
-            })
+        .map(|r| r.instance.id)
+        .collect();
+    let usage = engine_usage(state, &running).await;
+    Ok(stats_of(
+        access.stats_scope(),
+        &running,
+        mine.total,
+        usage.as_deref(),
+    ))
+}
+
+/// The engine's last figures (refreshed when they miss one of `running`), `None` without an
+/// engine or when it cannot say.
+async fn engine_usage(state: &AppState, running: &[i64]) -> Option<Arc<Usage>> {
+    let orchestrator = state.orchestrator().ok()?;
+    match USAGE.get(orchestrator, running).await {
+        Ok(usage) => Some(usage),
+        Err(e) => {
+            tracing::debug!(error = %e, "no usage figures");
+            None
+        }
+    }
+}
+
+/// Whether `usage` has figures of instance `id`. A container sampled in its first moments
+/// reports no memory yet: that is no figure either (a running process uses some).
+fn measured(usage: &Usage, id: i64) -> bool {
+    usage
+        .instances
+        .iter()
+        .any(|i| i.instance_id == id && i.memory_bytes > 0)
+}
+
+/// The figures of a principal whose running instances are `running`. CPU and memory are
+/// `None` ("not measured yet") while the sample lacks one of them: a sum missing a fresh
+/// instance would read as a misleadingly low number.
+fn stats_of(
+    scope: crate::access::StatsScope,
+    running: &[i64],
+    instances: i64,
+    usage: Option<&Usage>,
+) -> Stats {
+    let own = usage.and_then(|u| {
+        running.iter().all(|id| measured(u, *id)).then(|| {
+            u.instances
+                .iter()
+                .filter(|i| i.user_id == scope.user_id && running.contains(&i.instance_id))
+                .fold((0.0, 0u64), |(cpu, mem), i| {
+                    (cpu + i.cpu_percent, mem.saturating_add(i.memory_bytes))
+                })
+        })
     });
-    let host = usage.as_ref().filter(|_| scope.host).map(|u| {
+    let host = usage.filter(|_| scope.host).map(|u| {
         let h = &u.host;
         HostView {
             cpu_percent: if h.cpus > 0 {
@@ -479,13 +526,13 @@ pub async fn usage_stats(state: &AppState, access: &Access<'_>) -> Result<Stats>
             memory_allocated_mb: h.allocated_memory_mb,
         }
     });
-    Ok(Stats {
-        running: i64::try_from(running).unwrap_or(i64::MAX),
-        instances: mine.total,
+    Stats {
+        running: i64::try_from(running.len()).unwrap_or(i64::MAX),
+        instances,
         cpu_percent: own.map(|(cpu, _)| cpu),
         memory_bytes: own.map(|(_, mem)| mem),
         host,
-    })
+    }
 }
 
 pub async fn stats(
@@ -556,6 +603,7 @@ pub async fn events(
         client,
         filter,
         shown: HashMap::new(),
+        stats_sent: None,
         tx,
     };
     tokio::spawn(watcher.run(changes, slot));
@@ -599,6 +647,8 @@ struct Watcher {
     filter: InstanceFilter,
     /// Instance id → the view last sent.
     shown: HashMap<i64, InstanceView>,
+    /// The `stats` event last sent (JSON), on a stream of the principal's own instances.
+    stats_sent: Option<String>,
     tx: tokio::sync::mpsc::Sender<Event>,
 }
 
@@ -653,7 +703,40 @@ impl Watcher {
             if let Err(End::Gone) = outcome {
                 return;
             }
+            if let Err(End::Gone) = self.send_stats().await {
+                return;
+            }
         }
+    }
+
+    /// On a stream of the principal's own instances, sends the dashboard's figures (`stats`,
+    /// the body of `GET /api/v1/stats`) whenever they changed: a started instance counts at
+    /// once, its CPU and memory as soon as the engine has sampled it. Counted from the
+    /// instances this stream shows, so no query of its own.
+    async fn send_stats(&mut self) -> std::result::Result<(), End> {
+        let own =
+            self.filter.user_id == Some(self.principal.user.id) && self.filter.tenant_id.is_none();
+        if !own {
+            return Ok(());
+        }
+        let running: Vec<i64> = self
+            .shown
+            .values()
+            .filter(|v| v.status == InstanceStatus::Running)
+            .map(|v| v.id)
+            .collect();
+        let usage = engine_usage(&self.state, &running).await;
+        let scope = Access::new(&self.state.auth, &self.principal, &self.client).stats_scope();
+        let shown = i64::try_from(self.shown.len()).unwrap_or(i64::MAX);
+        let stats = stats_of(scope, &running, shown, usage.as_deref());
+        let data = serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into());
+        if self.stats_sent.as_deref() == Some(data.as_str()) {
+            return Ok(());
+        }
+        self.send(Event::default().event("stats").data(data.clone()))
+            .await?;
+        self.stats_sent = Some(data);
+        Ok(())
     }
 
     async fn send(&self, event: Event) -> std::result::Result<(), End> {
@@ -748,5 +831,71 @@ async fn recv(
     match changes {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::StatsScope;
+    use crate::orchestrator::{HostStats, InstanceUsage};
+
+    fn sample(instances: &[(i64, i64, u64)]) -> Usage {
+        Usage {
+            host: HostStats {
+                cpus: 2,
+                memory_bytes: 1 << 30,
+                allocated_cpu_millicores: 0,
+                allocated_memory_mb: 0,
+                running_containers: instances.len(),
+                pooled_containers: 0,
+                used_cpu_percent: 50.0,
+                used_memory_bytes: 1 << 20,
+                unsampled: 0,
+            },
+            instances: instances
+                .iter()
+                .map(|&(instance_id, user_id, memory_bytes)| InstanceUsage {
+                    instance_id,
+                    slug: format!("s{instance_id}"),
+                    droplet_id: 1,
+                    user_id,
+                    cpu_percent: 1.5,
+                    memory_bytes,
+                    memory_limit_bytes: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_instance_counts_at_once_and_its_figures_wait_for_a_real_sample() {
+        let scope = StatsScope {
+            user_id: 7,
+            host: false,
+        };
+        // Sampled before instance 2 ran: counted, but CPU and memory are "not measured yet"
+        // rather than a sum without it.
+        let before = sample(&[(1, 7, 1000)]);
+        let stats = stats_of(scope, &[1, 2], 2, Some(&before));
+        assert_eq!(stats.running, 2);
+        assert_eq!((stats.cpu_percent, stats.memory_bytes), (None, None));
+        // A container sampled in its first moment reports no memory: not a figure either.
+        let young = sample(&[(1, 7, 1000), (2, 7, 0)]);
+        assert_eq!(stats_of(scope, &[1, 2], 2, Some(&young)).memory_bytes, None);
+        let after = sample(&[(1, 7, 1000), (2, 7, 500), (3, 8, 9999)]);
+        let stats = stats_of(scope, &[1, 2], 2, Some(&after));
+        assert_eq!(
+            (stats.cpu_percent, stats.memory_bytes),
+            (Some(3.0), Some(1500))
+        );
+        assert!(
+            stats.host.is_none(),
+            "the host's figures are for view_instances"
+        );
+        // Nothing running: nothing used.
+        let stats = stats_of(scope, &[], 1, Some(&after));
+        assert_eq!((stats.running, stats.memory_bytes), (0, Some(0)));
+        assert!(measured(&after, 2) && !measured(&young, 2) && !measured(&before, 2));
     }
 }
