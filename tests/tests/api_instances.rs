@@ -1410,3 +1410,84 @@ async fn a_stop_or_delete_whose_client_goes_away_still_runs_to_its_end() {
     }
     db.store.close().await;
 }
+
+#[tokio::test]
+async fn a_launch_repeated_with_its_idempotency_key_makes_one_instance() {
+    let dir = GatewayDir::new();
+    let gw = Gateway::start(&dir).await;
+    add_user(&dir, "alice", PASSWORD);
+    add_user(&dir, "bob", PASSWORD);
+    let db = Db::open(&dir).await;
+    db.join_users("alice").await;
+    db.join_users("bob").await;
+    let droplet = db.external_droplet("Lab shell").await;
+    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let bob = Caller::session(&gw, &dir, "bob", PASSWORD).await;
+    let launch = |caller: &Caller, key: &str| {
+        caller
+            .request(Method::POST, "/api/v1/instances")
+            .header("idempotency-key", key)
+            .json(&json!({"droplet_id": droplet.id, "resolution": "1280x800"}))
+            .send()
+    };
+    let answer = |resp: reqwest::Response| async move {
+        let replayed = resp.headers().get("idempotent-replayed").is_some();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        (status, replayed, body)
+    };
+    // Sent twice at the same moment (the second while the first still runs), then once more
+    // after: one instance, the same answer each time.
+    let (first, second) = tokio::join!(launch(&alice, "dialog-1"), launch(&alice, "dialog-1"));
+    let (s1, r1, b1) = answer(first.unwrap()).await;
+    let (s2, r2, b2) = answer(second.unwrap()).await;
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::CREATED, StatusCode::CREATED),
+        "{b1} {b2}"
+    );
+    assert_eq!(b1["id"], b2["id"]);
+    assert!(r1 != r2, "exactly one of the two launched: {r1} {r2}");
+    let id = b1["id"].as_i64().unwrap();
+    let (s3, r3, b3) = answer(launch(&alice, "dialog-1").await.unwrap()).await;
+    assert_eq!(
+        (s3, r3, b3["id"].as_i64()),
+        (StatusCode::CREATED, true, Some(id))
+    );
+    assert_eq!(instance_ids(&alice).await, [id]);
+
+    // A new key is a new launch; the same key of another user is theirs.
+    let (_, replayed, other) = answer(launch(&alice, "dialog-2").await.unwrap()).await;
+    assert!(!replayed);
+    assert_ne!(other["id"], id);
+    let (_, replayed, bobs) = answer(launch(&bob, "dialog-1").await.unwrap()).await;
+    assert!(!replayed);
+    assert_ne!(bobs["id"], id);
+    assert_eq!(instance_ids(&alice).await.len(), 2);
+    assert_eq!(instance_ids(&bob).await.len(), 1);
+
+    // A malformed key is refused before anything starts.
+    let resp = launch(&alice, &"k".repeat(129)).await.unwrap();
+    let (status, _, body) = answer(resp).await;
+    assert_eq!(
+        (status, code(&body), body["error"]["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            Some("Idempotency-Key")
+        )
+    );
+    assert_eq!(instance_ids(&alice).await.len(), 2);
+}
+
+/// The ids of the instances `caller` sees.
+async fn instance_ids(caller: &Caller) -> Vec<i64> {
+    let (status, page) = caller.get("/api/v1/instances").await;
+    assert_eq!(status, 200, "{page}");
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect()
+}

@@ -31,8 +31,8 @@ function csrf(doc) {
 }
 
 /** Calls the API; resolves to the parsed JSON (null for 204), rejects with an ApiError. */
-export async function api(method, url, data, { fetchImpl = globalThis.fetch, doc = globalThis.document } = {}) {
-  const headers = { Accept: "application/json" };
+export async function api(method, url, data, { fetchImpl = globalThis.fetch, doc = globalThis.document, headers: extra = {} } = {}) {
+  const headers = { Accept: "application/json", ...extra };
   if (method !== "GET" && method !== "HEAD") {
     const { header, token } = csrf(doc);
     headers[header] = token;

@@ -32,6 +32,7 @@ const me = Number(list.dataset.userId);
 const droplets = new Map();
 const instances = new Map();
 let launching = null;
+let launchKey = "";
 /**
  * Instance id → the timer disarming its delete button. A first click on Delete arms it (the
  * button asks for confirmation), a second one deletes. Kept here rather than on the button:
@@ -151,6 +152,8 @@ catalogue.addEventListener("click", (event) => {
   const d = droplets.get(Number(button.dataset.dropletId));
   if (!d) return;
   launching = d;
+  // One key per dialog: pressing Launch again after a lost answer gets the same instance.
+  launchKey = crypto.randomUUID();
   document.getElementById("launch-name").textContent = d.name;
   document.getElementById("launch-description").textContent = d.description || "";
   const size = document.getElementById("launch-resolution");
@@ -168,10 +171,12 @@ launchForm.addEventListener("submit", async (event) => {
   error.textContent = "";
   try {
     await busy(document.getElementById("launch-submit"), async () => {
-      const instance = await api("POST", "/api/v1/instances", {
-        droplet_id: d.id,
-        resolution: resolution(window),
-      });
+      const instance = await api(
+        "POST",
+        "/api/v1/instances",
+        { droplet_id: d.id, resolution: resolution(window) },
+        { headers: { "Idempotency-Key": launchKey } },
+      );
       if (instance && instance.id !== undefined) upsert(instance);
     });
     closeModal(modal);

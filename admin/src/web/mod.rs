@@ -40,6 +40,8 @@ pub struct AppState {
     /// The orchestrator, or why it could not be set up (no Docker client): pages and logins
     /// work without it; what needs it answers `engine_error` with that reason.
     pub orchestrator: std::result::Result<Arc<Orchestrator>, String>,
+    /// Launches already made for an `Idempotency-Key` (see [`api::idempotency`]).
+    pub launch_keys: Arc<api::idempotency::LaunchKeys>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
             auth,
             assertions,
             orchestrator,
+            launch_keys: Arc::default(),
         })
     }
 

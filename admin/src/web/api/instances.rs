@@ -16,19 +16,20 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flowcase_config::Config;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::idempotency;
 use super::input::{Id, JsonBody};
 use crate::access::{Access, InstanceQuery, Page, PageRequest, Started};
 use crate::auth::{ClientInfo, Principal};
@@ -234,26 +235,61 @@ pub async fn list(
 
 /// `202 Accepted` with the instance (`creating`), or `201 Created` when it is running already
 /// (an external host, a warm pool container).
+/// `POST /api/v1/instances`. With an `Idempotency-Key`, a request repeating an earlier one's
+/// key answers that request's instance (as it is now) and launches nothing
+/// (`Idempotent-Replayed: true`).
 pub async fn launch(
     State(state): State<AppState>,
     ApiUser(principal, client): ApiUser,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<LaunchRequest>,
-) -> Result<(StatusCode, Json<InstanceView>), ApiError> {
+) -> Result<Response, ApiError> {
     let options = req.options()?;
+    let key = idempotency::key(&headers)?;
     let orchestrator = Arc::clone(state.orchestrator()?);
     let shared = state.clone();
-    let row = to_the_end(async move {
+    let reader = (principal.clone(), client.clone());
+    let launch = async move {
         Access::new(&shared.auth, &principal, &client)
             .launch_instance(&orchestrator, req.droplet_id, options, now_millis())
             .await
-    })
-    .await?;
+    };
+    let (row, replayed) = match key {
+        None => (to_the_end(launch).await?, false),
+        Some(key) => {
+            let slot = state
+                .launch_keys
+                .slot(reader.0.user.id, &key, Instant::now());
+            let ran = Arc::new(AtomicBool::new(false));
+            let ran_here = Arc::clone(&ran);
+            let id = to_the_end(async move {
+                slot.get_or_try_init(|| async move {
+                    ran_here.store(true, Ordering::Relaxed);
+                    launch.await.map(|row| row.instance.id)
+                })
+                .await
+                .copied()
+            })
+            .await?;
+            let row = Access::new(&state.auth, &reader.0, &reader.1)
+                .get_instance_row(id)
+                .await?;
+            (row, !ran.load(Ordering::Relaxed))
+        }
+    };
     let status = if row.instance.status == InstanceStatus::Running {
         StatusCode::CREATED
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(view(&row, &state.config))))
+    let mut response = (status, Json(view(&row, &state.config))).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
 
 pub async fn show(

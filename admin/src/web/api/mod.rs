@@ -11,6 +11,7 @@ pub mod account;
 pub mod audit;
 pub mod droplets;
 pub mod groups;
+pub mod idempotency;
 pub mod input;
 pub mod instances;
 pub mod legacy;
