@@ -426,9 +426,13 @@ fn unix_now() -> i64 {
 
 /// The value of the first sample of `metrics` whose name and labels are exactly `series`.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[tokio::test]
@@ -477,8 +481,14 @@ async fn acme_renews_before_expiry_without_a_restart_or_dropping_connections() {
     );
     assert!(renewed_at < first_not_after, "renewed only after expiry");
     let (serial, _, not_after) = serial_and_validity(&renewed);
-    assert_ne!(serial, first_serial, "a new certificate, not the old one again");
-    assert!(not_after > first_not_after, "{not_after} <= {first_not_after}");
+    assert_ne!(
+        serial, first_serial,
+        "a new certificate, not the old one again"
+    );
+    assert!(
+        not_after > first_not_after,
+        "{not_after} <= {first_not_after}"
+    );
     assert_eq!(pebble.orders(), 2, "{}", pebble.log());
     // New handshakes verify the renewed certificate against pebble's root...
     let client = client_trusting(&root, &[PUBLIC], addr);
