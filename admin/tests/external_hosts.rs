@@ -354,7 +354,10 @@ async fn external_credentials_are_sealed_at_rest_survive_a_restart_and_need_the_
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("do not open with key \"k1\""), "{err}");
+    assert!(
+        err.contains("key \"k1\" of the secret key file does not fit"),
+        "{err}"
+    );
     assert!(err.contains("Windows"), "names the droplet: {err}");
     // A key file that lost the key: says which key is missing.
     let rotated = orchestrator(

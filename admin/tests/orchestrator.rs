@@ -542,6 +542,98 @@ async fn reconciliation_follows_docker_behind_our_back(backend: Backend) {
     );
 }
 
+/// A container (on a swarm: a service) that vanishes — ours removed behind our back, or another
+/// deployment's — is "gone" to every operation, never an error that fails them.
+async fn vanished_containers_are_gone_and_fail_no_other_operation(backend: Backend) {
+    use flowcase_admin::orchestrator::Engine;
+    use flowcase_admin::orchestrator::docker::DockerEngine;
+    use flowcase_admin::orchestrator::swarm::SwarmEngine;
+    use flowcase_config::SwarmImageReference;
+    let h = Harness::on(backend, Db::Sqlite, |_| {}).await;
+    let alice = h.user("alice").await;
+    let droplet = h.http_droplet("vanish", |_| {}).await;
+    let (vanished, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let (kept, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let foreign = format!("{}-foreign", h.run);
+    h.create_labelled(
+        &foreign,
+        &[
+            ("flowcase.instance", "x"),
+            ("flowcase.deployment", &format!("{}-other", h.run)),
+        ],
+    )
+    .await;
+    h.remove_behind_our_back(&vanished.slug);
+    h.remove_labelled(&foreign);
+
+    // Stopping an instance whose container vanished leaves it gone, as reconciliation would.
+    h.orch
+        .stop(vanished.id, &Actor::system())
+        .await
+        .expect("stopping a vanished container is no error");
+    let row = h.store.get_instance(vanished.id).await.unwrap().unwrap();
+    assert_eq!(row.status, InstanceStatus::Gone);
+    assert_eq!(
+        row.error_reason.as_deref(),
+        Some("the container disappeared")
+    );
+    assert_eq!(
+        h.orch.reconcile().await.unwrap(),
+        flowcase_admin::orchestrator::ReconcileReport::default()
+    );
+    h.orch.stop(kept.id, &Actor::system()).await.unwrap();
+    h.orch.ensure_running(kept.id).await.unwrap();
+
+    // Containers of our deployment vanishing while the engine lists them: every listing still
+    // answers, with or without them (on a swarm the manager refuses a task listing naming a
+    // service that was just removed).
+    let engine: Box<dyn Engine> = match backend {
+        Backend::Engine => Box::new(DockerEngine::connect(SOCKET).unwrap()),
+        Backend::Swarm => {
+            Box::new(SwarmEngine::connect(SOCKET, SwarmImageReference::LocalId).unwrap())
+        }
+    };
+    let deployment = h.run.clone();
+    for round in 0..5 {
+        let name = format!("{}-vanishing-{round}", h.run);
+        h.create_labelled(
+            &name,
+            &[
+                ("flowcase.instance", "nobody"),
+                ("flowcase.deployment", &deployment),
+            ],
+        )
+        .await;
+        let remover = {
+            let (backend, name) = (backend, name.clone());
+            std::thread::spawn(move || match backend {
+                Backend::Engine => docker(&["rm", "-f", &name]),
+                // No replica, so no task to wait for.
+                Backend::Swarm => docker(&["service", "rm", &name]),
+            })
+        };
+        let started = Instant::now();
+        let mut listings = 0;
+        while !remover.is_finished() && started.elapsed() < Duration::from_secs(30) {
+            let listed = engine.list_ours(&deployment).await;
+            assert!(listed.is_ok(), "round {round}: {listed:?}");
+            listings += 1;
+        }
+        remover.join().unwrap();
+        let listed = engine.list_ours(&deployment).await.unwrap();
+        assert!(
+            listed.iter().all(|c| c.name != name),
+            "round {round}: {listed:?}"
+        );
+        assert!(listings > 0);
+    }
+    assert_eq!(
+        h.orch.reconcile().await.unwrap(),
+        flowcase_admin::orchestrator::ReconcileReport::default()
+    );
+    assert!(h.instance_running(&kept.slug));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_network_mode_reaches_instances_by_address() {
     let h = Harness::with(Db::Sqlite, |o| {
@@ -1181,6 +1273,7 @@ on_every_backend!(
     unready_and_crashing_containers_end_in_error_without_leftovers,
     profile_templates_without_the_user_id_are_refused,
     reconciliation_follows_docker_behind_our_back,
+    vanished_containers_are_gone_and_fail_no_other_operation,
     racing_launches_never_exceed_the_quota,
     activity_keeps_an_instance_alive_and_the_reaper_stops_it_when_idle,
     idle_destroy_and_maximum_lifetime_remove_containers_but_keep_profiles,

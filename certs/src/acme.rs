@@ -9,7 +9,9 @@
 //!
 //! The account key and the certificates are kept in `<data_dir>/acme/<directory>/` (mode 0600),
 //! so a restart serves the cached certificates at once and orders nothing; rustls-acme renews a
-//! certificate when a third of its lifetime is left. On-demand names that were admitted are
+//! certificate when a third of its lifetime is left (a fixed rule of rustls-acme 0.15: its
+//! `AcmeConfig` has no setting for it). The renewed certificate is served to new handshakes at
+//! once; connections already open keep theirs. On-demand names that were admitted are
 //! listed there too, so their certificates are loaded again after a restart without waiting for
 //! a handshake.
 
@@ -314,13 +316,21 @@ impl DiskCache {
                 return;
             }
         };
-        if cached && parsed.not_after <= SystemTime::now() {
+        let now = SystemTime::now();
+        if cached && parsed.not_after <= now {
             tracing::info!(name = %self.name, "the cached certificate has expired; ordering a new one");
             return;
+        }
+        // A new certificate while an unexpired one is served is a renewal; one that replaces an
+        // expired certificate (a gateway stopped for too long) is not.
+        let renewal = !cached && self.resolver.serves_named(&self.name, now);
+        if renewal {
+            self.resolver.record_acme_renewal();
         }
         tracing::info!(
             name = %self.name,
             cached,
+            renewal,
             not_after = ?parsed.not_after,
             "serving an ACME certificate"
         );

@@ -51,6 +51,7 @@ pub struct CertResolver {
     primary: ArcSwapOption<String>,
     orders_valid: AtomicU64,
     orders_failed: AtomicU64,
+    renewals: AtomicU64,
 }
 
 /// ACME orders finished since the process started.
@@ -60,6 +61,9 @@ pub struct AcmeOrderCounts {
     pub valid: u64,
     /// Orders the ACME server or the validation refused (rustls-acme retries them later).
     pub failed: u64,
+    /// Issued certificates that replaced one still being served for the same name (a renewal
+    /// before expiry); also counted in `valid`.
+    pub renewed: u64,
 }
 
 impl std::fmt::Debug for CertResolver {
@@ -160,10 +164,24 @@ impl CertResolver {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records that a newly issued certificate replaced one being served, for the metrics.
+    pub(crate) fn record_acme_renewal(&self) {
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `name` has a certificate of its own that has not expired at `now`.
+    pub(crate) fn serves_named(&self, name: &str, now: SystemTime) -> bool {
+        self.named
+            .load()
+            .get(name)
+            .is_some_and(|loaded| loaded.status.not_after > now)
+    }
+
     pub fn acme_orders(&self) -> AcmeOrderCounts {
         AcmeOrderCounts {
             valid: self.orders_valid.load(Ordering::Relaxed),
             failed: self.orders_failed.load(Ordering::Relaxed),
+            renewed: self.renewals.load(Ordering::Relaxed),
         }
     }
 

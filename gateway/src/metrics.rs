@@ -226,6 +226,7 @@ struct Certificates {
     resolver: Arc<CertResolver>,
     expiry: prometheus::GaugeVec,
     orders: IntCounterVec,
+    renewals: IntCounter,
     /// Scrapes may overlap; each brings the vectors up to date as a whole.
     refreshing: Mutex<()>,
 }
@@ -234,6 +235,7 @@ impl Collector for Certificates {
     fn desc(&self) -> Vec<&Desc> {
         let mut descs = self.expiry.desc();
         descs.extend(self.orders.desc());
+        descs.extend(self.renewals.desc());
         descs
     }
 
@@ -257,8 +259,11 @@ impl Collector for Certificates {
             let counter = self.orders.with_label_values(&[result]);
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+        self.renewals
+            .inc_by(counts.renewed.saturating_sub(self.renewals.get()));
         let mut families = self.expiry.collect();
         families.extend(self.orders.collect());
+        families.extend(self.renewals.collect());
         families
     }
 }
@@ -309,8 +314,13 @@ pub fn register(resolver: Arc<CertResolver>) {
             ),
             &["result"],
         ),
+        IntCounter::new(
+            "flowcase_acme_renewals_total",
+            "ACME certificates issued to replace one still being served for the same name \
+             (renewals before expiry; also counted in flowcase_acme_orders_total).",
+        ),
     );
-    if let (Ok(expiry), Ok(orders)) = vectors {
+    if let (Ok(expiry), Ok(orders), Ok(renewals)) = vectors {
         for result in ["valid", "failed"] {
             let _ = orders.get_metric_with_label_values(&[result]);
         }
@@ -318,6 +328,7 @@ pub fn register(resolver: Arc<CertResolver>) {
             resolver,
             expiry,
             orders,
+            renewals,
             refreshing: Mutex::new(()),
         };
         if let Err(e) = prometheus::register(Box::new(certificates)) {

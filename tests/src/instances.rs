@@ -267,7 +267,19 @@ pub async fn login(
 /// Goes through the instance-host login (app-auth code → host-only cookie) with a logged-in
 /// `client` and returns the app cookie as `name=value`, for clients that send it by hand.
 pub async fn app_cookie(gw: &crate::Gateway, client: &reqwest::Client, host: &str) -> String {
-    let mut url = reqwest::Url::parse(&gw.url(host, "/")).unwrap();
+    app_cookie_across(gw, gw, client, host).await
+}
+
+/// [`app_cookie`] with the code asked of `issuer` and redeemed on `redeemer` (two gateways on
+/// one database): returns the host-only app cookie set by `redeemer`.
+pub async fn app_cookie_across(
+    issuer: &crate::Gateway,
+    redeemer: &crate::Gateway,
+    client: &reqwest::Client,
+    host: &str,
+) -> String {
+    // Every hop goes to the issuer except the redemption of the code on the instance host.
+    let mut url = reqwest::Url::parse(&issuer.url(host, "/")).unwrap();
     for _ in 0..10 {
         let resp = client.get(url.clone()).send().await.unwrap();
         for c in resp.headers().get_all("set-cookie") {
@@ -284,6 +296,9 @@ pub async fn app_cookie(gw: &crate::Gateway, client: &reqwest::Client, host: &st
         url = url
             .join(resp.headers()["location"].to_str().unwrap())
             .unwrap();
+        if url.host_str() == Some(host) && url.query().is_some_and(|q| q.contains("code")) {
+            url.set_port(Some(redeemer.ports.0)).unwrap();
+        }
     }
     panic!("no app cookie after 10 redirects");
 }

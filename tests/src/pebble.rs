@@ -37,6 +37,17 @@ impl Pebble {
     /// Starts pebble validating http-01 on `http_port` and tls-alpn-01 on `tls_port` of
     /// 127.0.0.1 (the gateway's plain-HTTP and HTTPS listeners).
     pub async fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Self::start_issuing(http_port, tls_port, None).await
+    }
+
+    /// Like [`Pebble::start`], issuing certificates valid for `validity` instead of pebble's
+    /// five years (its `certificateValidityPeriod` setting, whole seconds), so renewals happen
+    /// within a test.
+    pub async fn start_short_lived(http_port: u16, tls_port: u16, validity: Duration) -> Pebble {
+        Self::start_issuing(http_port, tls_port, Some(validity)).await
+    }
+
+    async fn start_issuing(http_port: u16, tls_port: u16, validity: Option<Duration>) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let (listen_port, management_port) = (free_port(), free_port());
         let (dns_port, dns_management_port) = (free_port(), free_port());
@@ -59,7 +70,7 @@ impl Pebble {
         std::fs::write(dir.path().join("listener.pem"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("listener.key"), key.serialize_pem()).unwrap();
 
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{listen_port}"),
                 "managementListenAddress": format!("127.0.0.1:{management_port}"),
@@ -71,6 +82,9 @@ impl Pebble {
                 "externalAccountBindingRequired": false,
             }
         });
+        if let Some(validity) = validity {
+            config["pebble"]["certificateValidityPeriod"] = validity.as_secs().into();
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
 

@@ -668,6 +668,53 @@ async fn the_seed_paths_keep_working_with_the_same_checks() {
     db.store.close().await;
 }
 
+/// One caller's rows of a permission matrix: who, the caller, and `("METHOD path", status,
+/// error code or "" on success)` for each request.
+type MatrixRow<'a> = (&'a str, &'a Caller, &'a [(&'a str, u16, &'a str)]);
+
+/// Sends every request of `matrix` and checks its status and stable error code. In paths,
+/// `{one}`, `{start}`, `{stop}` and `{id}` stand for instance `id`; launches (POST to the
+/// instance lists) carry `launch` as their body. Event streams are judged by their status alone
+/// (a success never ends).
+async fn check_matrix(matrix: &[MatrixRow<'_>], id: i64, launch: &Value) {
+    let one = format!("/api/v1/instances/{id}");
+    let mut count = 0;
+    for (who, caller, requests) in matrix {
+        for (request, want_status, want_code) in *requests {
+            let (method, path) = request.split_once(' ').unwrap();
+            let method: Method = method.parse().unwrap();
+            let path = path
+                .replace("{one}", &one)
+                .replace("{start}", &format!("{one}/start"))
+                .replace("{stop}", &format!("{one}/stop"))
+                .replace("{id}", &id.to_string());
+            let body = (method == Method::POST
+                && ["/api/v1/instances", "/api/instance/request"].contains(&path.as_str()))
+            .then(|| launch.clone());
+            let (status, answer) = if path.split('?').next() == Some("/api/v1/events") {
+                let resp = caller.request(method.clone(), &path).send().await.unwrap();
+                let status = resp.status();
+                let answer = if status.is_success() {
+                    Value::Null
+                } else {
+                    resp.json().await.unwrap_or(Value::Null)
+                };
+                (status, answer)
+            } else {
+                caller.call(method.clone(), &path, body).await
+            };
+            assert_eq!(
+                status.as_u16(),
+                *want_status,
+                "{who} {method} {path}: {answer}"
+            );
+            assert_eq!(code(&answer), *want_code, "{who} {method} {path}: {answer}");
+            count += 1;
+        }
+    }
+    assert!(count > 0);
+}
+
 /// Every endpoint, for each kind of caller: status and stable error code.
 #[tokio::test]
 async fn the_permission_matrix_holds_on_every_instance_endpoint() {
@@ -743,391 +790,113 @@ async fn the_permission_matrix_holds_on_every_instance_endpoint() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["id"].as_i64().unwrap();
     let one = format!("/api/v1/instances/{id}");
-    let start = format!("{one}/start");
     let stop = format!("{one}/stop");
 
-    // (caller, method, path, body) → (status, error code or "" for success)
-    type Case<'a> = (
-        &'a str,
-        &'a Caller,
-        Method,
-        String,
-        Option<Value>,
-        u16,
-        &'a str,
-    );
-    let launch = Some(json!({"droplet_id": droplet.id}));
-    let cases: Vec<Case> = vec![
+    // Who calls, then each request as "METHOD path" (`{one}`, `{start}`, `{stop}`, `{id}`:
+    // alice's instance) with the status and error code it must get ("" on success).
+    let matrix: &[MatrixRow] = &[
         // Anonymous: 401 everywhere.
         (
             "anonymous",
             &nobody,
-            Method::GET,
-            "/api/v1/instances".into(),
-            None,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "anonymous",
-            &nobody,
-            Method::POST,
-            "/api/v1/instances".into(),
-            launch.clone(),
-            401,
-            "unauthenticated",
-        ),
-        (
-            "anonymous",
-            &nobody,
-            Method::GET,
-            one.clone(),
-            None,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "anonymous",
-            &nobody,
-            Method::POST,
-            stop.clone(),
-            None,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "anonymous",
-            &nobody,
-            Method::POST,
-            start.clone(),
-            None,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "anonymous",
-            &nobody,
-            Method::DELETE,
-            one.clone(),
-            None,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "anonymous",
-            &nobody,
-            Method::GET,
-            "/api/v1/stats".into(),
-            None,
-            401,
-            "unauthenticated",
-        ),
-        (
-            "anonymous",
-            &nobody,
-            Method::GET,
-            "/api/v1/events".into(),
-            None,
-            401,
-            "unauthenticated",
+            &[
+                ("GET /api/v1/instances", 401, "unauthenticated"),
+                ("POST /api/v1/instances", 401, "unauthenticated"),
+                ("GET {one}", 401, "unauthenticated"),
+                ("POST {stop}", 401, "unauthenticated"),
+                ("POST {start}", 401, "unauthenticated"),
+                ("DELETE {one}", 401, "unauthenticated"),
+                ("GET /api/v1/stats", 401, "unauthenticated"),
+                ("GET /api/v1/events", 401, "unauthenticated"),
+            ],
         ),
         // The owner, by session.
-        ("alice", &alice, Method::GET, one.clone(), None, 200, ""),
         (
             "alice",
             &alice,
-            Method::GET,
-            "/api/v1/instances?scope=all".into(),
-            None,
-            403,
-            "forbidden",
+            &[
+                ("GET {one}", 200, ""),
+                ("GET /api/v1/instances?scope=all", 403, "forbidden"),
+                ("GET /api/v1/events?scope=all", 403, "forbidden"),
+                ("POST {stop}", 200, ""),
+                ("POST {start}", 200, ""),
+            ],
         ),
-        (
-            "alice",
-            &alice,
-            Method::GET,
-            "/api/v1/events?scope=all".into(),
-            None,
-            403,
-            "forbidden",
-        ),
-        ("alice", &alice, Method::POST, stop.clone(), None, 200, ""),
-        ("alice", &alice, Method::POST, start.clone(), None, 200, ""),
         // Another user of the same tenant: not theirs to see.
         (
             "bob",
             &bob,
-            Method::GET,
-            one.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "bob",
-            &bob,
-            Method::POST,
-            stop.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "bob",
-            &bob,
-            Method::POST,
-            start.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "bob",
-            &bob,
-            Method::DELETE,
-            one.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "bob",
-            &bob,
-            Method::GET,
-            "/api/v1/instances?scope=all".into(),
-            None,
-            403,
-            "forbidden",
-        ),
-        (
-            "bob",
-            &bob,
-            Method::GET,
-            "/api/instance/{id}/destroy".replace("{id}", &id.to_string()),
-            None,
-            404,
-            "not_found",
+            &[
+                ("GET {one}", 404, "not_found"),
+                ("POST {stop}", 404, "not_found"),
+                ("POST {start}", 404, "not_found"),
+                ("DELETE {one}", 404, "not_found"),
+                ("GET /api/v1/instances?scope=all", 403, "forbidden"),
+                ("GET /api/instance/{id}/destroy", 404, "not_found"),
+            ],
         ),
         // A user of another tenant: the instance and the droplet do not exist for them.
         (
             "carol",
             &carol,
-            Method::GET,
-            one.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "carol",
-            &carol,
-            Method::POST,
-            stop.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "carol",
-            &carol,
-            Method::DELETE,
-            one.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "carol",
-            &carol,
-            Method::POST,
-            "/api/v1/instances".into(),
-            launch.clone(),
-            404,
-            "not_found",
-        ),
-        (
-            "carol",
-            &carol,
-            Method::POST,
-            "/api/instance/request".into(),
-            launch.clone(),
-            404,
-            "not_found",
-        ),
-        (
-            "carol",
-            &carol,
-            Method::GET,
-            "/api/v1/instances?scope=all".into(),
-            None,
-            403,
-            "forbidden",
+            &[
+                ("GET {one}", 404, "not_found"),
+                ("POST {stop}", 404, "not_found"),
+                ("DELETE {one}", 404, "not_found"),
+                ("POST /api/v1/instances", 404, "not_found"),
+                ("POST /api/instance/request", 404, "not_found"),
+                ("GET /api/v1/instances?scope=all", 403, "forbidden"),
+            ],
         ),
         // The auditor sees it but may not change it.
-        ("erin", &erin, Method::GET, one.clone(), None, 200, ""),
         (
             "erin",
             &erin,
-            Method::GET,
-            "/api/v1/instances?scope=all".into(),
-            None,
-            200,
-            "",
-        ),
-        (
-            "erin",
-            &erin,
-            Method::GET,
-            "/api/v1/events?scope=all".into(),
-            None,
-            200,
-            "",
-        ),
-        (
-            "erin",
-            &erin,
-            Method::POST,
-            stop.clone(),
-            None,
-            403,
-            "forbidden",
-        ),
-        (
-            "erin",
-            &erin,
-            Method::POST,
-            start.clone(),
-            None,
-            403,
-            "forbidden",
-        ),
-        (
-            "erin",
-            &erin,
-            Method::DELETE,
-            one.clone(),
-            None,
-            403,
-            "forbidden",
+            &[
+                ("GET {one}", 200, ""),
+                ("GET /api/v1/instances?scope=all", 200, ""),
+                ("GET /api/v1/events?scope=all", 200, ""),
+                ("POST {stop}", 403, "forbidden"),
+                ("POST {start}", 403, "forbidden"),
+                ("DELETE {one}", 403, "forbidden"),
+            ],
         ),
         // The other tenant's instance manager: alice's instance does not exist for them.
         (
             "dave",
             &dave,
-            Method::GET,
-            one.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "dave",
-            &dave,
-            Method::POST,
-            stop.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "dave",
-            &dave,
-            Method::DELETE,
-            one.clone(),
-            None,
-            404,
-            "not_found",
-        ),
-        (
-            "dave",
-            &dave,
-            Method::GET,
-            "/api/v1/instances?scope=all".into(),
-            None,
-            200,
-            "",
+            &[
+                ("GET {one}", 404, "not_found"),
+                ("POST {stop}", 404, "not_found"),
+                ("DELETE {one}", 404, "not_found"),
+                ("GET /api/v1/instances?scope=all", 200, ""),
+            ],
         ),
         // The administrator sees and manages everyone's.
-        ("admin", &admin, Method::GET, one.clone(), None, 200, ""),
         (
             "admin",
             &admin,
-            Method::GET,
-            "/api/v1/instances?scope=all".into(),
-            None,
-            200,
-            "",
+            &[
+                ("GET {one}", 200, ""),
+                ("GET /api/v1/instances?scope=all", 200, ""),
+                ("POST {stop}", 200, ""),
+                ("POST {start}", 200, ""),
+            ],
         ),
-        ("admin", &admin, Method::POST, stop.clone(), None, 200, ""),
-        ("admin", &admin, Method::POST, start.clone(), None, 200, ""),
         // The API key acts as alice, without CSRF.
         (
             "alice's key",
             &alice_key,
-            Method::GET,
-            "/api/v1/instances".into(),
-            None,
-            200,
-            "",
-        ),
-        (
-            "alice's key",
-            &alice_key,
-            Method::POST,
-            stop.clone(),
-            None,
-            200,
-            "",
-        ),
-        (
-            "alice's key",
-            &alice_key,
-            Method::POST,
-            start.clone(),
-            None,
-            200,
-            "",
-        ),
-        (
-            "alice's key",
-            &alice_key,
-            Method::GET,
-            "/api/v1/stats".into(),
-            None,
-            200,
-            "",
-        ),
-        (
-            "alice's key",
-            &alice_key,
-            Method::GET,
-            "/api/v1/instances?scope=all".into(),
-            None,
-            403,
-            "forbidden",
+            &[
+                ("GET /api/v1/instances", 200, ""),
+                ("POST {stop}", 200, ""),
+                ("POST {start}", 200, ""),
+                ("GET /api/v1/stats", 200, ""),
+                ("GET /api/v1/instances?scope=all", 403, "forbidden"),
+            ],
         ),
     ];
-    for (who, caller, method, path, body, want_status, want_code) in cases {
-        let (status, answer) =
-            if path.ends_with("/api/v1/events") || path.contains("/api/v1/events?") {
-                let resp = caller.request(method.clone(), &path).send().await.unwrap();
-                let status = resp.status();
-                let answer = if status.is_success() {
-                    Value::Null
-                } else {
-                    resp.json().await.unwrap_or(Value::Null)
-                };
-                (status, answer)
-            } else {
-                caller.call(method.clone(), &path, body).await
-            };
-        assert_eq!(
-            status.as_u16(),
-            want_status,
-            "{who} {method} {path}: {answer}"
-        );
-        assert_eq!(code(&answer), want_code, "{who} {method} {path}: {answer}");
-    }
+    check_matrix(matrix, id, &json!({"droplet_id": droplet.id})).await;
 
     // Lists: the admin's includes alice's instance; bob's and carol's own lists are empty.
     let (_, all) = admin.get("/api/v1/instances?scope=all&q=ALI").await;

@@ -1,7 +1,7 @@
 //! Certificate sources end to end, through the real binary: files (served, reloaded on change and
 //! on SIGHUP without dropping connections, a bad file ignored) and ACME against pebble with real
 //! http-01 and tls-alpn-01 validation (public host, cached across restarts, instance hosts only
-//! for instances that exist).
+//! for instances that exist, renewal before expiry with short-lived certificates).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -277,8 +277,16 @@ async fn sighup_reloads_the_files() {
 
 /// A gateway in ACME mode against a fresh pebble that validates on the gateway's ports.
 async fn acme_setup(challenge: &str) -> (GatewayDir, Pebble) {
+    acme_setup_issuing(challenge, None).await
+}
+
+/// [`acme_setup`] with pebble issuing certificates valid for `validity` (its default otherwise).
+async fn acme_setup_issuing(challenge: &str, validity: Option<Duration>) -> (GatewayDir, Pebble) {
     let mut dir = GatewayDir::new();
-    let pebble = Pebble::start(dir.http_port, dir.https_port).await;
+    let pebble = match validity {
+        Some(validity) => Pebble::start_short_lived(dir.http_port, dir.https_port, validity).await,
+        None => Pebble::start(dir.http_port, dir.https_port).await,
+    };
     dir.set("FLOWCASE_TLS__MODE", "acme")
         .set("FLOWCASE_TLS__ACME__DIRECTORY_URL", &pebble.directory_url)
         .set(
@@ -395,6 +403,132 @@ async fn acme_http01_issues_for_the_public_host_and_a_restart_orders_nothing() {
     assert_eq!(
         std::fs::metadata(&cached).unwrap().modified().unwrap(),
         modified
+    );
+}
+
+/// The serial number, notBefore and notAfter (Unix seconds) of a DER certificate.
+fn serial_and_validity(der: &[u8]) -> (Vec<u8>, i64, i64) {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let validity = cert.validity();
+    (
+        cert.raw_serial().to_vec(),
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    )
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The value of the first sample of `metrics` whose name and labels are exactly `series`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn acme_renews_before_expiry_without_a_restart_or_dropping_connections() {
+    // rustls-acme renews when a third of the lifetime is left: 30 s after issuance here, which
+    // leaves 15 s for the order (a few seconds against pebble) before the first one expires.
+    const LIFETIME: Duration = Duration::from_secs(45);
+    let (dir, pebble) = acme_setup_issuing("http-01", Some(LIFETIME)).await;
+    let mut gw = Gateway::start(&dir).await;
+    let addr = gw.https_addr();
+    let root = pebble.issuing_root().await;
+    wait_for_issued(&gw, &pebble, &root, PUBLIC).await;
+    let first = served_certificate(addr, PUBLIC).await.0;
+    let (first_serial, first_not_before, first_not_after) = serial_and_validity(&first);
+    assert!(
+        first_not_after - first_not_before <= LIFETIME.as_secs() as i64,
+        "pebble issued a certificate valid {} s",
+        first_not_after - first_not_before
+    );
+    assert_eq!(pebble.orders(), 1);
+
+    // A connection opened on the first certificate, used all along.
+    let mut open = RawConnection::open(addr, PUBLIC).await;
+    assert_eq!(open.leaf, first);
+    let status = open.head(PUBLIC).await;
+
+    let renewed = loop {
+        let leaf = served_certificate(addr, PUBLIC).await.0;
+        if leaf != first {
+            break leaf;
+        }
+        assert!(
+            unix_now() < first_not_after,
+            "the certificate expired without being renewed\npebble:\n{}\ngateway:\n{}",
+            pebble.log(),
+            logs(&gw)
+        );
+        assert_eq!(open.head(PUBLIC).await, status);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let renewed_at = unix_now();
+    eprintln!(
+        "renewed {} s after issuance, {} s before expiry",
+        renewed_at - first_not_before,
+        first_not_after - renewed_at
+    );
+    assert!(renewed_at < first_not_after, "renewed only after expiry");
+    let (serial, _, not_after) = serial_and_validity(&renewed);
+    assert_ne!(
+        serial, first_serial,
+        "a new certificate, not the old one again"
+    );
+    assert!(
+        not_after > first_not_after,
+        "{not_after} <= {first_not_after}"
+    );
+    assert_eq!(pebble.orders(), 2, "{}", pebble.log());
+    // New handshakes verify the renewed certificate against pebble's root...
+    let client = client_trusting(&root, &[PUBLIC], addr);
+    let resp = client.get(gw.url(PUBLIC, "/")).send().await.unwrap();
+    assert!(resp.status().as_u16() < 500, "{}", resp.status());
+    // ...while the connection opened before still answers, on the certificate it began with.
+    assert_eq!(open.head(PUBLIC).await, status);
+    assert_eq!(open.leaf, first);
+    assert!(gw.wait_exit(Duration::ZERO).is_none(), "no restart");
+
+    let metrics = reqwest::get(gw.metrics_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(&metrics, r#"flowcase_acme_orders_total{result="valid"}"#),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, r#"flowcase_acme_orders_total{result="failed"}"#),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "flowcase_acme_renewals_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!(
+                r#"flowcase_certificate_expiry_timestamp_seconds{{name="{PUBLIC}",source="acme"}}"#
+            )
+        ),
+        Some(not_after as f64),
+        "the metric shows the renewed certificate's expiry\n{metrics}"
     );
 }
 

@@ -20,7 +20,7 @@ use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{DropletType, InstanceStatus, NewDroplet, Store, TargetKind};
 use flowcase_config::UpstreamMode;
-use flowcase_e2e::instances::{add_user, login};
+use flowcase_e2e::instances::{add_user, app_cookie_across, login};
 use flowcase_e2e::postgres::TestDatabase;
 use flowcase_e2e::{Gateway, GatewayDir};
 use serde_json::Value;
@@ -311,39 +311,6 @@ async fn two_gateways_on_one_postgresql_act_as_one() {
     drop((gw_a, gw_b));
     store.close().await;
     pg.drop_now().await;
-}
-
-/// The instance-host login with the code asked of `issuer` and redeemed on `redeemer`: returns
-/// the host-only app cookie (`name=value`) set by `redeemer`.
-async fn app_cookie_across(
-    issuer: &Gateway,
-    redeemer: &Gateway,
-    client: &reqwest::Client,
-    host: &str,
-) -> String {
-    // Every hop goes to the issuer except the redemption of the code on the instance host.
-    let mut url = reqwest::Url::parse(&issuer.url(host, "/")).unwrap();
-    for _ in 0..10 {
-        let resp = client.get(url.clone()).send().await.unwrap();
-        for c in resp.headers().get_all("set-cookie") {
-            let c = c.to_str().unwrap();
-            if c.starts_with("__Host-flowcase_app=") {
-                return c.split(';').next().unwrap().to_owned();
-            }
-        }
-        assert!(
-            resp.status().is_redirection(),
-            "no app cookie; got {}",
-            resp.status()
-        );
-        url = url
-            .join(resp.headers()["location"].to_str().unwrap())
-            .unwrap();
-        if url.host_str() == Some(host) && url.query().is_some_and(|q| q.contains("code")) {
-            url.set_port(Some(redeemer.ports.0)).unwrap();
-        }
-    }
-    panic!("no app cookie after 10 redirects");
 }
 
 /// How many times the audit log recorded `slug` moving to `starting`.

@@ -82,22 +82,13 @@ pub fn open_external_credentials(
     let Some(sealed) = droplet.external_credentials.as_deref() else {
         return Ok(ExternalCredentials::default());
     };
-    let token = std::str::from_utf8(sealed).unwrap_or_default();
-    if let Some(credentials) = seal::open(keyring, &purpose(droplet.id), token, 0) {
-        return Ok(credentials);
-    }
-    let name = &droplet.name;
-    Err(AdminError::InvalidData(match seal::sealed_key_id(token) {
-        Some(id) if keyring.by_id(&id).is_none() => format!(
-            "the credentials of droplet {name:?} were sealed under key {id:?}, which the secret \
-             key file does not hold (put the old key back on a line after the current one)"
-        ),
-        Some(id) => format!(
-            "the credentials of droplet {name:?} do not open with key {id:?} of the secret key \
-             file (was the key file replaced?); set them again"
-        ),
-        None => format!("the stored credentials of droplet {name:?} are damaged; set them again"),
-    }))
+    super::lifecycle::open_sealed(
+        keyring,
+        &purpose(droplet.id),
+        std::str::from_utf8(sealed).unwrap_or_default(),
+        0,
+        &format!("the credentials of droplet {:?}", droplet.name),
+    )
 }
 
 /// Seals and stores the credentials of an external host droplet (empty = removes them).
@@ -346,7 +337,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(
-            other_file.contains("do not open with key \"k1\""),
+            other_file.contains("key \"k1\" of the secret key file does not fit"),
             "{other_file}"
         );
         let rotated_away =

@@ -156,6 +156,46 @@ fn pull_error(image: &str, err: BollardError) -> EngineError {
     }
 }
 
+/// The engine filter that selects what is ours in `deployment` (containers, services,
+/// events): labelled as an instance, of this deployment and no other.
+pub(super) fn ours_filter(deployment: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_owned(),
+        vec![
+            LABEL_INSTANCE.to_owned(),
+            format!("{LABEL_DEPLOYMENT}={deployment}"),
+        ],
+    )])
+}
+
+/// The network named or numbered `name`, or `None` when there is none.
+pub(super) async fn find_network(
+    docker: &Docker,
+    name: &str,
+) -> EngineResult<Option<bollard::models::NetworkInspect>> {
+    match docker
+        .inspect_network(name, None::<InspectNetworkOptions>)
+        .await
+    {
+        Ok(network) => Ok(Some(network)),
+        Err(e) if is_status(&e, 404) => Ok(None),
+        Err(e) => Err(engine_error(e)),
+    }
+}
+
+/// Creates a network; `Ok(false)` when one of that name exists already (another process made it
+/// in between: the caller decides whether theirs will do).
+pub(super) async fn create_network(
+    docker: &Docker,
+    request: NetworkCreateRequest,
+) -> EngineResult<bool> {
+    match docker.create_network(request).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_status(&e, 409) => Ok(false),
+        Err(e) => Err(engine_error(e)),
+    }
+}
+
 pub(super) fn is_status(err: &BollardError, code: u16) -> bool {
     matches!(err, BollardError::DockerResponseServerError { status_code, .. } if *status_code == code)
 }
@@ -402,29 +442,20 @@ impl Engine for DockerEngine {
         labels: &BTreeMap<String, String>,
     ) -> EngineResult<()> {
         let docker = self.client().await?;
-        let existing = docker
-            .inspect_network(name, None::<InspectNetworkOptions>)
-            .await;
-        let network = match existing {
-            Ok(network) => network,
-            Err(e) if is_status(&e, 404) => {
-                let request = NetworkCreateRequest {
-                    name: name.to_owned(),
-                    driver: Some("bridge".into()),
-                    options: Some(HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])),
-                    labels: Some(hash_map(labels)),
-                    ..Default::default()
-                };
-                return match docker.create_network(request).await {
-                    Ok(_) => Ok(()),
-                    // Another process created it in between: check theirs.
-                    Err(e) if is_status(&e, 409) => {
-                        Box::pin(self.ensure_isolated_network(name, labels)).await
-                    }
-                    Err(e) => Err(engine_error(e)),
-                };
-            }
-            Err(e) => return Err(engine_error(e)),
+        let Some(network) = find_network(docker, name).await? else {
+            let request = NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".into()),
+                options: Some(HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])),
+                labels: Some(hash_map(labels)),
+                ..Default::default()
+            };
+            return if create_network(docker, request).await? {
+                Ok(())
+            } else {
+                // Another process created it in between: check theirs.
+                Box::pin(self.ensure_isolated_network(name, labels)).await
+            };
         };
         let icc = network
             .options
@@ -446,13 +477,8 @@ impl Engine for DockerEngine {
         labels: &BTreeMap<String, String>,
     ) -> EngineResult<()> {
         let docker = self.client().await?;
-        match docker
-            .inspect_network(name, None::<InspectNetworkOptions>)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(engine_error(e)),
+        if find_network(docker, name).await?.is_some() {
+            return Ok(());
         }
         let request = NetworkCreateRequest {
             name: name.to_owned(),
@@ -461,12 +487,8 @@ impl Engine for DockerEngine {
             labels: Some(hash_map(labels)),
             ..Default::default()
         };
-        match docker.create_network(request).await {
-            // 409: another process created it in between.
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) => Err(engine_error(e)),
-        }
+        // Made by another process in between: as good as ours.
+        create_network(docker, request).await.map(drop)
     }
 
     async fn connect_network(&self, network: &str, container: &str) -> EngineResult<()> {
@@ -612,13 +634,7 @@ impl Engine for DockerEngine {
     async fn list_ours(&self, deployment: &str) -> EngineResult<Vec<ContainerInfo>> {
         let options = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![
-                    LABEL_INSTANCE.to_owned(),
-                    format!("{LABEL_DEPLOYMENT}={deployment}"),
-                ],
-            )])),
+            filters: Some(ours_filter(deployment)),
             ..Default::default()
         };
         let list = self
@@ -654,18 +670,13 @@ impl Engine for DockerEngine {
 
     fn events(&self, deployment: &str) -> BoxStream<'static, EngineResult<EngineEvent>> {
         let this = self.clone();
-        let deployment_label = format!("{LABEL_DEPLOYMENT}={deployment}");
+        let mut filters = ours_filter(deployment);
+        filters.insert("type".to_owned(), vec!["container".to_owned()]);
         futures_util::stream::once(async move { this.client().await.cloned() })
             .map(move |client| match client {
                 Ok(docker) => {
                     let options = EventsOptions {
-                        filters: Some(HashMap::from([
-                            ("type".to_owned(), vec!["container".to_owned()]),
-                            (
-                                "label".to_owned(),
-                                vec![LABEL_INSTANCE.to_owned(), deployment_label.clone()],
-                            ),
-                        ])),
+                        filters: Some(filters.clone()),
                         ..Default::default()
                     };
                     docker

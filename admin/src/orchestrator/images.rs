@@ -70,22 +70,13 @@ pub fn open_registry_credentials(
     droplet: &Droplet,
     sealed: &[u8],
 ) -> Result<RegistryCredentials> {
-    let token = std::str::from_utf8(sealed).unwrap_or_default();
-    if let Some(credentials) = seal::open(keyring, &purpose(droplet.id), token, 0) {
-        return Ok(credentials);
-    }
-    let name = &droplet.name;
-    Err(AdminError::InvalidData(match seal::sealed_key_id(token) {
-        Some(id) if keyring.by_id(&id).is_none() => format!(
-            "the registry credentials of droplet {name:?} were sealed under key {id:?}, which \
-             the secret key file does not hold (put the old key back on a line after the \
-             current one)"
-        ),
-        _ => format!(
-            "the registry credentials of droplet {name:?} do not open with the secret key file \
-             (was it replaced?); set them again"
-        ),
-    }))
+    super::lifecycle::open_sealed(
+        keyring,
+        &purpose(droplet.id),
+        std::str::from_utf8(sealed).unwrap_or_default(),
+        0,
+        &format!("the registry credentials of droplet {:?}", droplet.name),
+    )
 }
 
 /// The registry server an image comes from, as the engine keys credentials: the droplet's

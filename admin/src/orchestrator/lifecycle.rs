@@ -330,11 +330,7 @@ impl Orchestrator {
             )));
         }
         let result = match instance.container_id.as_deref() {
-            Some(id) => self
-                .engine
-                .stop(id, self.options.stop_grace)
-                .await
-                .map_err(engine_err),
+            Some(id) => self.engine.stop(id, self.options.stop_grace).await,
             None => Ok(()),
         };
         match result {
@@ -343,7 +339,21 @@ impl Orchestrator {
                     .await?;
                 Ok(())
             }
+            // Removed behind our back (or by the engine): nothing is left to stop, and the
+            // instance is gone, as a reconciliation pass would find; not a failed stop.
+            Err(EngineError::NotFound(_)) => {
+                self.transition(
+                    actor,
+                    &instance,
+                    &[S::Stopping],
+                    S::Gone,
+                    Some(CONTAINER_DISAPPEARED),
+                )
+                .await?;
+                Ok(())
+            }
             Err(e) => {
+                let e = engine_err(e);
                 let reason = format!("stop failed: {e}");
                 self.transition(actor, &instance, &[S::Stopping], S::Error, Some(&reason))
                     .await?;
@@ -1151,6 +1161,9 @@ async fn resolve_external(host: &str, port: u16) -> Result<Upstream> {
         .ok_or_else(|| unreachable("no address".into()))
 }
 
+/// Why a row became `gone` when its container (on a swarm: its service) vanished.
+const CONTAINER_DISAPPEARED: &str = "the container disappeared";
+
 /// What reconciliation makes of a row given its container (or its absence): a new status and
 /// why, or `None` to leave it. Only settled rows are judged.
 fn judge(
@@ -1162,7 +1175,7 @@ fn judge(
     }
     match (row.status, found) {
         (S::Error, None) if row.container_id.is_none() => None,
-        (_, None) => Some((S::Gone, "the container disappeared")),
+        (_, None) => Some((S::Gone, CONTAINER_DISAPPEARED)),
         (S::Running, Some(c)) if c.state != ContainerState::Running => {
             Some((S::Stopped, "the container stopped outside Flowcase"))
         }
@@ -1222,19 +1235,38 @@ pub(super) fn open_instance_credentials(
         .credentials
         .as_deref()
         .map(|sealed| {
-            seal::open(keyring, CREDENTIALS_PURPOSE, sealed, now).ok_or_else(|| {
-                let why = match seal::sealed_key_id(sealed) {
-                    Some(id) if keyring.by_id(&id).is_none() => {
-                        format!("sealed under key {id:?}, which the key file does not hold")
-                    }
-                    Some(id) => format!("key {id:?} of the key file does not fit"),
-                    None => "damaged".to_owned(),
-                };
-                AdminError::InvalidData(format!(
-                    "the desktop password of instance {} cannot be opened: {why}",
-                    instance.slug
-                ))
-            })
+            open_sealed(
+                keyring,
+                CREDENTIALS_PURPOSE,
+                sealed,
+                now,
+                &format!("the desktop password of instance {}", instance.slug),
+            )
         })
         .transpose()
+}
+
+/// Opens a stored sealed value (`what` names it for the error), or says why it does not open:
+/// sealed under a key the key file no longer holds, under another key of the same id (a
+/// replaced key file), or damaged.
+pub(super) fn open_sealed<T: serde::de::DeserializeOwned>(
+    keyring: &Keyring,
+    purpose: &str,
+    token: &str,
+    now: i64,
+    what: &str,
+) -> Result<T> {
+    seal::open(keyring, purpose, token, now).ok_or_else(|| {
+        let why = match seal::sealed_key_id(token) {
+            Some(id) if keyring.by_id(&id).is_none() => format!(
+                "it was sealed under key {id:?}, which the secret key file does not hold (put the \
+                 old key back on a line after the current one)"
+            ),
+            Some(id) => format!(
+                "key {id:?} of the secret key file does not fit (was the key file replaced?)"
+            ),
+            None => "it is damaged".to_owned(),
+        };
+        AdminError::InvalidData(format!("{what} cannot be opened: {why}"))
+    })
 }

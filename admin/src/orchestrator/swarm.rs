@@ -63,18 +63,19 @@ use bollard::models::{
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
-    EventsOptions, InspectNetworkOptions, InspectServiceOptions, ListContainersOptions,
-    ListNodesOptions, ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
+    EventsOptions, InspectServiceOptions, ListContainersOptions, ListNodesOptions,
+    ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
 };
 use flowcase_config::SwarmImageReference;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::docker::{DockerEngine, engine_error, hash_map, is_status};
+use super::docker::{
+    DockerEngine, create_network, engine_error, find_network, hash_map, is_status, ours_filter,
+};
 use super::engine::{
     ContainerInfo, ContainerSpec, ContainerState, ContainerStats, Engine, EngineError, EngineEvent,
-    EngineInfo, EngineResult, Exposure, LABEL_DEPLOYMENT, LABEL_INSTANCE, PullProgress,
-    RegistryAuth,
+    EngineInfo, EngineResult, Exposure, LABEL_INSTANCE, PullProgress, RegistryAuth,
 };
 use super::placement;
 
@@ -344,19 +345,36 @@ impl SwarmEngine {
         }
     }
 
-    /// Every task of the services `ids`.
+    /// Every task of the services `ids`; a service that vanished meanwhile has none.
+    ///
+    /// The manager answers 404 for the whole list when one of the services named in the filter
+    /// no longer exists (removed by an operator, by another run, by our own removal racing a
+    /// listing): one vanished service must not fail the listing of all the others, so the
+    /// services are then asked one by one and the vanished ones left out.
     async fn tasks(&self, ids: &[String]) -> EngineResult<Vec<Task>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let options = ListTasksOptions {
-            filters: Some(HashMap::from([("service".to_owned(), ids.to_vec())])),
+        let docker = self.client().await?;
+        let list = |ids: Vec<String>| {
+            docker.list_tasks(Some(ListTasksOptions {
+                filters: Some(HashMap::from([("service".to_owned(), ids)])),
+            }))
         };
-        self.client()
-            .await?
-            .list_tasks(Some(options))
-            .await
-            .map_err(engine_error)
+        match list(ids.to_vec()).await {
+            Ok(tasks) => return Ok(tasks),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(engine_error(e)),
+        }
+        let mut tasks = Vec::new();
+        for id in ids {
+            match list(vec![id.clone()]).await {
+                Ok(found) => tasks.extend(found),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(engine_error(e)),
+            }
+        }
+        Ok(tasks)
     }
 
     /// Applies `change` to the service's spec, retrying when another update got in between.
@@ -531,17 +549,11 @@ impl SwarmEngine {
             ) else {
                 continue;
             };
-            match docker
-                .inspect_network(&network_id, None::<InspectNetworkOptions>)
-                .await
+            if let Some(name) = find_network(docker, &network_id)
+                .await?
+                .and_then(|n| n.name)
             {
-                Ok(network) => {
-                    if let Some(name) = network.name {
-                        addresses.insert(name, ip);
-                    }
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(engine_error(e)),
+                addresses.insert(name, ip);
             }
         }
         let running = task.filter(|t| task_state(t) == TaskState::RUNNING);
@@ -551,24 +563,14 @@ impl SwarmEngine {
         if let Some(local) = self.local.inspect(&container).await? {
             addresses.extend(local.addresses);
         }
-        {
-            match docker
-                .inspect_network(NODE_BRIDGE, None::<InspectNetworkOptions>)
-                .await
-            {
-                Ok(bridge) => {
-                    let ip = bridge
-                        .containers
-                        .and_then(|c| c.get(&container).cloned())
-                        .and_then(|e| e.ipv4_address)
-                        .and_then(|a| strip_prefix_len(&a));
-                    if let Some(ip) = ip {
-                        addresses.insert(NODE_BRIDGE.to_owned(), ip);
-                    }
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(engine_error(e)),
-            }
+        let on_bridge = find_network(docker, NODE_BRIDGE)
+            .await?
+            .and_then(|bridge| bridge.containers)
+            .and_then(|c| c.get(&container).cloned())
+            .and_then(|e| e.ipv4_address)
+            .and_then(|a| strip_prefix_len(&a));
+        if let Some(ip) = on_bridge {
+            addresses.insert(NODE_BRIDGE.to_owned(), ip);
         }
         Ok(addresses)
     }
@@ -722,23 +724,16 @@ impl Engine for SwarmEngine {
         labels: &BTreeMap<String, String>,
     ) -> EngineResult<()> {
         let docker = self.client().await?;
-        match docker
-            .inspect_network(name, None::<InspectNetworkOptions>)
-            .await
-        {
-            Ok(network) => {
-                return if network.driver.as_deref() == Some("overlay")
-                    && network.attachable == Some(true)
-                {
-                    Ok(())
-                } else {
-                    Err(EngineError::Conflict(format!(
-                        "network {name} exists but is not an attachable overlay network"
-                    )))
-                };
-            }
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(engine_error(e)),
+        if let Some(network) = find_network(docker, name).await? {
+            return if network.driver.as_deref() == Some("overlay")
+                && network.attachable == Some(true)
+            {
+                Ok(())
+            } else {
+                Err(EngineError::Conflict(format!(
+                    "network {name} exists but is not an attachable overlay network"
+                )))
+            };
         }
         let request = NetworkCreateRequest {
             name: name.to_owned(),
@@ -747,11 +742,7 @@ impl Engine for SwarmEngine {
             labels: Some(hash_map(labels)),
             ..Default::default()
         };
-        match docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) => Err(engine_error(e)),
-        }
+        create_network(docker, request).await.map(drop)
     }
 
     /// Removes the network and waits until it is gone: a swarm network lingers for a moment
@@ -760,22 +751,16 @@ impl Engine for SwarmEngine {
         self.local.remove_network(name).await?;
         let docker = self.client().await?;
         let deadline = tokio::time::Instant::now() + REMOVE_TIMEOUT;
-        loop {
-            match docker
-                .inspect_network(name, None::<InspectNetworkOptions>)
-                .await
-            {
-                Err(e) if is_status(&e, 404) => return Ok(()),
-                Err(e) => return Err(engine_error(e)),
-                Ok(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(EngineError::Other(format!(
-                        "network {name} is still there {} s after its removal",
-                        REMOVE_TIMEOUT.as_secs()
-                    )));
-                }
-                Ok(_) => tokio::time::sleep(POLL).await,
+        while find_network(docker, name).await?.is_some() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Other(format!(
+                    "network {name} is still there {} s after its removal",
+                    REMOVE_TIMEOUT.as_secs()
+                )));
             }
+            tokio::time::sleep(POLL).await;
         }
+        Ok(())
     }
 
     async fn connect_network(&self, network: &str, container: &str) -> EngineResult<()> {
@@ -945,13 +930,7 @@ impl Engine for SwarmEngine {
     /// the plain backend).
     async fn list_ours(&self, deployment: &str) -> EngineResult<Vec<ContainerInfo>> {
         let options = ListServicesOptions {
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![
-                    LABEL_INSTANCE.to_owned(),
-                    format!("{LABEL_DEPLOYMENT}={deployment}"),
-                ],
-            )])),
+            filters: Some(ours_filter(deployment)),
             ..Default::default()
         };
         let services = self

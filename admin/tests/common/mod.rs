@@ -8,9 +8,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+// The swarm helpers of the end-to-end kit (plain `std`), shared rather than copied.
+#[path = "../../../tests/src/swarm.rs"]
+mod swarm_kit;
+pub use swarm_kit::{ensure_swarm, remove_service};
 
 use flowcase_admin::Store;
 use flowcase_admin::orchestrator::docker::DockerEngine;
@@ -65,20 +70,41 @@ pub enum Db {
 pub struct Cleanup {
     pub run: String,
     pub pg: Option<(String, String)>,
+    /// Containers and services a test made outside the run's deployment (see
+    /// [`Harness::create_labelled`]): removed here too, so a failing test leaks none of them.
+    pub labelled: Mutex<Vec<String>>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        let labelled = std::mem::take(
+            self.labelled
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         // Swarm services first, or they would make new task containers.
-        let services = docker(&[
+        let mut services = docker(&[
             "service",
             "ls",
             "-q",
             "--filter",
             &format!("label=flowcase.deployment={}", self.run),
         ]);
+        for name in &labelled {
+            services.push_str(&docker(&[
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("name={name}"),
+            ]));
+            services.push('\n');
+        }
         for service in services.split_whitespace() {
             remove_service(service);
+        }
+        for name in &labelled {
+            docker(&["rm", "-f", name]);
         }
         let ids = docker(&[
             "ps",
@@ -151,29 +177,6 @@ impl Drop for Cleanup {
     }
 }
 
-/// Removes a swarm service the way the engine does: scaled to zero first, deleted once Swarm
-/// has reaped its tasks (deleting a service whose tasks are being reaped crashes the manager of
-/// Docker 20.10, and with it the dockerd every suite shares).
-pub fn remove_service(name: &str) {
-    docker(&[
-        "service",
-        "update",
-        "-d",
-        "--replicas",
-        "0",
-        "--stop-grace-period",
-        "1s",
-        name,
-    ]);
-    for _ in 0..150 {
-        if docker(&["service", "ps", "-q", name]).trim().is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    docker(&["service", "rm", name]);
-}
-
 pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -222,23 +225,6 @@ macro_rules! on_every_backend {
     };
 }
 
-/// Makes the local dockerd a single-node swarm manager unless it is one. Never leaves the
-/// swarm: other suites share this dockerd, and plain containers work the same in swarm mode.
-pub fn ensure_swarm() {
-    let state = || {
-        docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
-            .trim()
-            .to_owned()
-    };
-    if state() != "active" {
-        // Two test processes may race here; the loser's "already part of a swarm" is fine.
-        let _ = Command::new("docker")
-            .args(["swarm", "init", "--advertise-addr", "127.0.0.1"])
-            .output();
-    }
-    assert_eq!(state(), "active", "docker swarm init failed");
-}
-
 pub struct Harness {
     pub backend: Backend,
     pub orch: Arc<Orchestrator>,
@@ -248,7 +234,8 @@ pub struct Harness {
     pub clock: Arc<TestClock>,
     pub url: String,
     pub dir: tempfile::TempDir,
-    pub _cleanup: Cleanup,
+    /// Dropped last of the test's values, pass or panic.
+    pub cleanup: Cleanup,
 }
 
 pub fn options(run: &str) -> Options {
@@ -291,6 +278,7 @@ impl Harness {
         let mut cleanup = Cleanup {
             run: run.clone(),
             pg: None,
+            labelled: Mutex::new(Vec::new()),
         };
         let url = match db {
             Db::Sqlite => format!("sqlite://{}/flowcase.db", dir.path().display()),
@@ -338,7 +326,7 @@ impl Harness {
             clock,
             url,
             dir,
-            _cleanup: cleanup,
+            cleanup,
         }
     }
 
@@ -468,8 +456,14 @@ impl Harness {
         docker(&["stop", "-t", "0", &id]);
     }
 
-    /// Makes a container (on a swarm: a service of no replica) labelled `labels`, named `name`.
+    /// Makes a container (on a swarm: a service of no replica) labelled `labels`, named `name`;
+    /// removed when the harness is dropped (even when the test fails) if not before.
     pub async fn create_labelled(&self, name: &str, labels: &[(&str, &str)]) {
+        self.cleanup
+            .labelled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(name.to_owned());
         let httpd = images(flowcase_test_images::httpd_image).await;
         let mut cmd = Command::new("docker");
         match self.backend {
