@@ -395,12 +395,20 @@ async fn a_launched_web_app_goes_live_over_the_event_stream_and_is_stopped_start
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input")
     );
 
-    // Stats: mine, without the host.
-    let (status, stats) = alice.get("/api/v1/stats").await;
-    assert_eq!(status, 200, "{stats}");
-    assert_eq!(stats["running"], 1, "{stats}");
-    assert_eq!(stats["instances"], 1, "{stats}");
-    assert_eq!(stats["host"], Value::Null, "{stats}");
+    // Stats: mine, without the host. Usage figures are null ("not measured yet") until the
+    // engine has sampled the new container, then numbers.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stats = loop {
+        let (status, stats) = alice.get("/api/v1/stats").await;
+        assert_eq!(status, 200, "{stats}");
+        assert_eq!(stats["running"], 1, "{stats}");
+        assert_eq!(stats["instances"], 1, "{stats}");
+        assert_eq!(stats["host"], Value::Null, "{stats}");
+        if stats["memory_bytes"].as_u64().is_some() || Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert!(stats["memory_bytes"].as_u64().is_some(), "{stats}");
 
     // Stop: answered once stopped, and pushed.

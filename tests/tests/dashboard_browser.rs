@@ -160,13 +160,18 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         // The usage tiles follow without a reload: CPU and memory as soon as the engine has
         // sampled the new container (pushed with the instance events, not left to a periodic
         // poll of figures sampled before the container ran), and the count stays put (an older
-        // figure never overwrites it).
+        // figure never overwrites it). Until then the tiles say "–", never a false 0. The bound
+        // is generous: one engine sample takes a second or two, far more on a loaded CI machine.
+        assert!(
+            !["0 B", "0 %", "0%"].contains(&b.text_of("#stat-memory").await.as_str()),
+            "an unmeasured instance shows as using nothing"
+        );
         env.wait_long(
             "the running instance's memory in the tiles",
             "const m = document.getElementById('stat-memory').textContent; \
              const c = document.getElementById('stat-cpu').textContent; \
              return /[1-9]/.test(m) && m !== '–' && c !== '–';",
-            Duration::from_secs(8),
+            Duration::from_secs(30),
         )
         .await;
         for _ in 0..10 {

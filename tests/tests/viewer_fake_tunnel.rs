@@ -112,7 +112,7 @@ async fn page() -> Html<String> {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../admin/templates/viewer.html"),
     )
     .unwrap();
-    let html = template
+    let html = without_watch(&template)
         .replace("{{ droplet_name }}", "Fake desktop")
         .replace("{{ instance_id }}", "7")
         .replace("{{ csrf_token }}", "fake-csrf")
@@ -124,6 +124,30 @@ async fn page() -> Html<String> {
         .replace("{{ style_url }}", "/assets/css/viewer.css");
     assert!(!html.contains("{{"), "a template value left: {html}");
     Html(html)
+}
+
+/// The viewer template as askama renders it for a user (not a read-only watcher): each
+/// `{% if watch %}A{% else %}B{% endif %}` becomes B (or nothing), `{{ watch }}` false.
+fn without_watch(template: &str) -> String {
+    const IF: &str = "{% if watch %}";
+    const ELSE: &str = "{% else %}";
+    const END: &str = "{% endif %}";
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find(IF) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + IF.len()..];
+        let end = after
+            .find(END)
+            .expect("an {% if watch %} without {% endif %}");
+        let block = &after[..end];
+        if let Some(otherwise) = block.find(ELSE) {
+            out.push_str(&block[otherwise + ELSE.len()..]);
+        }
+        rest = &after[end + END.len()..];
+    }
+    out.push_str(rest);
+    out.replace("{{ watch }}", "false")
 }
 
 async fn asset(Path((dir, name)): Path<(String, String)>) -> Response {
