@@ -378,6 +378,8 @@ mod tests {
             pool_started: false,
             external_domain: None,
             external_params: BTreeMap::new(),
+            guacd: crate::store::GuacdMode::Shared,
+            guacd_image: None,
             created_at: 0,
             updated_at: 0,
         }
