@@ -411,9 +411,9 @@ impl Orchestrator {
         if result.is_ok() && sidecar {
             result = self.remove_sidecar(instance.id, &instance.slug).await;
         }
-        let private = self.options.upstream_mode == UpstreamMode::ContainerNetwork
-            || droplet.as_ref().is_some_and(|d| self.private_network(d));
-        if result.is_ok() && private {
+        // Whatever the droplet says now (its guacd setting may have changed since the launch):
+        // a private network of the instance goes with it, and a missing one is fine.
+        if result.is_ok() {
             result = self.remove_instance_network(&name).await;
         }
         match result {
@@ -781,6 +781,15 @@ impl Orchestrator {
         self.wait_ready(container_id, upstream.addr, droplet)
             .await?;
         if uses_sidecar(droplet) {
+            // The instance's network is made (and joined) here too: a container launched while
+            // its droplet used the shared guacd sits on the shared network only.
+            let network = self.network_for(droplet, &instance.slug);
+            self.ensure_network(&instance.slug, Some(instance.user_id), droplet, &network)
+                .await?;
+            self.engine
+                .connect_network(&network, container_id)
+                .await
+                .map_err(engine_err)?;
             self.start_sidecar(instance, droplet).await?;
         }
         self.expect_transition(actor, instance, &[S::Starting], S::Running)
@@ -1008,12 +1017,8 @@ impl Orchestrator {
         {
             let _ = self.remove_sidecar(instance_id, &row.slug).await;
         }
-        if self.options.upstream_mode == UpstreamMode::ContainerNetwork
-            || droplet.as_ref().is_some_and(|d| self.private_network(d))
-        {
-            // The private network is named after the container.
-            let _ = self.remove_instance_network(name).await;
-        }
+        // The private network, if any, is named after the container; missing is fine.
+        let _ = self.remove_instance_network(name).await;
         if let Ok(instance) = self.reload(instance_id).await {
             let reason = error.to_string();
             let from = [S::Requested, S::Creating, S::Starting];
