@@ -412,7 +412,11 @@ async fn a_sidecar_desktop_runs_its_own_guacd_from_launch_to_destroy() {
         .await;
     assert_eq!(containers_of(&slug), [desktop.clone(), sidecar.clone()]);
     let mut ws = env.open_tunnel(&slug).await;
-    assert_eq!(first_connect(&slug).await.len(), 1, "a new sidecar, a new log");
+    assert_eq!(
+        first_connect(&slug).await.len(),
+        1,
+        "a new sidecar, a new log"
+    );
     ws.close(None).await.unwrap();
 
     // A desktop stopped behind the gateway's back: reconciliation marks it stopped and takes
