@@ -398,7 +398,7 @@ async fn a_sidecar_desktop_runs_its_own_guacd_from_launch_to_destroy() {
         (status, stopped["status"].as_str()),
         (StatusCode::OK, Some("stopped"))
     );
-    assert_eq!(containers_of(&slug), [desktop.clone()]);
+    assert_eq!(containers_of(&slug), std::slice::from_ref(&desktop));
     assert!(!running(&desktop));
 
     // Starting again brings a fresh sidecar, and the tunnel works again.
@@ -606,5 +606,69 @@ async fn reconciliation_removes_stray_sidecars_and_swarm_refuses_them() {
         store.list_instances_for_user(alice.id).await.unwrap().len(),
         before
     );
+    store.close().await;
+}
+
+/// `flowcase droplet add --guacd sidecar [--guacd-image IMAGE]` stores the choice; what a
+/// sidecar cannot be is refused naming the flag.
+#[tokio::test]
+async fn the_command_line_gives_a_droplet_its_guacd_sidecar() {
+    let dir = GatewayDir::new();
+    let mut gw = Gateway::start(&dir).await;
+    gw.stop();
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "droplet", "add", "--type", "vnc", "--image", "desk:1", "--port", "5900",
+        ];
+        args.extend_from_slice(extra);
+        dir.cli(&args)
+    };
+    let out = add(&[
+        "--name",
+        "Desk",
+        "--guacd",
+        "sidecar",
+        "--guacd-image",
+        "registry.test/guacd:1.5.5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = add(&["--name", "Plain"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (extra, key) in [
+        (&["--name", "Bad", "--guacd", "own"][..], "--guacd:"),
+        (
+            &["--name", "Bad", "--guacd-image", "g:1"][..],
+            "--guacd-image:",
+        ),
+        (
+            &["--name", "Bad", "--guacd", "sidecar", "--pool-size", "1"][..],
+            "--pool-size:",
+        ),
+    ] {
+        let out = add(extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains(key), "{extra:?}: {stderr}");
+    }
+    let store = Store::connect(&database_url(&dir)).await.unwrap();
+    let droplets = store.list_droplets().await.unwrap();
+    let desk = droplets.iter().find(|d| d.name == "Desk").unwrap();
+    assert_eq!(desk.guacd, flowcase_admin::store::GuacdMode::Sidecar);
+    assert_eq!(
+        desk.guacd_image.as_deref(),
+        Some("registry.test/guacd:1.5.5")
+    );
+    let plain = droplets.iter().find(|d| d.name == "Plain").unwrap();
+    assert_eq!(plain.guacd, flowcase_admin::store::GuacdMode::Shared);
+    assert_eq!(plain.guacd_image, None);
+    assert!(!droplets.iter().any(|d| d.name == "Bad"));
     store.close().await;
 }
