@@ -7,9 +7,10 @@
 //! Launching starts two containers on the instance's private network; the tunnel reaches the
 //! sidecar, which is told the instance's container name (not a host port) and reaches the
 //! desktop by it; stopping, a container stopped behind the gateway's back (reconciliation),
-//! destroying, and a sidecar that cannot start all leave no sidecar behind. The orchestrator
-//! half: reconciliation removes a sidecar no running instance claims, and the Swarm backend
-//! refuses sidecar droplets with a clear error.
+//! destroying, and a sidecar that cannot start all leave no sidecar behind; the command line
+//! sets the choice. The orchestrator half: in mode `container-network` the sidecar is reached
+//! unpublished on the instance's network, reconciliation removes a sidecar no running instance
+//! claims, and the Swarm backend refuses sidecar droplets with a clear error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
@@ -670,5 +671,139 @@ async fn the_command_line_gives_a_droplet_its_guacd_sidecar() {
     assert_eq!(plain.guacd, flowcase_admin::store::GuacdMode::Shared);
     assert_eq!(plain.guacd_image, None);
     assert!(!droplets.iter().any(|d| d.name == "Bad"));
+    store.close().await;
+}
+
+/// Mode `container-network` (the gateway dials containers on their networks; here from the
+/// host, which reaches bridge networks too): the sidecar is not published, the tunnel's target
+/// names its address on the instance's network, and guacd there completes a handshake for the
+/// desktop it reaches by name. Destroying leaves nothing.
+#[tokio::test]
+async fn in_container_network_mode_the_sidecar_is_reached_on_the_instance_network() {
+    use flowcase_admin::orchestrator::docker::DockerEngine;
+    use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
+    use flowcase_admin::store::{DropletType, GuacdMode, NewDroplet, NewUser, TargetKind};
+    use flowcase_config::UpstreamMode;
+    use flowcase_guac::Instruction;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let double = image(|| flowcase_test_images::guacd_double_image(DOUBLE.as_ref(), &[])).await;
+    let vnc_image = image(flowcase_test_images::vnc_image).await;
+    let dir = GatewayDir::new();
+    std::fs::create_dir_all(dir.data_dir()).unwrap();
+    let store = Store::connect(&database_url(&dir)).await.unwrap();
+    let tenant = store.create_tenant("default", true, 0).await.unwrap();
+    let user = store
+        .create_user(
+            &NewUser {
+                tenant_id: tenant.id,
+                username: "carol".into(),
+                ..NewUser::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let mut new = NewDroplet::new(tenant.id, "Desk", DropletType::Vnc, TargetKind::Container);
+    new.image = Some(vnc_image);
+    new.ports = vec![5900];
+    new.cpu_millicores = Some(500);
+    new.memory_mb = Some(256);
+    new.guacd = GuacdMode::Sidecar;
+    new.guacd_image = Some(double);
+    let droplet = store.create_droplet(&new, 0).await.unwrap();
+    let keyring =
+        flowcase_admin::secrets::ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
+    let orchestrator = Orchestrator::new(
+        store.clone(),
+        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
+        keyring.clone(),
+        Arc::new(SystemClock),
+        Options {
+            upstream_mode: UpstreamMode::ContainerNetwork,
+            deployment: dir.deployment().to_owned(),
+            ready_timeout: Duration::from_secs(30),
+            ..Options::from_config(&flowcase_config::Config::default())
+        },
+    );
+    let (instance, _) = orchestrator.launch(&user, &droplet).await.unwrap();
+    let slug = instance.slug.clone();
+    let desktop = format!("flowcase-{slug}");
+    let sidecar = format!("{desktop}-guacd");
+    assert_eq!(containers_of(&slug), [desktop.clone(), sidecar.clone()]);
+    assert_eq!(docker(&["port", &sidecar]).trim(), "", "nothing published");
+    let sidecar_ip = docker(&[
+        "inspect",
+        "--format",
+        &format!("{{{{(index .NetworkSettings.Networks \"{desktop}\").IPAddress}}}}"),
+        &sidecar,
+    ]);
+
+    // What the tunnel would use: the sidecar on the network, the desktop by its name.
+    let target = flowcase_admin::access::desktop::desktop_target(
+        &store,
+        &keyring,
+        instance.id,
+        user.id,
+        flowcase_admin::store::now_millis(),
+    )
+    .await
+    .unwrap();
+    let guacd = target.guacd.expect("the sidecar's address");
+    assert_eq!(guacd.to_string(), format!("{}:4822", sidecar_ip.trim()));
+    let connection = target.connection.unwrap();
+    assert_eq!(
+        (connection.hostname.as_str(), connection.port),
+        (desktop.as_str(), 5900)
+    );
+
+    // guacd there takes a handshake for that desktop and reaches it.
+    let mut stream = tokio::net::TcpStream::connect(guacd).await.unwrap();
+    stream
+        .write_all(Instruction::new("select", ["vnc"]).encode().as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let args = loop {
+        if let Ok(Some((i, _))) = flowcase_guac::parse(&buf) {
+            break i;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "guacd closed before args");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    assert_eq!(args.opcode, "args");
+    let values: Vec<String> = args
+        .args
+        .iter()
+        .map(|name| match name.as_str() {
+            "VERSION_1_5_0" => name.clone(),
+            other => connection
+                .guacd_args()
+                .get(other)
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .collect();
+    stream
+        .write_all(Instruction::new("connect", values).encode().as_bytes())
+        .await
+        .unwrap();
+    let connects = first_connect(&slug).await;
+    assert_eq!(connects[0]["hostname"], desktop.as_str(), "{connects:?}");
+    assert_eq!(connects[0]["desktop"], "RFB 003.008\n", "{connects:?}");
+    drop(stream);
+
+    orchestrator
+        .destroy(instance.id, &Actor::system())
+        .await
+        .unwrap();
+    assert!(
+        containers_of(&slug).is_empty(),
+        "{:?}",
+        containers_of(&slug)
+    );
+    assert!(!network_exists(&desktop));
     store.close().await;
 }
