@@ -431,6 +431,27 @@ async fn a_sidecar_desktop_runs_its_own_guacd_from_launch_to_destroy() {
     })
     .await;
 
+    // A sidecar that dies takes its desktop down with it (it could not be opened any more);
+    // the next start makes both anew.
+    let (status, body) = env
+        .alice
+        .post(&format!("/api/v1/instances/{id}/start"), json!({}))
+        .await;
+    assert!(status == 200 || status == 202, "{status} {body}");
+    env.alice
+        .wait_status(id, "running", Duration::from_secs(90))
+        .await;
+    docker(&["rm", "-f", &sidecar]);
+    let stopped = env
+        .alice
+        .wait_status(id, "stopped", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        stopped["error_reason"], "its guacd sidecar stopped",
+        "{stopped}"
+    );
+    assert!(!running(&desktop));
+
     // Destroying removes everything: desktop, sidecar, network.
     let (status, body) = env
         .alice

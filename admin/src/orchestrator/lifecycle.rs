@@ -479,6 +479,9 @@ impl Orchestrator {
             .collect();
         for row in rows.iter().filter(|r| !external.contains(&r.droplet_id)) {
             let Some((to, reason)) = judge(row, by_slug.get(row.slug.as_str()).copied()) else {
+                if self.stop_if_sidecar_lost(row).await? {
+                    report.stopped.push(row.slug.clone());
+                }
                 continue;
             };
             if self
@@ -567,7 +570,8 @@ impl Orchestrator {
             .unwrap_or_else(|| spec::container_name(slug));
         let found = self.engine.inspect(&reference).await.map_err(engine_err)?;
         let Some((to, reason)) = judge(&row, found.as_ref()) else {
-            return Ok(None);
+            let stopped = self.stop_if_sidecar_lost(&row).await?;
+            return Ok(stopped.then_some(S::Stopped));
         };
         let moved = self
             .transition(&Actor::system(), &row, &[row.status], to, Some(reason))
@@ -807,6 +811,30 @@ impl Orchestrator {
         };
         if let Err(e) = removed {
             tracing::warn!(error = %e, instance = %row.slug, "cannot remove a guacd sidecar");
+        }
+    }
+
+    /// Stops a running instance whose guacd sidecar vanished or stopped (its desktop cannot be
+    /// opened any more; the next start makes a new sidecar). True when it was stopped.
+    async fn stop_if_sidecar_lost(&self, row: &Instance) -> Result<bool> {
+        // A running instance with a sidecar has its address recorded (written before `running`).
+        if row.status != S::Running || row.guacd.is_none() {
+            return Ok(false);
+        }
+        let name = super::sidecar::sidecar_name(&row.slug);
+        // Looked at now, not in an earlier listing: the instance may have been restarted since.
+        let found = self.engine.inspect(&name).await.map_err(engine_err)?;
+        if found.is_some_and(|c| c.state == ContainerState::Running) {
+            return Ok(false);
+        }
+        match self
+            .stop_because(row.id, &Actor::system(), Some("its guacd sidecar stopped"))
+            .await
+        {
+            Ok(()) => Ok(true),
+            // Moved meanwhile (a stop or destroy of its own): nothing to do.
+            Err(AdminError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

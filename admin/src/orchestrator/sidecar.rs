@@ -2,8 +2,9 @@
 //! instance, its own guacd container on the instance's private network. It is created and
 //! started when the instance's container starts (launch or wake) and removed when the instance
 //! stops, is destroyed or fails to start; reconciliation removes any sidecar whose instance is
-//! not running. The instance row keeps where the sidecar listens (`instances.guacd`) while it
-//! runs, so the tunnel finds it without asking the engine.
+//! not running, and stops a running instance whose sidecar died (its desktop could not be opened
+//! any more; the next start makes a new one). The instance row keeps where the sidecar listens
+//! (`instances.guacd`) while it runs, so the tunnel finds it without asking the engine.
 //!
 //! Owns the sidecar's container spec ([`sidecar_spec`], pure) and its start, readiness wait and
 //! removal. The sidecar runs the stock `guacamole/guacd` image (configured as `[guacd]
