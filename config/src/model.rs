@@ -351,6 +351,9 @@ pub struct GuacdConfig {
     /// How long guacd may take to accept a tunnel's connection, and then to answer each step
     /// of the handshake.
     pub connect_timeout: Duration,
+    /// The image of the guacd sidecars that droplets with `guacd = "sidecar"` start with each
+    /// instance (a droplet may name its own).
+    pub sidecar_image: String,
 }
 
 impl Default for GuacdConfig {
@@ -358,6 +361,7 @@ impl Default for GuacdConfig {
         Self {
             address: SocketAddr::from(([127, 0, 0, 1], 4822)),
             connect_timeout: Duration::from_secs(10),
+            sidecar_image: "guacamole/guacd:1.5.5".into(),
         }
     }
 }
@@ -603,6 +607,13 @@ impl Config {
             if value.is_zero() {
                 return invalid(key, "must be longer than zero".into());
             }
+        }
+        let sidecar = self.guacd.sidecar_image.trim();
+        if sidecar.is_empty() || sidecar.chars().any(char::is_whitespace) {
+            return invalid(
+                "guacd.sidecar_image",
+                "must be an image reference (like guacamole/guacd:1.5.5)".into(),
+            );
         }
         if self.tls.reload_interval.is_zero() {
             return invalid("tls.reload_interval", "must be longer than zero".into());

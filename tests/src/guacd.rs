@@ -164,7 +164,13 @@ impl Drop for GuacdDouble {
 
 impl GuacdDouble {
     pub async fn start() -> GuacdDouble {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// The double listening on `addr` (`0.0.0.0:4822` in its container image, see
+    /// `src/bin/flowcase-guacd-double.rs`).
+    pub async fn start_on(addr: SocketAddr) -> GuacdDouble {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let sessions = Arc::new(Mutex::new(Vec::new()));

@@ -255,6 +255,23 @@ impl Drop for GatewayDir {
                 .args(&ids)
                 .output();
         }
+        // Private instance networks (guacd sidecars, mode `container-network`) carry the label
+        // too; the containers above were their last members.
+        let networks = Command::new("docker")
+            .args(["network", "ls", "-q", "--filter", &filter])
+            .output();
+        if let Ok(out) = networks {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["network", "rm"])
+                    .args(&ids)
+                    .output();
+            }
+        }
     }
 }
 

@@ -2,21 +2,20 @@
 //! modules under the Content Security Policy without a single violation, asks the control plane
 //! for a tunnel token, shows its status overlay, and its menu works; the policy lets the page
 //! open the same-origin `wss://…/tunnel` WebSocket; and the acceptance test: through the real
-//! tunnel, the canvas shows a guacd's picture and typed keys reach guacd.
+//! tunnel, the canvas shows the picture of the strict guacd double (`flowcase_e2e::guacd`) and
+//! typed keys reach it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowcase_admin::store::DropletType;
 use flowcase_e2e::browser::{Browser, WAIT_TIMEOUT, broken, screenshot_on_failure};
 use flowcase_e2e::desktops::{DesktopInstance, desktop_instance};
+use flowcase_e2e::guacd::{self, GuacdDouble};
 use flowcase_e2e::instances::add_user;
 use flowcase_e2e::viewer::reveal_toolbar;
 use flowcase_e2e::{Gateway, GatewayDir};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const PASSWORD: &str = "a long enough passphrase";
 
@@ -176,141 +175,14 @@ async fn the_viewer_runs_under_the_csp_asks_for_a_token_and_shows_its_status() {
     env.browser.close().await;
 }
 
-// --- the acceptance test, enabled when the tunnel branch is merged -------------------------
+// --- the acceptance test: the strict guacd double (`flowcase_e2e::guacd`) behind the tunnel ---
 
-/// The colour the guacd stand-in fills its screen with.
-const PICTURE_RGB: [u8; 3] = [0x1e, 0xa0, 0x5a];
-
-/// A guacd stand-in that follows the handshake of docs/guacamole-protocol.md, fills a 640×480
-/// screen with [`PICTURE_RGB`] and records every instruction it receives afterwards. At merge,
-/// the tunnel branch's guacd double (which draws with `img`) can take its place.
-struct GuacdStandIn {
-    addr: std::net::SocketAddr,
-    received: Arc<Mutex<Vec<Vec<String>>>>,
-}
-
-impl GuacdStandIn {
-    async fn start() -> GuacdStandIn {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let log = received.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_guacd(stream, log.clone()));
-            }
-        });
-        GuacdStandIn { addr, received }
-    }
-
-    fn keys(&self) -> Vec<(String, String)> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|i| i.first().is_some_and(|op| op == "key") && i.len() == 3)
-            .map(|i| (i[1].clone(), i[2].clone()))
-            .collect()
-    }
-}
-
-fn encode(elements: &[&str]) -> String {
-    let parts: Vec<String> = elements
-        .iter()
-        .map(|e| format!("{}.{e}", e.chars().count()))
-        .collect();
-    format!("{};", parts.join(","))
-}
-
-/// Reads one instruction, `None` at the end of the stream.
-async fn read_instruction(stream: &mut TcpStream, buf: &mut String) -> Option<Vec<String>> {
-    loop {
-        if let Some(parsed) = parse_one(buf) {
-            return Some(parsed);
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.push_str(std::str::from_utf8(&chunk[..n]).unwrap());
-    }
-}
-
-fn parse_one(buf: &mut String) -> Option<Vec<String>> {
-    let chars: Vec<char> = buf.chars().collect();
-    let mut i = 0;
-    let mut elements = Vec::new();
-    loop {
-        let dot = chars[i..].iter().position(|&c| c == '.')? + i;
-        let len: usize = chars[i..dot].iter().collect::<String>().parse().unwrap();
-        let end = dot + 1 + len;
-        if end >= chars.len() {
-            return None;
-        }
-        elements.push(chars[dot + 1..end].iter().collect());
-        match chars[end] {
-            ',' => i = end + 1,
-            ';' => {
-                *buf = chars[end + 1..].iter().collect();
-                return Some(elements);
-            }
-            other => panic!("bad instruction separator {other:?}"),
-        }
-    }
-}
-
-async fn serve_guacd(mut stream: TcpStream, log: Arc<Mutex<Vec<Vec<String>>>>) {
-    let mut buf = String::new();
-    let args = ["VERSION_1_5_0", "hostname", "port", "password", "read-only"];
-    let Some(select) = read_instruction(&mut stream, &mut buf).await else {
-        return;
-    };
-    assert_eq!(select, ["select", "vnc"]);
-    let mut args_instruction = vec!["args"];
-    args_instruction.extend(args);
-    stream
-        .write_all(encode(&args_instruction).as_bytes())
-        .await
-        .unwrap();
-    loop {
-        let Some(instruction) = read_instruction(&mut stream, &mut buf).await else {
-            return;
-        };
-        if instruction[0] == "connect" {
-            assert_eq!(instruction.len(), args.len() + 1, "{instruction:?}");
-            assert_eq!(instruction[1], "VERSION_1_5_0");
-            break;
-        }
-    }
-    let picture = [
-        encode(&["ready", "$4f1c2a5e-0000-4000-8000-000000000001"]),
-        encode(&["size", "0", "640", "480"]),
-        encode(&["rect", "0", "0", "0", "640", "480"]),
-        encode(&[
-            "cfill",
-            "14",
-            "0",
-            &PICTURE_RGB[0].to_string(),
-            &PICTURE_RGB[1].to_string(),
-            &PICTURE_RGB[2].to_string(),
-            "255",
-        ]),
-        encode(&["sync", "1"]),
-    ]
-    .concat();
-    stream.write_all(picture.as_bytes()).await.unwrap();
-    while let Some(instruction) = read_instruction(&mut stream, &mut buf).await {
-        if instruction[0] == "disconnect" {
-            return;
-        }
-        log.lock().unwrap().push(instruction);
-    }
-}
+/// The colour of the double's picture (a PNG drawn with `img`).
+const PICTURE_RGB: [u8; 3] = guacd::PICTURE_RGB;
 
 #[tokio::test]
 async fn the_viewer_shows_the_desktop_and_sends_typed_keys_through_the_tunnel() {
-    let guacd = GuacdStandIn::start().await;
+    let guacd = GuacdDouble::start().await;
     let mut dir = GatewayDir::new();
     dir.set("FLOWCASE_GUACD__ADDRESS", &guacd.addr.to_string());
     let env = Env::start(dir).await;
@@ -358,7 +230,12 @@ async fn the_viewer_shows_the_desktop_and_sends_typed_keys_through_the_tunnel() 
         body.send_keys("ab").await.unwrap();
         let deadline = Instant::now() + WAIT_TIMEOUT;
         loop {
-            let keys = guacd.keys();
+            let keys: Vec<(String, String)> = guacd
+                .received()
+                .into_iter()
+                .filter(|i| i.opcode == "key" && i.args.len() == 2)
+                .map(|i| (i.args[0].clone(), i.args[1].clone()))
+                .collect();
             let seen =
                 |sym: &str, pressed: &str| keys.iter().any(|(s, p)| s == sym && p == pressed);
             if seen("97", "1") && seen("97", "0") && seen("98", "1") && seen("98", "0") {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use crate::error::{AdminError, Result};
-use crate::orchestrator::desktop_target::{DesktopTarget as Connection, connection};
+use crate::orchestrator::desktop_target::{DesktopTarget as Connection, connection, guacd_address};
 use crate::secrets::Keyring;
 use crate::store::{Droplet, DropletType, Instance, InstanceStatus, Store, User};
 
@@ -32,8 +32,8 @@ pub struct DesktopTarget {
     pub connection: Option<Connection>,
     /// The user's name, shown to other participants of a shared connection.
     pub user_display_name: String,
-    /// The guacd to use; None = the configured shared one (`[guacd] address`). Room for
-    /// per-instance guacd sidecars.
+    /// The guacd to use: the instance's guacd sidecar, or None = the configured shared one
+    /// (`[guacd] address`).
     pub guacd: Option<SocketAddr>,
     /// Clipboard from the desktop to the browser is refused (a group of the user says so).
     pub disable_copy: bool,
@@ -102,6 +102,7 @@ pub async fn desktop_target(
     let protocol = guacd_protocol(droplet.droplet_type)
         .ok_or(AdminError::Forbidden("this instance is not a desktop"))?;
     let connection = connection(keyring, &instance, &droplet, now)?;
+    let guacd = guacd_address(&instance, &droplet)?;
     let clipboard = store.user_clipboard(user.id).await?;
     Ok(DesktopTarget {
         instance_id: instance.id,
@@ -112,7 +113,7 @@ pub async fn desktop_target(
         } else {
             user.display_name.clone()
         },
-        guacd: None,
+        guacd,
         disable_copy: clipboard.disable_copy,
         disable_paste: clipboard.disable_paste,
     })

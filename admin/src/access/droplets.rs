@@ -32,7 +32,7 @@ use crate::orchestrator::icons;
 use crate::orchestrator::images::{RegistryCredentials, seal_registry_credentials};
 use crate::orchestrator::remote_catalogue::{self, ImportReport};
 use crate::orchestrator::{Actor, Orchestrator, PullEvent};
-use crate::store::droplets::IdleAction;
+use crate::store::droplets::{GuacdMode, IdleAction};
 use crate::store::{Droplet, DropletType, TargetKind};
 
 /// Groups one droplet may be granted to in one request.
@@ -119,6 +119,10 @@ pub struct DropletAdminView {
     pub health_path: Option<String>,
     pub idle_action: IdleAction,
     pub pool_started: bool,
+    /// `shared` (the configured guacd) or `sidecar` (one guacd container per instance).
+    pub guacd: GuacdMode,
+    /// The sidecar's image; `None` = the configured `[guacd] sidecar_image`.
+    pub guacd_image: Option<String>,
     pub external_username: Option<String>,
     pub external_domain: Option<String>,
     pub external_params: BTreeMap<String, String>,
@@ -143,7 +147,7 @@ pub struct DropletQuery {
 
 /// Request fields and the catalogue key each stands for. `ports` and the write-only and
 /// relational fields are handled apart.
-const FIELD_KEYS: [(&str, &str); 27] = [
+const FIELD_KEYS: [(&str, &str); 29] = [
     ("name", "name"),
     ("description", "description"),
     ("droplet_type", "type"),
@@ -171,6 +175,8 @@ const FIELD_KEYS: [(&str, &str); 27] = [
     ("external_username", "username"),
     ("external_domain", "domain"),
     ("external_params", "param"),
+    ("guacd", "guacd"),
+    ("guacd_image", "guacd_image"),
 ];
 
 /// Request fields besides [`FIELD_KEYS`].
@@ -950,6 +956,8 @@ fn unchanged(droplet: &Droplet) -> crate::store::NewDroplet {
     new.pool_started = droplet.pool_started;
     new.external_domain = droplet.external_domain.clone();
     new.external_params = droplet.external_params.clone();
+    new.guacd = droplet.guacd;
+    new.guacd_image = droplet.guacd_image.clone();
     new
 }
 
@@ -972,6 +980,8 @@ fn view(
         health_path: d.health_path.clone(),
         idle_action: d.idle_action,
         pool_started: d.pool_started,
+        guacd: d.guacd,
+        guacd_image: d.guacd_image.clone(),
         external_username: d.external_username.clone(),
         external_domain: d.external_domain.clone(),
         external_params: d.external_params.clone(),

@@ -17,14 +17,14 @@ use serde_json::{Map, Value};
 
 use super::spec;
 use crate::error::AdminError;
-use crate::store::droplets::IdleAction;
+use crate::store::droplets::{GuacdMode, IdleAction};
 use crate::store::{Droplet, DropletType, NewDroplet, Store, TargetKind};
 
 /// Largest warm pool a droplet may ask for.
 pub const MAX_POOL_SIZE: i64 = 50;
 
 /// The keys an entry may have, in the order the README documents them.
-pub const FIELDS: [&str; 23] = [
+pub const FIELDS: [&str; 25] = [
     "name",
     "type",
     "image",
@@ -47,6 +47,8 @@ pub const FIELDS: [&str; 23] = [
     "cap_add",
     "read_only_root",
     "network",
+    "guacd",
+    "guacd_image",
     "description",
 ];
 
@@ -58,7 +60,7 @@ const MORE_FIELDS: [&str; 3] = ["icon", "registry", "active"];
 pub const EXTERNAL_FIELDS: [&str; 4] = ["host", "username", "domain", "param"];
 
 /// Keys that only make sense for a container (refused next to `host`).
-const CONTAINER_ONLY: [&str; 16] = [
+const CONTAINER_ONLY: [&str; 18] = [
     "image",
     "extra_port",
     "cores",
@@ -75,6 +77,8 @@ const CONTAINER_ONLY: [&str; 16] = [
     "read_only_root",
     "network",
     "registry",
+    "guacd",
+    "guacd_image",
 ];
 
 /// One problem with one key of an entry.
@@ -651,6 +655,49 @@ pub fn parse_entry(index: usize, value: &Value) -> Result<Definition, EntryError
     if pool_started == Some(true) && pool_size.unwrap_or(0) == 0 {
         r.fail("pool_started", "needs a pool_size above 0");
     }
+    let guacd = r.string("guacd").filter(|g| !g.is_empty()).and_then(|g| {
+        let parsed = g.parse::<GuacdMode>().ok();
+        if parsed.is_none() {
+            r.fail("guacd", format!("{g:?} is not shared or sidecar"));
+        }
+        parsed
+    });
+    let guacd_image = r.string("guacd_image").filter(|i| !i.is_empty());
+    if let Some(i) = &guacd_image {
+        if let Err(why) = image_reference_ok(i) {
+            r.fail(
+                "guacd_image",
+                format!("{i:?} is not an image reference: {why}"),
+            );
+        }
+        if guacd != Some(GuacdMode::Sidecar) {
+            r.fail(
+                "guacd_image",
+                "is the image of a guacd sidecar: needs guacd sidecar",
+            );
+        }
+    }
+    if guacd == Some(GuacdMode::Sidecar) {
+        if droplet_type == Some(DropletType::Http) {
+            r.fail(
+                "guacd",
+                "only desktop droplets (vnc, rdp, ssh) are opened through guacd",
+            );
+        }
+        if pool_size.unwrap_or(0) > 0 {
+            r.fail(
+                "pool_size",
+                "a warm pool does not start guacd sidecars: set pool_size 0 or guacd shared",
+            );
+        }
+        if network.is_some() {
+            r.fail(
+                "network",
+                "each instance of a guacd sidecar droplet gets a private network with its \
+                 sidecar: drop network or set guacd shared",
+            );
+        }
+    }
 
     let (Some(name), Some(droplet_type), Some(image)) = (name.clone(), droplet_type, image) else {
         return Err(EntryError {
@@ -682,6 +729,8 @@ pub fn parse_entry(index: usize, value: &Value) -> Result<Definition, EntryError
     droplet.profile_mount = profile_mount;
     droplet.idle_action = idle_action.unwrap_or(IdleAction::Stop);
     droplet.pool_started = pool_started.unwrap_or(false);
+    droplet.guacd = guacd.unwrap_or(GuacdMode::Shared);
+    droplet.guacd_image = guacd_image;
 
     // Whatever a launch would refuse is refused now (only when the fields themselves passed,
     // so one mistake is not reported twice).
@@ -751,6 +800,8 @@ pub(crate) fn preview(new: &NewDroplet) -> Droplet {
         pool_started: new.pool_started,
         external_domain: new.external_domain.clone(),
         external_params: new.external_params.clone(),
+        guacd: new.guacd,
+        guacd_image: new.guacd_image.clone(),
         created_at: 0,
         updated_at: 0,
     }
@@ -984,6 +1035,10 @@ pub fn entry_of(droplet: &Droplet) -> Map<String, Value> {
         put("read_only_root", Value::from(true));
     }
     put("network", serde_json::json!(droplet.network));
+    if droplet.guacd != GuacdMode::Shared {
+        put("guacd", Value::from(droplet.guacd.as_str()));
+    }
+    put("guacd_image", serde_json::json!(droplet.guacd_image));
     entry
 }
 
@@ -1141,6 +1196,59 @@ mod tests {
             fields(entry(json!({"flowcase.placementx": "node.role==worker"}))),
             ["label"]
         );
+    }
+
+    #[test]
+    fn a_guacd_sidecar_is_for_desktop_containers_without_pool_or_network() {
+        let entry = |extra: Value| {
+            let mut v = json!({"name": "d", "type": "vnc", "image": "i", "port": 5900});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse_entry(0, &v)
+        };
+        let d = entry(json!({"guacd": "sidecar", "guacd_image": "reg.test/guacd:1.5.5"}))
+            .unwrap()
+            .droplet;
+        assert_eq!(d.guacd, GuacdMode::Sidecar);
+        assert_eq!(d.guacd_image.as_deref(), Some("reg.test/guacd:1.5.5"));
+        assert_eq!(entry(json!({})).unwrap().droplet.guacd, GuacdMode::Shared);
+        // What an edit starts from says the same again.
+        let back = entry_of(&preview(&d));
+        assert_eq!(
+            (back["guacd"].as_str(), back["guacd_image"].as_str()),
+            (Some("sidecar"), Some("reg.test/guacd:1.5.5"))
+        );
+        assert_eq!(fields(entry(json!({"guacd": "own"}))), ["guacd"]);
+        assert_eq!(
+            fields(entry(json!({"guacd_image": "g:1"}))),
+            ["guacd_image"]
+        );
+        assert_eq!(
+            fields(entry(
+                json!({"guacd": "sidecar", "guacd_image": "bad image"})
+            )),
+            ["guacd_image"]
+        );
+        assert_eq!(
+            fields(entry(json!({"guacd": "sidecar", "pool_size": 1}))),
+            ["pool_size"]
+        );
+        assert_eq!(
+            fields(entry(json!({"guacd": "sidecar", "network": "lan"}))),
+            ["network"]
+        );
+        assert_eq!(
+            fields(entry(
+                json!({"guacd": "sidecar", "type": "http", "port": 80})
+            )),
+            ["guacd"]
+        );
+        let external = parse_entry(
+            0,
+            &json!({"name": "h", "type": "rdp", "host": "h.test", "guacd": "sidecar"}),
+        );
+        assert_eq!(fields(external), ["guacd"]);
     }
 
     #[test]

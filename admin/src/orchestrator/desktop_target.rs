@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -238,10 +239,20 @@ pub fn connection(
             })?;
             let password = super::lifecycle::open_instance_credentials(keyring, instance, now)?
                 .map(|c| c.password);
+            // A sidecar guacd sits on the instance's network and finds the desktop there by
+            // its container name (Docker's DNS), at the container's own port.
+            let (hostname, port) = if super::sidecar::uses_sidecar(droplet) {
+                (
+                    super::spec::container_name(&instance.slug),
+                    super::spec::upstream_port(droplet),
+                )
+            } else {
+                (upstream.addr.ip().to_string(), upstream.addr.port())
+            };
             Ok(Some(DesktopTarget {
                 protocol: droplet.droplet_type,
-                hostname: upstream.addr.ip().to_string(),
-                port: upstream.addr.port(),
+                hostname,
+                port,
                 username: None,
                 password,
                 private_key: None,
@@ -251,6 +262,21 @@ pub fn connection(
             }))
         }
     }
+}
+
+/// The guacd that opens `instance`'s desktop: its sidecar's address while it runs, `None` for
+/// the configured shared guacd (droplets without a sidecar, instances not running).
+pub fn guacd_address(instance: &Instance, droplet: &Droplet) -> Result<Option<SocketAddr>> {
+    if !super::sidecar::uses_sidecar(droplet) || instance.status != InstanceStatus::Running {
+        return Ok(None);
+    }
+    let recorded = instance.guacd.as_deref().and_then(|a| a.parse().ok());
+    recorded.map(Some).ok_or_else(|| {
+        AdminError::NotReady(format!(
+            "the guacd sidecar of instance {} is not running; stop and start the instance",
+            instance.slug
+        ))
+    })
 }
 
 impl Orchestrator {

@@ -31,6 +31,18 @@ pub const LABEL_MANAGED: &str = "flowcase.managed";
 /// test runs) sharing one engine never reconcile each other's containers.
 pub const LABEL_DEPLOYMENT: &str = "flowcase.deployment";
 
+/// Label on a container that serves an instance without being it: `guacd` for its guacd
+/// sidecar ([`super::sidecar`]). Such a container carries the instance's [`LABEL_INSTANCE`] too,
+/// so it is cleaned up with the instance, but is never taken for the instance's container.
+pub const LABEL_ROLE: &str = "flowcase.role";
+/// [`LABEL_ROLE`] of a guacd sidecar.
+pub const ROLE_GUACD: &str = "guacd";
+
+/// Whether a container with these labels is a guacd sidecar rather than an instance.
+pub fn is_sidecar(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(LABEL_ROLE).is_some_and(|r| r == ROLE_GUACD)
+}
+
 /// How an engine call failed, in terms the life cycle can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -231,6 +243,12 @@ pub type EngineResult<T> = Result<T, EngineError>;
 /// A container engine, narrowed to what the orchestrator needs.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync + 'static {
+    /// Whether this engine can run an instance's guacd sidecar next to it (a container on the
+    /// instance's network that reaches the instance by name). Engines that cannot make the
+    /// launch of a sidecar droplet fail with a clear error instead.
+    fn runs_sidecars(&self) -> bool {
+        true
+    }
     /// The engine's CPU and memory.
     async fn info(&self) -> EngineResult<EngineInfo>;
     /// Whether `image` is present locally.

@@ -26,9 +26,11 @@ use serde_json::json;
 
 use super::engine::{
     ContainerState, EngineError, Exposure, LABEL_DEPLOYMENT, LABEL_INSTANCE, LABEL_MANAGED,
+    is_sidecar,
 };
 use super::launch::{LaunchOptions, PendingLaunch, Prepared};
 use super::ready::{Probe, probe_once};
+use super::sidecar::uses_sidecar;
 use super::spec::{self, SpecInput};
 use super::{
     Actor, CREDENTIALS_PURPOSE, InstanceCredentials, Orchestrator, Upstream, desktop_target,
@@ -191,6 +193,7 @@ impl Orchestrator {
         {
             return Err(AdminError::ImageMissing(container_spec.image));
         }
+        self.check_sidecar(droplet).await?;
         let limits = self.limits().await?;
         let instance = self
             .store
@@ -333,8 +336,20 @@ impl Orchestrator {
             Some(id) => self.engine.stop(id, self.options.stop_grace).await,
             None => Ok(()),
         };
+        // A sidecar is made anew at each start: a stopped instance keeps none.
+        let sidecar_removed = if self.has_sidecar(&instance).await? {
+            self.remove_sidecar(instance.id, &instance.slug).await
+        } else {
+            Ok(())
+        };
         match result {
             Ok(()) => {
+                if let Err(e) = sidecar_removed {
+                    let reason = format!("stop failed: {e}");
+                    self.transition(actor, &instance, &[S::Stopping], S::Error, Some(&reason))
+                        .await?;
+                    return Err(e);
+                }
                 self.transition(actor, &instance, &[S::Stopping], S::Stopped, reason)
                     .await?;
                 Ok(())
@@ -408,7 +423,14 @@ impl Orchestrator {
         if let (Ok(()), Some(id)) = (&result, instance.container_id.as_deref()) {
             result = self.engine.remove(id).await.map_err(engine_err);
         }
-        if result.is_ok() && self.options.upstream_mode == UpstreamMode::ContainerNetwork {
+        let droplet = self.store.get_droplet(instance.droplet_id).await?;
+        let sidecar = instance.guacd.is_some() || droplet.as_ref().is_some_and(uses_sidecar);
+        if result.is_ok() && sidecar {
+            result = self.remove_sidecar(instance.id, &instance.slug).await;
+        }
+        // Whatever the droplet says now (its guacd setting may have changed since the launch):
+        // a private network of the instance goes with it, and a missing one is fine.
+        if result.is_ok() {
             result = self.remove_instance_network(&name).await;
         }
         match result {
@@ -457,8 +479,10 @@ impl Orchestrator {
             .list_ours(&self.options.deployment)
             .await
             .map_err(engine_err)?;
+        // An instance's own container; its guacd sidecar carries the same slug.
         let by_slug: BTreeMap<&str, &super::engine::ContainerInfo> = containers
             .iter()
+            .filter(|c| !is_sidecar(&c.labels))
             .filter_map(|c| Some((c.labels.get(LABEL_INSTANCE)?.as_str(), c)))
             .collect();
         // External hosts have no container to agree with.
@@ -472,12 +496,16 @@ impl Orchestrator {
             .collect();
         for row in rows.iter().filter(|r| !external.contains(&r.droplet_id)) {
             let Some((to, reason)) = judge(row, by_slug.get(row.slug.as_str()).copied()) else {
+                if self.stop_if_sidecar_lost(row).await? {
+                    report.stopped.push(row.slug.clone());
+                }
                 continue;
             };
             if self
                 .transition(&actor, row, &[row.status], to, Some(reason))
                 .await?
             {
+                self.remove_sidecar_of_ended(row).await;
                 match to {
                     S::Gone => report.gone.push(row.slug.clone()),
                     _ => report.stopped.push(row.slug.clone()),
@@ -496,11 +524,28 @@ impl Orchestrator {
                 .map(|r| r.slug.as_str())
                 .chain(pooled.iter().map(|p| p.slug.as_str()))
                 .collect();
+            // A guacd sidecar lives only while its instance starts, runs or stops: one found
+            // next to a row in any other state was left by a crash and goes.
+            let sidecar_wanted: HashSet<&str> = rows
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.status,
+                        S::Creating | S::Starting | S::Running | S::Stopping
+                    )
+                })
+                .map(|r| r.slug.as_str())
+                .collect();
             for container in &before {
+                let wanted = if is_sidecar(&container.labels) {
+                    &sidecar_wanted
+                } else {
+                    &live
+                };
                 let claimed = container
                     .labels
                     .get(LABEL_INSTANCE)
-                    .is_some_and(|slug| live.contains(slug.as_str()));
+                    .is_some_and(|slug| wanted.contains(slug.as_str()));
                 if !claimed {
                     self.engine
                         .remove(&container.id)
@@ -542,11 +587,15 @@ impl Orchestrator {
             .unwrap_or_else(|| spec::container_name(slug));
         let found = self.engine.inspect(&reference).await.map_err(engine_err)?;
         let Some((to, reason)) = judge(&row, found.as_ref()) else {
-            return Ok(None);
+            let stopped = self.stop_if_sidecar_lost(&row).await?;
+            return Ok(stopped.then_some(S::Stopped));
         };
         let moved = self
             .transition(&Actor::system(), &row, &[row.status], to, Some(reason))
             .await?;
+        if moved {
+            self.remove_sidecar_of_ended(&row).await;
+        }
         Ok(moved.then_some(to))
     }
 
@@ -665,7 +714,7 @@ impl Orchestrator {
         self.ensure_network(
             &instance.slug,
             Some(instance.user_id),
-            instance.droplet_id,
+            droplet,
             &container_spec.network,
         )
         .await?;
@@ -720,12 +769,31 @@ impl Orchestrator {
         container_id: &str,
         droplet: &Droplet,
     ) -> Result<Upstream> {
+        let instance = self.reload(instance_id).await?;
+        let result = self
+            .boot_steps(actor, &instance, container_id, droplet)
+            .await;
+        if result.is_err() && uses_sidecar(droplet) {
+            // Whatever failed, no sidecar outlives the start it belonged to.
+            if let Err(e) = self.remove_sidecar(instance_id, &instance.slug).await {
+                tracing::warn!(error = %e, instance = %instance.slug, "cannot remove a guacd sidecar");
+            }
+        }
+        result
+    }
+
+    async fn boot_steps(
+        &self,
+        actor: &Actor,
+        instance: &Instance,
+        container_id: &str,
+        droplet: &Droplet,
+    ) -> Result<Upstream> {
         let upstream = self.start_and_locate(container_id, droplet).await?;
         let upstream_text = upstream.to_string();
-        let instance = self.reload(instance_id).await?;
         self.store
             .set_instance_container(
-                instance_id,
+                instance.id,
                 Some(container_id),
                 instance.container_name.as_deref(),
                 Some(&upstream_text),
@@ -733,9 +801,71 @@ impl Orchestrator {
             .await?;
         self.wait_ready(container_id, upstream.addr, droplet)
             .await?;
-        self.expect_transition(actor, &instance, &[S::Starting], S::Running)
+        if uses_sidecar(droplet) {
+            // The instance's network is made (and joined) here too: a container launched while
+            // its droplet used the shared guacd sits on the shared network only.
+            let network = self.network_for(droplet, &instance.slug);
+            self.ensure_network(&instance.slug, Some(instance.user_id), droplet, &network)
+                .await?;
+            self.engine
+                .connect_network(&network, container_id)
+                .await
+                .map_err(engine_err)?;
+            self.start_sidecar(instance, droplet).await?;
+        }
+        self.expect_transition(actor, instance, &[S::Starting], S::Running)
             .await?;
         Ok(upstream)
+    }
+
+    /// Removes the guacd sidecar of an instance that reconciliation just found stopped or gone
+    /// (a failure is logged: the next reconciliation removes what is left).
+    async fn remove_sidecar_of_ended(&self, row: &Instance) {
+        let removed = match self.has_sidecar(row).await {
+            Ok(true) => self.remove_sidecar(row.id, &row.slug).await,
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, instance = %row.slug, "cannot remove a guacd sidecar");
+        }
+    }
+
+    /// Stops a running instance whose guacd sidecar vanished or stopped (its desktop cannot be
+    /// opened any more; the next start makes a new sidecar). True when it was stopped.
+    async fn stop_if_sidecar_lost(&self, row: &Instance) -> Result<bool> {
+        // A running instance with a sidecar has its address recorded (written before `running`).
+        if row.status != S::Running || row.guacd.is_none() {
+            return Ok(false);
+        }
+        let name = super::sidecar::sidecar_name(&row.slug);
+        // Looked at now, not in an earlier listing: the instance may have been restarted since.
+        let found = self.engine.inspect(&name).await.map_err(engine_err)?;
+        if found.is_some_and(|c| c.state == ContainerState::Running) {
+            return Ok(false);
+        }
+        match self
+            .stop_because(row.id, &Actor::system(), Some("its guacd sidecar stopped"))
+            .await
+        {
+            Ok(()) => Ok(true),
+            // Moved meanwhile (a stop or destroy of its own): nothing to do.
+            Err(AdminError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a guacd sidecar may exist for `instance`: it has a recorded one, or its droplet
+    /// asks for one.
+    async fn has_sidecar(&self, instance: &Instance) -> Result<bool> {
+        if instance.guacd.is_some() {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .get_droplet(instance.droplet_id)
+            .await?
+            .is_some_and(|d| uses_sidecar(&d)))
     }
 
     /// Starts a container (running already is fine) and finds where the gateway reaches it.
@@ -922,10 +1052,18 @@ impl Orchestrator {
                 .set_instance_container(instance_id, None, None, None)
                 .await;
         }
-        if self.options.upstream_mode == UpstreamMode::ContainerNetwork {
-            // The private network is named after the container.
-            let _ = self.remove_instance_network(name).await;
+        let row = self.reload(instance_id).await.ok();
+        let droplet = match &row {
+            Some(row) => self.store.get_droplet(row.droplet_id).await.ok().flatten(),
+            None => None,
+        };
+        if let Some(row) = &row
+            && (row.guacd.is_some() || droplet.as_ref().is_some_and(uses_sidecar))
+        {
+            let _ = self.remove_sidecar(instance_id, &row.slug).await;
         }
+        // The private network, if any, is named after the container; missing is fine.
+        let _ = self.remove_instance_network(name).await;
         if let Ok(instance) = self.reload(instance_id).await {
             let reason = error.to_string();
             let from = [S::Requested, S::Creating, S::Starting];
@@ -953,15 +1091,17 @@ impl Orchestrator {
     /// inter-container traffic off) when the gateway dials published ports; a private network
     /// per instance when the gateway dials container addresses (a gateway container on a
     /// shared network with traffic between containers off could not reach them either).
+    /// A guacd sidecar droplet's instances get a private network in both modes
+    /// ([`super::sidecar`]).
     pub(super) fn network_for(&self, droplet: &Droplet, slug: &str) -> String {
-        match self.options.upstream_mode {
-            UpstreamMode::PublishedLoopback => droplet
-                .network
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| self.options.network.clone()),
-            UpstreamMode::ContainerNetwork => spec::container_name(slug),
+        if self.private_network(droplet) {
+            return spec::container_name(slug);
         }
+        droplet
+            .network
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.options.network.clone())
     }
 
     /// Makes sure the network of a container exists. A private per-instance network (mode
@@ -971,32 +1111,29 @@ impl Orchestrator {
         &self,
         slug: &str,
         user_id: Option<i64>,
-        droplet_id: i64,
+        droplet: &Droplet,
         network: &str,
     ) -> Result<()> {
-        let labels = match self.options.upstream_mode {
-            UpstreamMode::PublishedLoopback => {
-                BTreeMap::from([(LABEL_MANAGED.to_owned(), "network".to_owned())])
+        let droplet_id = droplet.id;
+        let private = self.private_network(droplet);
+        let labels = if private {
+            let mut labels = spec::instance_labels(slug, user_id.unwrap_or(0), droplet_id);
+            if user_id.is_none() {
+                labels.remove(super::engine::LABEL_USER);
             }
-            UpstreamMode::ContainerNetwork => {
-                let mut labels = spec::instance_labels(slug, user_id.unwrap_or(0), droplet_id);
-                if user_id.is_none() {
-                    labels.remove(super::engine::LABEL_USER);
-                }
-                labels.insert(LABEL_DEPLOYMENT.to_owned(), self.options.deployment.clone());
-                labels
-            }
+            labels.insert(LABEL_DEPLOYMENT.to_owned(), self.options.deployment.clone());
+            labels
+        } else {
+            BTreeMap::from([(LABEL_MANAGED.to_owned(), "network".to_owned())])
         };
         let _one_at_a_time = self.networks.lock().await;
-        let ensured = match self.options.upstream_mode {
-            UpstreamMode::PublishedLoopback => {
-                self.engine.ensure_isolated_network(network, &labels).await
-            }
-            // The gateway's container joins it and must reach the instance, so traffic between
-            // members stays on; the instance is alone in it otherwise.
-            UpstreamMode::ContainerNetwork => {
-                self.engine.ensure_private_network(network, &labels).await
-            }
+        // The gateway's container (mode `container-network`) and the guacd sidecar join a
+        // private network and must reach the instance, so traffic between members stays on; the
+        // instance is alone in it otherwise.
+        let ensured = if private {
+            self.engine.ensure_private_network(network, &labels).await
+        } else {
+            self.engine.ensure_isolated_network(network, &labels).await
         };
         ensured.map_err(|e| match e {
             EngineError::Conflict(reason) => AdminError::InvalidInput {

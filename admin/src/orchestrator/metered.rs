@@ -48,6 +48,10 @@ fn counted<T>(operation: &'static str, result: EngineResult<T>) -> EngineResult<
 
 #[async_trait::async_trait]
 impl Engine for Metered {
+    fn runs_sidecars(&self) -> bool {
+        self.0.runs_sidecars()
+    }
+
     async fn info(&self) -> EngineResult<EngineInfo> {
         counted("info", self.0.info().await)
     }

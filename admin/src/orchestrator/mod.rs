@@ -17,6 +17,8 @@
 //! - [`pool`]: warm pools of containers made ahead;
 //! - [`gateway_container`]: mode `container-network`, the gateway's own container attached to
 //!   every instance network;
+//! - [`sidecar`]: the per-instance guacd container of droplets that ask for one, started and
+//!   removed with the instance on its private network;
 //! - [`stats`]: CPU and memory per instance and for the host;
 //! - [`catalogue`]: droplet definitions as operators write them (command line, JSON catalogue);
 //!   [`remote_catalogue`]: catalogues fetched from a URL (ours, or the Python Flowcase registry's
@@ -53,6 +55,7 @@ pub mod pool;
 pub mod ready;
 pub mod reaper;
 pub mod remote_catalogue;
+pub mod sidecar;
 pub mod spec;
 pub mod stats;
 pub mod swarm;
@@ -133,6 +136,8 @@ pub struct Options {
     /// Mode `container-network`: the gateway's own container (name or id); `None` = found from
     /// inside the container, or none for a gateway on the host.
     pub gateway_container: Option<String>,
+    /// Image of the guacd sidecars of droplets that ask for one without naming their own.
+    pub guacd_sidecar_image: String,
 }
 
 /// Periods of the background tasks started by [`Orchestrator::spawn_background`].
@@ -182,6 +187,7 @@ impl Options {
             intervals: Intervals::default(),
             gateway_container: Some(config.docker.gateway_container.clone())
                 .filter(|c| !c.is_empty()),
+            guacd_sidecar_image: config.guacd.sidecar_image.trim().to_owned(),
         }
     }
 }

@@ -291,8 +291,7 @@ impl Orchestrator {
                 deployment: &self.options.deployment,
             },
         )?;
-        self.ensure_network(slug, None, droplet.id, &network)
-            .await?;
+        self.ensure_network(slug, None, droplet, &network).await?;
         let container_id = self
             .engine
             .create(&container_spec)

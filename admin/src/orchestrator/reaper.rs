@@ -224,6 +224,8 @@ mod tests {
             pool_started: false,
             external_domain: None,
             external_params: Default::default(),
+            guacd: crate::store::GuacdMode::Shared,
+            guacd_image: None,
             created_at: 0,
             updated_at: 0,
         }
@@ -250,6 +252,7 @@ mod tests {
             stopped_at: None,
             last_activity_at: active,
             credentials: None,
+            guacd: None,
         }
     }
 

@@ -187,6 +187,10 @@ pub fn pool_refusal(droplet: &Droplet) -> Option<&'static str> {
         .is_some_and(|m| !m.trim().is_empty())
     {
         Some("a warm pool cannot hold per-user profiles: remove the profile mount or the pool")
+    } else if super::sidecar::uses_sidecar(droplet) {
+        // A pooled container is handed out already running, without the sidecar its launch
+        // would start.
+        Some("a warm pool does not start guacd sidecars: set the pool to 0 or guacd to shared")
     } else {
         None
     }
@@ -378,6 +382,8 @@ mod tests {
             pool_started: false,
             external_domain: None,
             external_params: BTreeMap::new(),
+            guacd: crate::store::GuacdMode::Shared,
+            guacd_image: None,
             created_at: 0,
             updated_at: 0,
         }

@@ -226,7 +226,10 @@ impl Orchestrator {
                 Ok(Ok(s)) => {
                     stats.used_cpu_percent += s.cpu_percent;
                     stats.used_memory_bytes += s.memory_bytes;
-                    if let Some(slug) = container.labels.get(LABEL_INSTANCE) {
+                    // A guacd sidecar counts for the host, not as its instance's sample.
+                    if let Some(slug) = container.labels.get(LABEL_INSTANCE)
+                        && !super::engine::is_sidecar(&container.labels)
+                    {
                         by_slug.insert(slug.clone(), s);
                     }
                 }

@@ -633,6 +633,12 @@ impl SwarmEngine {
 
 #[async_trait::async_trait]
 impl Engine for SwarmEngine {
+    /// Not yet: a sidecar would be a second service on the instance's overlay network, which
+    /// this backend does not make; sidecar droplets are refused at launch.
+    fn runs_sidecars(&self) -> bool {
+        false
+    }
+
     /// The swarm's ready, active nodes together; fails when this engine is not a manager.
     async fn info(&self) -> EngineResult<EngineInfo> {
         let docker = self.client().await?;

@@ -39,6 +39,16 @@ text_enum! {
 }
 
 text_enum! {
+    /// Which guacd opens a desktop droplet's instances.
+    pub enum GuacdMode {
+        /// The configured shared guacd (`[guacd] address`).
+        Shared = "shared",
+        /// A guacd container started and stopped with each instance, on its network.
+        Sidecar = "sidecar",
+    }
+}
+
+text_enum! {
     /// Where the droplet runs.
     pub enum TargetKind {
         /// A container started per user from `image`.
@@ -55,7 +65,7 @@ macro_rules! columns {
          idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, external_host, \
          external_port, external_username, external_credentials, cap_add_json, read_only_root, \
          pids_limit, health_path, profile_mount, idle_action, pool_started, external_domain, \
-         external_params_json, created_at, updated_at"
+         external_params_json, guacd, guacd_image, created_at, updated_at"
     };
 }
 
@@ -133,6 +143,10 @@ pub struct Droplet {
     pub external_domain: Option<String>,
     /// External hosts: further guacd connection parameters (`security`, `ignore-cert`, ...).
     pub external_params: BTreeMap<String, String>,
+    /// Desktop containers: the shared guacd or a per-instance sidecar.
+    pub guacd: GuacdMode,
+    /// The sidecar's image; `None` = the configured `[guacd] sidecar_image`.
+    pub guacd_image: Option<String>,
     /// Creation time, unix milliseconds.
     pub created_at: i64,
     /// Last modification time, unix milliseconds.
@@ -175,6 +189,8 @@ impl Droplet {
             pool_started: get_flag(row, "pool_started")?,
             external_domain: row.try_get("external_domain")?,
             external_params: get_json(row, "external_params_json")?,
+            guacd: get_enum(row, "guacd")?,
+            guacd_image: row.try_get("guacd_image")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -248,6 +264,10 @@ pub struct NewDroplet {
     pub external_domain: Option<String>,
     /// External hosts: further guacd connection parameters.
     pub external_params: BTreeMap<String, String>,
+    /// Desktop containers: the shared guacd or a per-instance sidecar.
+    pub guacd: GuacdMode,
+    /// The sidecar's image (`None` = the configured one).
+    pub guacd_image: Option<String>,
 }
 
 impl NewDroplet {
@@ -291,6 +311,8 @@ impl NewDroplet {
             pool_started: false,
             external_domain: None,
             external_params: BTreeMap::new(),
+            guacd: GuacdMode::Shared,
+            guacd_image: None,
         }
     }
 }
@@ -304,11 +326,11 @@ impl Store {
              network, idle_timeout_secs, max_lifetime_secs, pool_size, icon, active, \
              external_host, external_port, external_username, external_credentials, \
              cap_add_json, read_only_root, pids_limit, health_path, profile_mount, \
-             idle_action, pool_started, external_domain, external_params_json, created_at, \
-             updated_at) \
+             idle_action, pool_started, external_domain, external_params_json, guacd, \
+             guacd_image, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
              $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
-             $33, $33) \
+             $33, $34, $35, $35) \
              RETURNING ",
             columns!()
         ))
@@ -344,6 +366,8 @@ impl Store {
         .bind(flag(new.pool_started))
         .bind(new.external_domain.as_deref())
         .bind(to_json(&new.external_params)?)
+        .bind(new.guacd.as_str())
+        .bind(new.guacd_image.as_deref())
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
@@ -531,7 +555,8 @@ impl Store {
              active = $19, external_host = $20, external_port = $21, external_username = $22, \
              cap_add_json = $23, read_only_root = $24, pids_limit = $25, health_path = $26, \
              profile_mount = $27, idle_action = $28, pool_started = $29, \
-             external_domain = $30, external_params_json = $31, updated_at = $32 \
+             external_domain = $30, external_params_json = $31, guacd = $32, \
+             guacd_image = $33, updated_at = $34 \
              WHERE id = $1 RETURNING ",
             columns!()
         ))
@@ -566,6 +591,8 @@ impl Store {
         .bind(flag(new.pool_started))
         .bind(new.external_domain.as_deref())
         .bind(to_json(&new.external_params)?)
+        .bind(new.guacd.as_str())
+        .bind(new.guacd_image.as_deref())
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;

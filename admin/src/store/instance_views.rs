@@ -94,7 +94,7 @@ impl InstanceFilter {
 
 const SELECT: &str = "SELECT i.id, i.slug, i.droplet_id, i.user_id, i.status, i.error_reason, \
      i.container_id, i.container_name, i.upstream, i.created_at, i.started_at, i.stopped_at, \
-     i.last_activity_at, i.credentials, d.name AS droplet_name, \
+     i.last_activity_at, i.credentials, i.guacd, d.name AS droplet_name, \
      d.droplet_type AS droplet_type, u.username AS username, u.tenant_id AS owner_tenant_id";
 const FROM: &str =
     " FROM instances i JOIN droplets d ON d.id = i.droplet_id JOIN users u ON u.id = i.user_id";

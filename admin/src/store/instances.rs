@@ -45,7 +45,7 @@ impl InstanceStatus {
 macro_rules! columns {
     () => {
         "id, slug, droplet_id, user_id, status, error_reason, container_id, container_name, \
-         upstream, created_at, started_at, stopped_at, last_activity_at, credentials"
+         upstream, created_at, started_at, stopped_at, last_activity_at, credentials, guacd"
     };
 }
 
@@ -82,6 +82,10 @@ pub struct Instance {
     /// serialized.
     #[serde(skip)]
     pub credentials: Option<String>,
+    /// Where the instance's guacd sidecar listens (`host:port`), while it runs; `None` = the
+    /// shared guacd.
+    #[serde(skip)]
+    pub guacd: Option<String>,
 }
 
 impl Instance {
@@ -101,6 +105,7 @@ impl Instance {
             stopped_at: row.try_get("stopped_at")?,
             last_activity_at: row.try_get("last_activity_at")?,
             credentials: row.try_get("credentials")?,
+            guacd: row.try_get("guacd")?,
         })
     }
 }
@@ -234,6 +239,17 @@ impl Store {
         .bind(upstream)
         .execute(&self.pool)
         .await?;
+        expect_one(result, "instance")
+    }
+
+    /// Records where the instance's guacd sidecar listens (`None`: it has none, or it was
+    /// removed).
+    pub async fn set_instance_guacd(&self, id: i64, guacd: Option<&str>) -> Result<()> {
+        let result = sqlx::query("UPDATE instances SET guacd = $2 WHERE id = $1")
+            .bind(id)
+            .bind(guacd)
+            .execute(&self.pool)
+            .await?;
         expect_one(result, "instance")
     }
 

@@ -44,7 +44,7 @@ use crate::error::{AdminError, Result};
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use codec::{now_millis, unix_millis};
-pub use droplets::{Droplet, DropletType, NewDroplet, TargetKind};
+pub use droplets::{Droplet, DropletType, GuacdMode, NewDroplet, TargetKind};
 pub use gauges::GaugeCounts;
 pub use groups::{Clipboard, Group, NewGroup, Permissions};
 pub use instance_views::{InstanceFilter, InstanceRow};

@@ -158,6 +158,14 @@ pub struct AddArgs {
     /// Docker network to attach to (must keep containers apart).
     #[arg(long)]
     network: Option<String>,
+    /// Desktops: which guacd opens them, `shared` (the configured one, default) or `sidecar`
+    /// (a guacd container started and stopped with each instance, on its network).
+    #[arg(long, value_name = "MODE")]
+    guacd: Option<String>,
+    /// With --guacd sidecar: the sidecar's image (default: the configured
+    /// `[guacd] sidecar_image`).
+    #[arg(long, value_name = "IMAGE")]
+    guacd_image: Option<String>,
     #[arg(long)]
     description: Option<String>,
     #[arg(long)]
@@ -193,6 +201,8 @@ impl AddArgs {
             ("idle_action", &self.idle_action),
             ("pool_size", &self.pool_size),
             ("network", &self.network),
+            ("guacd", &self.guacd),
+            ("guacd_image", &self.guacd_image),
             ("description", &self.description),
             ("icon", &self.icon),
             ("registry", &self.registry),

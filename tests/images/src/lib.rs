@@ -3,6 +3,8 @@
 //! - [`httpd_image`]: our tiny HTTP server (`src/bin/flowcase-test-httpd`) FROM scratch, with
 //!   the shared libraries `ldd` lists and the dynamic loader copied to the same paths;
 //! - [`registry::Registry`]: a tiny registry (HTTP API v2) on loopback that dockerd pulls from;
+//! - [`guacd_double_image`]: the e2e crate's guacd double program the same way, the guacd
+//!   sidecar of the tests;
 //! - [`vnc_image`]: a VNC desktop made of Debian's `Xtigervnc` (package
 //!   tigervnc-standalone-server) the same way, plus the minimal set it refuses to start
 //!   without: `xkbcomp`, the XKB data and `/bin/sh` (the X server runs
@@ -69,6 +71,19 @@ pub fn vnc_image() -> Result<String> {
         ctx.add_dir(Path::new("/tmp"), 0o1777)?;
         ctx.build("flowcase-test-vnc", &["/flowcase-test-httpd", "vnc"])
     })
+}
+
+/// The tag of the guacd double's image (the e2e crate's `flowcase-guacd-double` program at
+/// `binary`, which the caller gets from cargo) FROM scratch, its entrypoint the program followed
+/// by `args`: the guacd sidecar of the tests, listening on 4822 as `guacamole/guacd` does.
+/// Programs of this workspace are hashed by content, so a rebuilt double makes a new tag.
+pub fn guacd_double_image(binary: &Path, args: &[&str]) -> Result<String> {
+    let mut ctx = Context::new()?;
+    let inside = Path::new("/flowcase-guacd-double");
+    ctx.add_binary(binary, inside)?;
+    let mut entrypoint = vec!["/flowcase-guacd-double"];
+    entrypoint.extend_from_slice(args);
+    ctx.build("flowcase-test-guacd", &entrypoint)
 }
 
 fn cached(
