@@ -23,6 +23,7 @@ mod wake;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    alloc::disable_huge_pages();
     flowcase_admin::accounts::set_after_hash(alloc::release_free_memory);
     cli::run()
 }
