@@ -95,8 +95,12 @@ gw_bin=$(realpath "${gateway_bin:-$bin/flowcase}")
 gw_pid=$!; pids+=("$gw_pid")
 wait_port "$gw_port" || { cat "$work/gw/stderr.log" >&2; exit 1; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# "anon A file F": VmRSS split into private memory (heap, stacks) and file-backed pages (mostly
+# the binary's code, shared with any other process mapping it).
+rss_split() { awk '/^RssAnon/ {a = $2} /^RssFile/ {f = $2} END {printf "anon %.1f, file %.1f", a / 1024, f / 1024}' "/proc/$1/status"; }
 sleep 3
 idle_rss=$(rss_kb "$gw_pid") # started, nothing asked of it yet
+idle_split=$(rss_split "$gw_pid")
 password="bench-password-$RANDOM-$RANDOM"
 (cd "$work/gw" && echo "$password" | env "${gw_env[@]}" "$gw_bin" user add bench --password-stdin >/dev/null)
 cookie=$("$bin/proxy_setup" "$work/gw/data" "$gw_port" "127.0.0.1:$up_port" bench "$password" bench1)
@@ -139,6 +143,7 @@ wait_port "$ng_port"
 
 sleep 3
 login_rss=$(rss_kb "$gw_pid") # after one login (Argon2 hashing takes its memory) and the set-up
+login_split=$(rss_split "$gw_pid")
 
 # run NAME URL CONNECTIONS [extra wrk args…] → "requests/s p50_us p99_us errors bad_status"
 run() {
@@ -177,6 +182,7 @@ for round in $(seq "$rounds"); do
 done
 sleep 3
 after_rss=$(rss_kb "$gw_pid")
+after_split=$(rss_split "$gw_pid")
 
 echo
 echo "proxy benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
@@ -202,3 +208,4 @@ awk -v rows="$(printf '%s\n' "${results[@]}")" 'BEGIN {
     "'"$latency_connections"'", (p99["gateway"] / cnt["gateway"] - up99 / upn) / 1000, (p99["nginx"] / cnt["nginx"] - up99 / upn) / 1000
 }'
 echo "gateway RSS: idle $((idle_rss / 1024)) MiB, after a login $((login_rss / 1024)) MiB, after the load $((after_rss / 1024)) MiB"
+echo "  of which MiB: idle $idle_split; after a login $login_split; after the load $after_split"

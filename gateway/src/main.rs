@@ -2,6 +2,7 @@
 //! check the configuration and administer the database without starting it.
 
 mod acme_hosts;
+mod alloc;
 mod app_host;
 mod cli;
 mod control_plane;
@@ -21,11 +22,8 @@ mod wake;
 
 use std::process::ExitCode;
 
-/// Measured faster than glibc malloc per proxied request, with less resident memory after load
-/// (bench/README.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
+    alloc::disable_huge_pages();
+    flowcase_admin::accounts::set_after_hash(alloc::release_free_memory);
     cli::run()
 }

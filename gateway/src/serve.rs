@@ -11,6 +11,7 @@ use flowcase_certs::{
     FileSource,
 };
 use flowcase_config::{AcmeChallenge, Config, TlsMode};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 
@@ -81,7 +82,15 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         config.tls.mode == TlsMode::Acme && config.tls.acme.challenge == AcmeChallenge::TlsAlpn01,
         (config.server.clone(), tunnel_door.clone()),
     )?;
-    front_door.add_tcp(&config.server.https_listen.to_string());
+    // No read buffer of pingora's under the TLS layer: rustls reads records into a buffer of its
+    // own (4 KiB to start), and pingora's HTTP reader has its own above it, so a third, 64 KiB
+    // one per connection only held memory — for every idle desktop tunnel too (bench/README.md).
+    front_door.add_listener(
+        ListenerConfig::tcp(config.server.https_listen.to_string()).l4_buffer(L4BufferSettings {
+            read: Some(0),
+            write: None,
+        }),
+    );
 
     let mut redirector = pingora::services::listening::Service::new(
         "http redirect".into(),

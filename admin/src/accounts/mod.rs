@@ -10,4 +10,4 @@ pub mod registration;
 pub mod validate;
 
 pub use bootstrap::{BootstrapOutcome, bootstrap_admin};
-pub use password::{generate_password, hash_password, verify_password};
+pub use password::{generate_password, hash_password, set_after_hash, verify_password};

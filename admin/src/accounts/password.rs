@@ -3,6 +3,8 @@
 //! Owns the one password-hashing configuration of the product, so every stored hash is made the
 //! same way and a dependency upgrade cannot change the cost parameters behind our back.
 
+use std::sync::OnceLock;
+
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use rand::Rng;
 
@@ -37,21 +39,42 @@ fn hasher() -> Result<Argon2<'static>> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
+/// What runs after each hash or verification, once Argon2's 19 MiB block is freed: set by the
+/// binary, which knows its allocator (the gateway's returns the block to the operating system
+/// at once; a lazy allocator would otherwise keep it resident while the process sits idle).
+static AFTER_HASH: OnceLock<fn()> = OnceLock::new();
+
+/// Sets what runs after every password hash and verification (see [`AFTER_HASH`]). Only the
+/// first call counts.
+pub fn set_after_hash(release: fn()) {
+    let _ = AFTER_HASH.set(release);
+}
+
+fn after_hash() {
+    if let Some(release) = AFTER_HASH.get() {
+        release();
+    }
+}
+
 /// Hashes a password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
 pub fn hash_password(password: &str) -> Result<String> {
     let hash = hasher()?
         .hash_password(password.as_bytes())
-        .map_err(|e| AdminError::PasswordHash(e.to_string()))?;
-    Ok(hash.to_string())
+        .map(|hash| hash.to_string())
+        .map_err(|e| AdminError::PasswordHash(e.to_string()));
+    after_hash();
+    hash
 }
 
 /// Whether `password` matches the PHC string `hash`. The comparison is constant-time (argon2
 /// compares outputs with `subtle`). A malformed or unsupported hash never matches.
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    match hasher() {
+    let matches = match hasher() {
         Ok(argon2) => argon2.verify_password(password.as_bytes(), hash).is_ok(),
         Err(_) => false,
-    }
+    };
+    after_hash();
+    matches
 }
 
 /// A new random password of [`GENERATED_PASSWORD_LEN`] unambiguous characters, drawn from the
