@@ -1102,6 +1102,22 @@ async fn administrators_see_and_revoke_a_users_api_keys_which_stop_at_once() {
     assert!(items[0].get("secret_hash").is_none(), "{listed}");
     let (_, other) = root.get(&format!("/api/v1/users/{dave_id}/api-keys")).await;
     assert_eq!(other["items"], json!([]));
+    // A script holding the administrator's own API key may do the same.
+    let (status, admin_key) = root
+        .post("/api/v1/account/api-keys", json!({"name": "ops script"}))
+        .await;
+    assert_eq!(status, 201, "{admin_key}");
+    let listed_by_key: Value = env
+        .client()
+        .get(env.gw.url("localhost", &carol_keys))
+        .bearer_auth(admin_key["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed_by_key["items"][0]["id"], key_id, "{listed_by_key}");
 
     // The admin's user page lists it, escaped.
     let html = root.page(&format!("/admin/users/{carol_id}")).await;
