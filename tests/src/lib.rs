@@ -378,6 +378,37 @@ impl Gateway {
         SocketAddr::from(([127, 0, 0, 1], self.ports.0))
     }
 
+    /// A raw TLS connection to the HTTPS listener for `host` (the SNI), offering `alpn` and
+    /// trusting only the certificate the gateway generated in `data_dir`: for what an HTTP
+    /// client hides (the served certificate, ALPN, WebSocket upgrades on a chosen protocol).
+    pub async fn tls_connect(
+        &self,
+        data_dir: &Path,
+        host: &str,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let pem = std::fs::read(data_dir.join("tls/self-signed.crt")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let tcp = tokio::net::TcpStream::connect(self.https_addr())
+            .await
+            .unwrap();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+            .connect(host.to_owned().try_into().unwrap(), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("TLS handshake for {host} failed: {e}"))
+    }
+
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + START_TIMEOUT;

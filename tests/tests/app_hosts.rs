@@ -486,26 +486,10 @@ async fn websockets_pass_through_instance_hosts_and_logout_cuts_them() {
         .to_owned();
 
     // WebSockets need HTTP/1.1: a TLS connection offering only that, trusting our certificate.
-    let pem = std::fs::read(env.dir.data_dir().join("tls/self-signed.crt")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(env.gw.https_addr())
-        .await
-        .unwrap();
-    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
-        .connect(env.host.clone().try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let stream = env
+        .gw
+        .tls_connect(&env.dir.data_dir(), &env.host, &[b"http/1.1"])
+        .await;
     let mut request = format!("wss://{}:{}/ws", env.host, env.dir.https_port)
         .into_client_request()
         .unwrap();

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 
 use argon2::PasswordVerifier;
 use flowcase_e2e::postgres::TestDatabase;
@@ -85,23 +84,9 @@ async fn https_serves_the_generated_certificate_for_the_public_and_instance_host
         .unwrap();
 
     for host in ["localhost", "someapp.apps.localhost"] {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(expected.clone()).unwrap();
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(gw.https_addr())
-            .await
-            .unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(host.to_owned().try_into().unwrap(), tcp)
-            .await
-            .unwrap_or_else(|e| panic!("TLS handshake for {host} failed: {e}"));
+        let stream = gw
+            .tls_connect(&dir.data_dir(), host, &[b"h2", b"http/1.1"])
+            .await;
         let (_, conn) = stream.get_ref();
         let served = &conn.peer_certificates().unwrap()[0];
         assert_eq!(

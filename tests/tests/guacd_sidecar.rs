@@ -233,26 +233,10 @@ impl Env {
             .await;
         assert_eq!(status, 200, "{minted}");
         let token = minted["token"].as_str().unwrap();
-        let pem = std::fs::read(self.dir.data_dir().join("tls/self-signed.crt")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(self.gw.https_addr())
-            .await
-            .unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
+        let stream = self
+            .gw
+            .tls_connect(&self.dir.data_dir(), "localhost", &[b"http/1.1"])
+            .await;
         let query = serde_urlencoded::to_string([
             ("token", token),
             ("GUAC_WIDTH", "1024"),

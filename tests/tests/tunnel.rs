@@ -2,7 +2,6 @@
 //! does, over TLS to the real gateway, which relays to the guacd double (`flowcase_e2e::guacd`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowcase_admin::auth::tunnel_token::{TTL_MS, TunnelGrant};
@@ -108,26 +107,10 @@ impl Env {
     /// [`Self::open`], on a connection that served an ordinary request first (so the upgrade
     /// takes the proxy's route rather than the TLS front's direct one).
     async fn open_on(&self, token: &str, after_a_request: bool) -> (Ws, Option<String>) {
-        let pem = std::fs::read(self.dir.data_dir().join("tls/self-signed.crt")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(self.gw.https_addr())
-            .await
-            .unwrap();
-        let mut stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
+        let mut stream = self
+            .gw
+            .tls_connect(&self.dir.data_dir(), "localhost", &[b"http/1.1"])
+            .await;
         if after_a_request {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let head = format!(
