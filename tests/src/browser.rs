@@ -1048,3 +1048,25 @@ fn spawn_driver(dir: &Path, port: u16) -> Child {
             )
         })
 }
+
+/// Runs the node unit tests of the pages' pure modules in `admin/assets/test/<file>` (node's
+/// built-in runner, no packages needed) and checks that all `expected` of them ran and passed:
+/// a test file that silently stopped registering its tests would otherwise pass.
+pub fn run_node_tests(file: &str, expected: usize) {
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../admin/assets");
+    let out = std::process::Command::new("node")
+        .args(["--test", &format!("test/{file}")])
+        .current_dir(&assets)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}); Debian: apt-get install nodejs"));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node --test {file} failed:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(&format!("# pass {expected}\n")),
+        "{file}: expected {expected} passing tests:\n{report}"
+    );
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 use flowcase_admin::store::{
     DropletType, NewAuditEntry, NewDroplet, NewGroup, Store, TargetKind, now_millis,
 };
-use flowcase_e2e::browser::{Browser, screenshot_dir, screenshot_on_failure};
+use flowcase_e2e::browser::{Browser, run_node_tests, screenshot_dir, screenshot_on_failure};
 use flowcase_e2e::desktops::desktop_instance;
 use flowcase_e2e::guacd::GuacdDouble;
 use flowcase_e2e::instances::{add_user, database_url};
@@ -632,17 +632,5 @@ async fn a_running_desktop_offers_a_read_only_watch_from_the_instances_page() {
 
 #[test]
 fn the_admin_page_modules_pass_their_unit_tests_under_node() {
-    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../admin/assets");
-    let out = std::process::Command::new("node")
-        .args(["--test", "test/admin-modules.test.js"])
-        .current_dir(&assets)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}); Debian: apt-get install nodejs"));
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node --test failed:\n{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(report.contains("# pass 3"), "{report}");
+    run_node_tests("admin-modules.test.js", 3);
 }

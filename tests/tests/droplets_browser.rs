@@ -12,11 +12,12 @@
 //! (`admin/assets/test/droplet-form.test.js`), run here too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use flowcase_e2e::api::Api;
-use flowcase_e2e::browser::{ATTEMPTS, Browser, screenshot_dir, screenshot_on_failure};
+use flowcase_e2e::browser::{
+    ATTEMPTS, Browser, run_node_tests, screenshot_dir, screenshot_on_failure,
+};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -97,18 +98,7 @@ async fn serve_catalogue(body: String) -> String {
 
 #[test]
 fn the_form_logic_passes_its_node_tests() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../admin/assets");
-    let out = std::process::Command::new("node")
-        .current_dir(&dir)
-        .args(["--test", "test/droplet-form.test.js"])
-        .output()
-        .expect("node (Debian: apt-get install nodejs)");
-    assert!(
-        out.status.success(),
-        "node --test failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_node_tests("droplet-form.test.js", 8);
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@
 
 use flowcase_admin::store::{DropletType, NewGroup, Permissions, Store, now_millis};
 use flowcase_e2e::browser::{
-    ATTEMPTS, Browser, NETWORK_CHANGED, broken, screenshot_dir, screenshot_on_failure,
+    ATTEMPTS, Browser, NETWORK_CHANGED, broken, run_node_tests, screenshot_dir,
+    screenshot_on_failure,
 };
 use flowcase_e2e::instances::{add_user, database_url, running_instance_row};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
@@ -605,19 +606,7 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
 /// them here so that the suite covers them.
 #[test]
 fn the_page_modules_pass_their_unit_tests_under_node() {
-    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../admin/assets");
-    let out = std::process::Command::new("node")
-        .args(["--test", "test/app-modules.test.js"])
-        .current_dir(&assets)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}); Debian: apt-get install nodejs"));
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node --test failed:\n{report}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(report.contains("# pass 7"), "{report}");
+    run_node_tests("app-modules.test.js", 7);
 }
 
 /// A stand-in for the instance API of the contract the dashboard codes against (`fetch` of

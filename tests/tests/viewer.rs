@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use flowcase_admin::store::DropletType;
+use flowcase_e2e::browser::run_node_tests;
 use flowcase_e2e::desktops::{DesktopInstance, desktop_instance, installed_guacamole_common_js};
 use flowcase_e2e::instances::{add_user, echo_instance};
 use flowcase_e2e::{Gateway, GatewayDir};
@@ -547,18 +548,5 @@ async fn the_modules_are_served_as_javascript_with_long_caching_and_guacamole_is
 /// tests of their own; node runs them here so that the suite covers them.
 #[test]
 fn the_viewer_modules_pass_their_unit_tests_under_node() {
-    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../admin/assets");
-    let out = std::process::Command::new("node")
-        .args(["--test", "test/viewer-modules.test.js"])
-        .current_dir(&assets)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}); Debian: apt-get install nodejs"));
-    assert!(
-        out.status.success(),
-        "node --test failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("# pass 6"), "{report}");
+    run_node_tests("viewer-modules.test.js", 6);
 }
