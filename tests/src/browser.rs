@@ -251,9 +251,26 @@ impl Browser {
 
     /// Clicks the element matched by `css` (a submit button, say); a navigation it starts is
     /// not waited for: follow it with [`Browser::wait_for_url`].
+    /// An element the page redraws between finding and clicking it (a live list updated by
+    /// the event stream) is found again and clicked, as a person's next click would be.
     pub async fn click(&self, css: &str) {
-        let element = self.wait_for_element(css).await;
-        self.run(&format!("click {css}"), element.click()).await;
+        for _ in 0..ATTEMPTS {
+            let element = self.wait_for_element(css).await;
+            let clicked = tokio::time::timeout(COMMAND_TIMEOUT, element.click()).await;
+            match clicked {
+                Ok(Err(e)) if e.to_string().contains("stale element") => continue,
+                Ok(Err(e)) => panic!("[{}] click {css}: {e}", self.name),
+                Ok(Ok(_)) => return,
+                Err(_) => panic!(
+                    "[{}] click {css}: no answer after {COMMAND_TIMEOUT:?}",
+                    self.name
+                ),
+            }
+        }
+        panic!(
+            "[{}] click {css}: the element kept being redrawn",
+            self.name
+        );
     }
 
     /// Runs `script` (a function body: `return …;`) in the page and gives back its value.

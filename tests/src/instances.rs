@@ -1,7 +1,8 @@
 //! Instances for front-door tests that need no Docker: users added through the CLI, and a
 //! running instance whose upstream is an [`EchoServer`], written straight into the gateway's
 //! SQLite database with the admin crate's `Store`. The front door only reads the database, so
-//! it treats such a row exactly like one the orchestrator wrote for a real container.
+//! it treats such a row exactly like one the orchestrator wrote for a real container. Also the
+//! `http` droplet of the kit's test web server, for the tests that launch real containers.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,6 +13,26 @@ use flowcase_admin::store::{
 
 use crate::GatewayDir;
 use crate::echo::EchoServer;
+
+/// The port the kit's test web server image listens on (`flowcase_test_images::httpd_image`).
+pub const HTTPD_PORT: u16 = 8080;
+
+/// An `http` droplet of the kit's test web server (its image built on first use) as an
+/// administrator would set one up: its port, `/health`, 0.1 CPU and 64 MiB. Not stored yet:
+/// callers add what their test needs (a description, environment) first.
+pub async fn httpd_droplet(tenant_id: i64, name: &str) -> NewDroplet {
+    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut new = NewDroplet::new(tenant_id, name, DropletType::Http, TargetKind::Container);
+    new.image = Some(image);
+    new.ports = vec![HTTPD_PORT];
+    new.health_path = Some("/health".into());
+    new.cpu_millicores = Some(100);
+    new.memory_mb = Some(64);
+    new
+}
 
 /// A running instance served by an echo server.
 pub struct EchoInstance {

@@ -16,18 +16,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flowcase_admin::store::{
-    DropletType, NewAuditEntry, NewDroplet, NewGroup, Store, TargetKind, now_millis,
-};
+use flowcase_admin::store::{DropletType, NewAuditEntry, NewGroup, Store, now_millis};
 use flowcase_e2e::browser::{Browser, run_node_tests, screenshot_dir, screenshot_on_failure};
 use flowcase_e2e::desktops::desktop_instance;
 use flowcase_e2e::guacd::GuacdDouble;
-use flowcase_e2e::instances::{add_user, database_url};
+use flowcase_e2e::instances::{add_user, database_url, httpd_droplet};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 
 const PASSWORD: &str = "a long enough passphrase";
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
-const HTTPD_PORT: u16 = 8080;
 const DAY_MS: i64 = 86_400_000;
 
 struct Env {
@@ -164,20 +161,7 @@ async fn an_administrator_runs_a_workshop_from_its_page() {
         let user = store.find_user_by_login(name).await.unwrap().unwrap();
         store.add_member(user.id, class.id).await.unwrap();
     }
-    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut new = NewDroplet::new(
-        tenant.id,
-        "Notebook",
-        DropletType::Http,
-        TargetKind::Container,
-    );
-    new.image = Some(image);
-    new.ports = vec![HTTPD_PORT];
-    new.health_path = Some("/health".into());
-    new.memory_mb = Some(64);
+    let mut new = httpd_droplet(tenant.id, "Notebook").await;
     new.env = BTreeMap::from([("BODY".to_owned(), "workshop".to_owned())]);
     let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
 

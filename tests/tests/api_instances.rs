@@ -14,14 +14,13 @@ use flowcase_admin::store::{
     Droplet, DropletType, InstanceStatus, NewDroplet, NewInstance, NewUser, Store, TargetKind,
     now_millis,
 };
-use flowcase_e2e::instances::{add_user, database_url, login};
+use flowcase_e2e::instances::{HTTPD_PORT, add_user, database_url, httpd_droplet, login};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "a-long-enough-passphrase";
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
-const HTTPD_PORT: u16 = 8080;
 
 /// Someone calling the API: a browser session (cookie + CSRF token), an API key, or nobody.
 struct Caller {
@@ -258,21 +257,7 @@ impl Db {
 
     /// An `http` droplet of the test HTTP server image.
     async fn http_droplet(&self, name: &str, env: &[(&str, &str)]) -> Droplet {
-        let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
-            .await
-            .unwrap()
-            .unwrap();
-        let mut new = NewDroplet::new(
-            self.tenant_id,
-            name,
-            DropletType::Http,
-            TargetKind::Container,
-        );
-        new.image = Some(image);
-        new.ports = vec![HTTPD_PORT];
-        new.health_path = Some("/health".into());
-        new.cpu_millicores = Some(100);
-        new.memory_mb = Some(64);
+        let mut new = httpd_droplet(self.tenant_id, name).await;
         new.env = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -8,15 +8,15 @@
 
 use std::time::{Duration, Instant};
 
-use flowcase_admin::store::{DropletType, NewDroplet, Store, TargetKind};
+use flowcase_admin::store::Store;
 use flowcase_e2e::api::{Api, code};
+use flowcase_e2e::instances::httpd_droplet;
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "a-long-enough-passphrase";
 const HOSTILE: &str = "<img src=x onerror=alert(1)>\"'&amp;</script>";
-const HTTPD_PORT: u16 = 8080;
 
 struct Env {
     dir: GatewayDir,
@@ -80,18 +80,8 @@ impl Env {
 
     /// An http droplet of the default tenant running the locally built test web server.
     async fn http_droplet(&self, name: &str) -> i64 {
-        let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
-            .await
-            .unwrap()
-            .unwrap();
         let tenant = self.store.default_tenant().await.unwrap().unwrap();
-        let mut droplet =
-            NewDroplet::new(tenant.id, name, DropletType::Http, TargetKind::Container);
-        droplet.image = Some(image);
-        droplet.ports = vec![HTTPD_PORT];
-        droplet.health_path = Some("/health".into());
-        droplet.cpu_millicores = Some(100);
-        droplet.memory_mb = Some(64);
+        let droplet = httpd_droplet(tenant.id, name).await;
         self.store.create_droplet(&droplet, 0).await.unwrap().id
     }
 

@@ -13,15 +13,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flowcase_admin::store::{DropletType, NewDroplet, Store, TargetKind, now_millis};
+use flowcase_admin::store::{Store, now_millis};
 use flowcase_e2e::browser::{ATTEMPTS, Browser, screenshot_dir, screenshot_on_failure};
-use flowcase_e2e::instances::{add_user, database_url};
+use flowcase_e2e::instances::{add_user, database_url, httpd_droplet};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use serde_json::Value;
 use url::Url;
 
 const PASSWORD: &str = "a long enough passphrase";
-const HTTPD_PORT: u16 = 8080;
 const APP_BODY: &str = "hello from the real notebook";
 
 struct Env {
@@ -94,22 +93,8 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         .unwrap();
     let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
     store.add_member(alice.id, users.id).await.unwrap();
-    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut new = NewDroplet::new(
-        tenant.id,
-        "Notebook",
-        DropletType::Http,
-        TargetKind::Container,
-    );
+    let mut new = httpd_droplet(tenant.id, "Notebook").await;
     new.description = "A small web app, served from a container".into();
-    new.image = Some(image);
-    new.ports = vec![HTTPD_PORT];
-    new.health_path = Some("/health".into());
-    new.cpu_millicores = Some(100);
-    new.memory_mb = Some(64);
     new.env = BTreeMap::from([("BODY".to_owned(), APP_BODY.to_owned())]);
     let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
     store.grant_droplet(droplet.id, users.id).await.unwrap();
@@ -120,8 +105,9 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
         env.shot("1-dashboard").await;
 
         // Launch from the modal.
+        // Enabled once the page's script runs (a click before that would do nothing).
         b.click(&format!(
-            "#catalogue [data-action=launch][data-droplet-id='{}']",
+            "#catalogue [data-action=launch][data-droplet-id='{}']:not([disabled])",
             droplet.id
         ))
         .await;
@@ -546,15 +532,7 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
         .unwrap();
     let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
     store.add_member(alice.id, users.id).await.unwrap();
-    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut new = NewDroplet::new(tenant.id, "Wiki", DropletType::Http, TargetKind::Container);
-    new.image = Some(image);
-    new.ports = vec![HTTPD_PORT];
-    new.health_path = Some("/health".into());
-    new.memory_mb = Some(64);
+    let new = httpd_droplet(tenant.id, "Wiki").await;
     let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
     store.grant_droplet(droplet.id, users.id).await.unwrap();
     let as_alice = flowcase_e2e::api::Api::login(&env.gw, &env.dir, "alice", PASSWORD).await;

@@ -514,7 +514,7 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
         env.check_console("dashboard").await;
         env.shots("dashboard").await;
         // The launch modal names the droplet (as text) and the window's size.
-        b.click("#catalogue [data-action=launch]").await;
+        b.click("#catalogue [data-action=launch]:not([disabled])").await;
         b.wait_for_js("the launch modal", "return document.getElementById('launch-modal').open;")
             .await;
         assert_eq!(b.text_of("#launch-name").await, HOSTILE);
@@ -732,7 +732,7 @@ async fn the_dashboard_launches_starts_stops_and_deletes_through_the_api_contrac
 
         // Launch: the POST carries the droplet, a WxH resolution and the CSRF token; the new
         // instance shows at once, queued.
-        b.click("#catalogue [data-action=launch]").await;
+        b.click("#catalogue [data-action=launch]:not([disabled])").await;
         b.click("#launch-submit").await;
         b.wait_for_js("the queued instance", &row(900, "requested")).await;
         let launch = b

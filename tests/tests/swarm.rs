@@ -13,11 +13,11 @@ use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{DropletType, InstanceStatus, NewDroplet, Store, TargetKind};
 use flowcase_config::{SwarmImageReference, UpstreamMode};
+use flowcase_e2e::instances::HTTPD_PORT;
 use flowcase_e2e::{Gateway, GatewayDir};
 use serde_json::json;
 
 const PASSWORD: &str = "a long enough passphrase";
-const HTTPD_PORT: u16 = 8080;
 
 /// Removes the deployment's services, networks and volumes when the test ends, pass or fail.
 struct Cleanup(String);

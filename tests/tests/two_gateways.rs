@@ -20,13 +20,12 @@ use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{DropletType, InstanceStatus, NewDroplet, Store, TargetKind};
 use flowcase_config::UpstreamMode;
-use flowcase_e2e::instances::{add_user, app_cookie_across, login};
+use flowcase_e2e::instances::{HTTPD_PORT, add_user, app_cookie_across, login};
 use flowcase_e2e::postgres::TestDatabase;
 use flowcase_e2e::{Gateway, GatewayDir};
 use serde_json::Value;
 
 const PASSWORD: &str = "a long enough passphrase";
-const HTTPD_PORT: u16 = 8080;
 
 /// Copies what two gateways must share from `from`'s data directory into `to`'s.
 fn share_identity(from: &GatewayDir, to: &GatewayDir) {

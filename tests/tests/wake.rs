@@ -11,12 +11,12 @@ use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{DropletType, InstanceStatus, NewDroplet, Store, TargetKind};
 use flowcase_config::UpstreamMode;
+use flowcase_e2e::instances::HTTPD_PORT;
 use flowcase_e2e::{Gateway, GatewayDir};
 
 use serde_json::json;
 
 const PASSWORD: &str = "a long enough passphrase";
-const HTTPD_PORT: u16 = 8080;
 
 #[tokio::test]
 async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() {

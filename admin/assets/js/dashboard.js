@@ -470,6 +470,12 @@ function statsSoon() {
   statsTimer = setTimeout(refreshStats, 1500);
 }
 
+// The first paint's Launch buttons are disabled until now: a click before this script ran
+// would have done nothing.
+for (const button of catalogue.querySelectorAll("button[data-action=launch][disabled]")) {
+  button.disabled = false;
+  button.removeAttribute("title");
+}
 filterCatalogue();
 refreshDroplets();
 refreshStats();
