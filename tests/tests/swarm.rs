@@ -11,9 +11,9 @@ use std::time::Duration;
 use flowcase_admin::orchestrator::swarm::SwarmEngine;
 use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
-use flowcase_admin::store::{DropletType, InstanceStatus, NewDroplet, Store, TargetKind};
+use flowcase_admin::store::{InstanceStatus, Store};
 use flowcase_config::{SwarmImageReference, UpstreamMode};
-use flowcase_e2e::instances::HTTPD_PORT;
+use flowcase_e2e::instances::httpd_droplet;
 use flowcase_e2e::{Gateway, GatewayDir};
 use serde_json::json;
 
@@ -53,11 +53,6 @@ async fn a_gateway_on_the_swarm_backend_wakes_and_proxies_a_service() {
         &format!("{PASSWORD}\n"),
     );
     assert!(out.status.success());
-    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
-        .await
-        .unwrap()
-        .unwrap();
-
     // The gateway says what it runs on (once its engine answered).
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -107,12 +102,7 @@ async fn a_gateway_on_the_swarm_backend_wakes_and_proxies_a_service() {
     orchestrator.prepare().await.unwrap();
     let tenant = store.default_tenant().await.unwrap().unwrap();
     let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-    let mut droplet = NewDroplet::new(tenant.id, "Notes", DropletType::Http, TargetKind::Container);
-    droplet.image = Some(image);
-    droplet.ports = vec![HTTPD_PORT];
-    droplet.health_path = Some("/health".into());
-    droplet.cpu_millicores = Some(100);
-    droplet.memory_mb = Some(64);
+    let mut droplet = httpd_droplet(tenant.id, "Notes").await;
     droplet.env = [("BODY".to_owned(), "hello from the swarm".to_owned())].into();
     let droplet = store.create_droplet(&droplet, 0).await.unwrap();
     let (instance, _) = orchestrator.launch(&alice, &droplet).await.unwrap();

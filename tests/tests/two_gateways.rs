@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use flowcase_admin::orchestrator::docker::DockerEngine;
 use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
-use flowcase_admin::store::{DropletType, InstanceStatus, NewDroplet, Store, TargetKind};
+use flowcase_admin::store::{InstanceStatus, Store};
 use flowcase_config::UpstreamMode;
-use flowcase_e2e::instances::{HTTPD_PORT, add_user, app_cookie_across, login};
+use flowcase_e2e::instances::{HTTPD_PORT, add_user, app_cookie_across, httpd_droplet, login};
 use flowcase_e2e::postgres::TestDatabase;
 use flowcase_e2e::{Gateway, GatewayDir};
 use serde_json::Value;
@@ -113,11 +113,6 @@ async fn two_gateways_on_one_postgresql_act_as_one() {
     );
 
     add_user(&a_dir, "alice", PASSWORD);
-    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
-        .await
-        .unwrap()
-        .unwrap();
-
     // --- one session, both gateways ------------------------------------------------------------
     // One browser: the same cookie jar reaches both (cookies ignore ports), as behind a load
     // balancer that sends each connection to either gateway.
@@ -154,12 +149,8 @@ async fn two_gateways_on_one_postgresql_act_as_one() {
     orchestrator.prepare().await.unwrap();
     let tenant = store.default_tenant().await.unwrap().unwrap();
     let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-    let mut droplet = NewDroplet::new(tenant.id, "Notes", DropletType::Http, TargetKind::Container);
-    droplet.image = Some(image.clone());
-    droplet.ports = vec![HTTPD_PORT];
-    droplet.health_path = Some("/health".into());
-    droplet.cpu_millicores = Some(100);
-    droplet.memory_mb = Some(64);
+    let mut droplet = httpd_droplet(tenant.id, "Notes").await;
+    let image = droplet.image.clone().unwrap();
     droplet.env = [("BODY".to_owned(), "hello from notes".to_owned())].into();
     let droplet = store.create_droplet(&droplet, 0).await.unwrap();
     let (instance, _) = orchestrator.launch(&alice, &droplet).await.unwrap();

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use flowcase_admin::orchestrator::docker::DockerEngine;
 use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
-use flowcase_admin::store::{DropletType, InstanceStatus, NewDroplet, Store, TargetKind};
+use flowcase_admin::store::{InstanceStatus, Store};
 use flowcase_config::UpstreamMode;
-use flowcase_e2e::instances::HTTPD_PORT;
+use flowcase_e2e::instances::httpd_droplet;
 use flowcase_e2e::{Gateway, GatewayDir};
 
 use serde_json::json;
@@ -27,11 +27,6 @@ async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() 
         &format!("{PASSWORD}\n"),
     );
     assert!(out.status.success());
-    let image = tokio::task::spawn_blocking(flowcase_test_images::httpd_image)
-        .await
-        .unwrap()
-        .unwrap();
-
     // An orchestrator of our own over the gateway's database and deployment launches and stops
     // the instance (the dashboard will do this through the API).
     let store = Store::connect(&format!(
@@ -61,12 +56,7 @@ async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() 
     orchestrator.prepare().await.unwrap();
     let tenant = store.default_tenant().await.unwrap().unwrap();
     let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-    let mut droplet = NewDroplet::new(tenant.id, "Notes", DropletType::Http, TargetKind::Container);
-    droplet.image = Some(image);
-    droplet.ports = vec![HTTPD_PORT];
-    droplet.health_path = Some("/health".into());
-    droplet.cpu_millicores = Some(100);
-    droplet.memory_mb = Some(64);
+    let mut droplet = httpd_droplet(tenant.id, "Notes").await;
     droplet.env = [("BODY".to_owned(), "hello from notes".to_owned())].into();
     let droplet = store.create_droplet(&droplet, 0).await.unwrap();
     let (instance, _) = orchestrator.launch(&alice, &droplet).await.unwrap();
