@@ -458,6 +458,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter: `info`, `flowcase=debug,info`, …
     pub level: String,
+    /// How long access lines may wait to be written together; zero writes each at once.
+    pub access_flush: Duration,
 }
 
 impl Default for LogConfig {
@@ -465,6 +467,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             level: "info".into(),
+            access_flush: Duration::from_secs(1),
         }
     }
 }

@@ -5,6 +5,10 @@
 //! A code works once across every gateway process sharing the database: besides this process's
 //! memory, its redemption is claimed in the database (through the control plane's pool). That
 //! costs one query per code, never one per request.
+//!
+//! A cookie is opened (decrypted, parsed) once and kept as an [`Admitted`] until its session
+//! ends, so the requests after the first cost a map lookup; revocation is still checked on every
+//! request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,6 +19,7 @@ use flowcase_admin::auth::app_host::{self, AppIdentity, CODE_TTL_MS};
 use flowcase_admin::auth::session::cookie_values;
 use flowcase_admin::secrets::Keyring;
 use flowcase_config::{Config, origin};
+use http::HeaderValue;
 
 use crate::snapshot::{InstanceRoute, Snapshot};
 
@@ -54,9 +59,41 @@ impl CodeClaims {
     }
 }
 
+/// Opened app cookies kept; bounded, as each costs about a kilobyte. Only cookies that opened are
+/// kept, so a flood of forged ones adds nothing.
+const MAX_ADMITTED: usize = 10_000;
+
+/// An opened app cookie: who, and the identity headers of its requests, ready to copy upstream.
+pub struct Admitted {
+    pub identity: AppIdentity,
+    /// `X-Forwarded-User`, `X-Forwarded-Email`, `X-Forwarded-Groups`.
+    pub user: HeaderValue,
+    pub email: Option<HeaderValue>,
+    pub groups: HeaderValue,
+    /// The identity assertion last signed for this cookie and when (unix ms): see
+    /// `proxy::Assertions`, which reuses it for a while.
+    pub assertion: Mutex<Option<(HeaderValue, i64)>>,
+}
+
+impl Admitted {
+    /// None when a name, e-mail or group holds a character no header value may carry.
+    fn new(identity: AppIdentity) -> Option<Self> {
+        Some(Self {
+            user: HeaderValue::from_str(&identity.username).ok()?,
+            email: match &identity.email {
+                Some(email) => Some(HeaderValue::from_str(email).ok()?),
+                None => None,
+            },
+            groups: HeaderValue::from_str(&identity.groups.join(",")).ok()?,
+            identity,
+            assertion: Mutex::new(None),
+        })
+    }
+}
+
 pub enum Decision {
     /// The request may go to the instance as this user.
-    Allow(AppIdentity),
+    Allow(Arc<Admitted>),
     /// Send the browser through the public host's `/app-auth` to get a code.
     Login(String),
     /// A code was accepted: set the cookie and go to the return path.
@@ -75,6 +112,8 @@ pub struct AppHostGate {
     /// jti → when the code expires (after which it is refused anyway and can be forgotten).
     used_codes: Mutex<HashMap<String, i64>>,
     claims: CodeClaims,
+    /// Cookie value → what it opened to.
+    admitted: Mutex<HashMap<String, Arc<Admitted>>>,
 }
 
 impl AppHostGate {
@@ -93,6 +132,7 @@ impl AppHostGate {
             ),
             used_codes: Mutex::new(HashMap::new()),
             claims,
+            admitted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -107,11 +147,26 @@ impl AppHostGate {
         cookies: &[&str],
         now: i64,
     ) -> Decision {
+        let mut unsendable = false;
         let valid = cookie_values(cookies.iter().copied(), app_host::APP_COOKIE)
-            .filter_map(|value| app_host::open_cookie(&self.keyring, value, host, now))
-            .find(|id| id.instance_id == route.id && !self.snapshot.is_revoked(&id.session));
+            .filter_map(|value| match self.admitted(value, host, now) {
+                Opened::Admitted(admitted) => Some(admitted),
+                Opened::Unsendable => {
+                    unsendable = true;
+                    None
+                }
+                Opened::Invalid => None,
+            })
+            .find(|a| {
+                a.identity.instance_id == route.id && !self.snapshot.is_revoked(&a.identity.session)
+            });
         match valid {
-            Some(identity) => Decision::Allow(identity),
+            Some(admitted) => Decision::Allow(admitted),
+            // Sending the browser to log in again would only bring it back here.
+            None if unsendable => Decision::Refuse(
+                403,
+                "Your account's name, e-mail or groups hold characters that cannot be passed on to an instance.",
+            ),
             None => {
                 let back = match query {
                     Some(q) => format!("{path}?{q}"),
@@ -122,6 +177,48 @@ impl AppHostGate {
                 Decision::Login(format!("{}/app-auth?{params}", self.public_origin))
             }
         }
+    }
+
+    /// The app cookie `value` presented on `host`, opened or found already opened.
+    fn admitted(&self, value: &str, host: &str, now: i64) -> Opened {
+        let cached = self
+            .admitted
+            .lock()
+            .ok()
+            .and_then(|kept| kept.get(value).cloned());
+        let admitted = match cached {
+            Some(admitted) => admitted,
+            None => {
+                let Some(identity) = app_host::open_cookie(&self.keyring, value, host, now) else {
+                    return Opened::Invalid;
+                };
+                let Some(admitted) = Admitted::new(identity).map(Arc::new) else {
+                    return Opened::Unsendable;
+                };
+                self.keep(value, &admitted, now);
+                admitted
+            }
+        };
+        // What `open_cookie` checks, checked again for a kept one: the cookie is sealed to expire
+        // with its session, and is good on its own host only.
+        if admitted.identity.host == host && now < admitted.identity.session_expires_at {
+            Opened::Admitted(admitted)
+        } else {
+            Opened::Invalid
+        }
+    }
+
+    fn keep(&self, value: &str, admitted: &Arc<Admitted>, now: i64) {
+        let Ok(mut kept) = self.admitted.lock() else {
+            return;
+        };
+        if kept.len() >= MAX_ADMITTED {
+            kept.retain(|_, a| now < a.identity.session_expires_at);
+            if kept.len() >= MAX_ADMITTED {
+                kept.clear();
+            }
+        }
+        kept.insert(value.to_owned(), admitted.clone());
     }
 
     /// A code brought to [`app_host::AUTH_PATH`]: the cookie and the way in, or a refusal.
@@ -174,5 +271,116 @@ impl AppHostGate {
             }
         }
         used.insert(jti.to_owned(), now + CODE_TTL_MS).is_none()
+    }
+}
+
+enum Opened {
+    Admitted(Arc<Admitted>),
+    /// Genuine, but its identity cannot be put in headers.
+    Unsendable,
+    /// Forged, expired, for another host.
+    Invalid,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowcase_admin::secrets::Key;
+    use flowcase_admin::store::InstanceStatus;
+
+    const HOST: &str = "abc.apps.localhost";
+
+    fn keyring() -> Keyring {
+        Keyring::from_keys(vec![Key {
+            id: "k1".into(),
+            bytes: [7; 32],
+        }])
+        .unwrap_or_else(|| unreachable!())
+    }
+
+    fn route(id: i64) -> InstanceRoute {
+        InstanceRoute {
+            id,
+            user_id: 7,
+            status: InstanceStatus::Running,
+            upstream: None,
+            droplet_name: "app".into(),
+        }
+    }
+
+    /// The `Cookie` header a browser sends after `/__flowcase/auth` set the app cookie.
+    fn cookie_header(keyring: &Keyring) -> String {
+        let identity = AppIdentity {
+            session: "session-hash".into(),
+            user_id: 7,
+            username: "alice".into(),
+            email: Some("alice@example.org".into()),
+            groups: vec!["User".into(), "Staff".into()],
+            host: HOST.into(),
+            instance_id: 3,
+            session_expires_at: 1_000_000,
+        };
+        let set_cookie = app_host::cookie(keyring, &identity, 0).unwrap();
+        set_cookie.split(';').next().unwrap().to_owned()
+    }
+
+    fn allowed(decision: Decision) -> Option<Arc<Admitted>> {
+        match decision {
+            Decision::Allow(admitted) => Some(admitted),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_opened_cookie_is_kept_yet_still_bound_to_its_host_instance_and_session_end() {
+        let keyring = keyring();
+        let gate = AppHostGate::new(
+            &Config::default(),
+            keyring.clone(),
+            Snapshot::new(),
+            CodeClaims::default(),
+        );
+        let cookie = cookie_header(&keyring);
+        let decide = |host: &str, instance: i64, cookie: &str, now: i64| {
+            gate.decide(
+                host,
+                &route(instance),
+                "/",
+                None,
+                &[cookie, "theme=dark"],
+                now,
+            )
+        };
+
+        let first = allowed(decide(HOST, 3, &cookie, 10)).expect("the cookie admits its owner");
+        assert_eq!(first.identity.username, "alice");
+        assert_eq!(first.user, "alice");
+        assert_eq!(
+            first.email.as_ref().map(|e| e.as_bytes()),
+            Some(&b"alice@example.org"[..])
+        );
+        assert_eq!(first.groups, "User,Staff");
+        let again = allowed(decide(HOST, 3, &cookie, 20)).expect("still admitted");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second request reuses the opened cookie"
+        );
+
+        // Kept or not, the cookie is good for its own host, instance and session only.
+        assert!(matches!(
+            decide("xyz.apps.localhost", 3, &cookie, 30),
+            Decision::Login(_)
+        ));
+        assert!(matches!(decide(HOST, 4, &cookie, 30), Decision::Login(_)));
+        assert!(matches!(
+            decide(HOST, 3, &cookie, 1_000_000),
+            Decision::Login(_)
+        ));
+
+        // A tampered cookie opens to nothing and is not kept.
+        let last = if cookie.ends_with('A') { "B" } else { "A" };
+        let tampered = format!("{}{last}", &cookie[..cookie.len() - 1]);
+        assert!(matches!(decide(HOST, 3, &tampered, 30), Decision::Login(_)));
+        assert_eq!(gate.admitted.lock().unwrap().len(), 1);
     }
 }

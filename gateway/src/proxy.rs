@@ -12,23 +12,22 @@
 //! Nothing here waits on the database or Docker: instance routes and revocations come from
 //! the in-memory snapshot.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use flowcase_admin::auth::app_host::AppIdentity;
 use flowcase_admin::auth::assertion::{self, AssertionSigner, Claims};
 use flowcase_admin::store::{InstanceStatus, now_millis};
 use flowcase_config::Config;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorType, Result};
 
-use crate::app_host::{AppHostGate, Decision};
+use crate::app_host::{Admitted, AppHostGate, Decision};
 use crate::routing::{HostClass, classify, host_name};
 use crate::snapshot::Snapshot;
 use crate::wake::Waker;
@@ -68,52 +67,40 @@ pub struct FrontDoor {
     activity: crate::control_plane::Activity,
 }
 
-/// Signs the identity assertion instance hosts receive, reusing one per session and host for a
-/// minute: an ECDSA signature per request would cost more than the rest of the proxying.
+/// Signs the identity assertion instance hosts receive, reusing one per app cookie for a minute
+/// (kept with the opened cookie): an ECDSA signature per request would cost more than the rest
+/// of the proxying.
 struct Assertions {
     signer: Arc<AssertionSigner>,
     issuer: String,
     https_port: u16,
-    cache: Mutex<HashMap<SessionHost, (Arc<str>, i64)>>,
 }
-
-/// (session id hash, instance host).
-type SessionHost = (String, String);
 
 impl Assertions {
     const REUSE_MS: i64 = 60_000;
-    const MAX_CACHED: usize = 10_000;
 
-    fn for_identity(&self, identity: &AppIdentity, now: i64) -> Option<Arc<str>> {
-        let key = (identity.session.clone(), identity.host.clone());
-        if let Ok(cache) = self.cache.lock()
-            && let Some((token, minted)) = cache.get(&key)
+    fn for_admitted(&self, admitted: &Admitted, now: i64) -> Option<HeaderValue> {
+        if let Ok(slot) = admitted.assertion.lock()
+            && let Some((token, minted)) = slot.as_ref()
             && now - minted < Self::REUSE_MS
         {
             return Some(token.clone());
         }
+        let identity = &admitted.identity;
         let audience = flowcase_config::origin(&identity.host, self.https_port);
-        let token: Arc<str> = self
-            .signer
-            .sign(&Claims {
-                iss: &self.issuer,
-                sub: identity.user_id.to_string(),
-                aud: &audience,
-                iat: now / 1000,
-                exp: (now + assertion::LIFETIME_MS) / 1000,
-                preferred_username: &identity.username,
-                email: identity.email.as_deref(),
-                groups: &identity.groups,
-            })?
-            .into();
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= Self::MAX_CACHED {
-                cache.retain(|_, (_, minted)| now - *minted < Self::REUSE_MS);
-                if cache.len() >= Self::MAX_CACHED {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, (token.clone(), now));
+        let token = self.signer.sign(&Claims {
+            iss: &self.issuer,
+            sub: identity.user_id.to_string(),
+            aud: &audience,
+            iat: now / 1000,
+            exp: (now + assertion::LIFETIME_MS) / 1000,
+            preferred_username: &identity.username,
+            email: identity.email.as_deref(),
+            groups: &identity.groups,
+        })?;
+        let token = HeaderValue::try_from(token).ok()?;
+        if let Ok(mut slot) = admitted.assertion.lock() {
+            *slot = Some((token.clone(), now));
         }
         Some(token)
     }
@@ -128,12 +115,14 @@ enum Target {
     },
     Instance {
         upstream: SocketAddr,
-        identity: Box<AppIdentity>,
+        admitted: Arc<Admitted>,
     },
 }
 
 pub struct RequestCtx {
     class: HostClass,
+    /// The request's host name, lower-case, without port (empty until `request_filter`).
+    host: String,
     target: Option<Target>,
     request_id: String,
     started: Instant,
@@ -163,7 +152,6 @@ impl FrontDoor {
             signer,
             issuer: config.server.public_origin(),
             https_port: config.server.effective_https_port(),
-            cache: Mutex::new(HashMap::new()),
         };
         Self {
             config,
@@ -181,9 +169,10 @@ impl FrontDoor {
     /// Long-lived exchanges (WebSockets, streamed bodies) are checked again on every chunk
     /// either way: a logout, a disabled user or an expired session cuts them at the next frame.
     fn still_allowed(&self, ctx: &RequestCtx) -> Result<()> {
-        let Some(Target::Instance { identity, .. }) = &ctx.target else {
+        let Some(Target::Instance { admitted, .. }) = &ctx.target else {
             return Ok(());
         };
+        let identity = &admitted.identity;
         if self.snapshot.is_revoked(&identity.session)
             || now_millis() >= identity.session_expires_at
         {
@@ -328,7 +317,7 @@ impl FrontDoor {
             )
         };
         match decision {
-            Decision::Allow(identity) => {
+            Decision::Allow(admitted) => {
                 let upstream = match (route.status, route.upstream) {
                     (InstanceStatus::Running, Some(upstream)) => upstream,
                     _ => match self.wake(session, &route).await? {
@@ -342,10 +331,7 @@ impl FrontDoor {
                 {
                     activity.record(route.id);
                 }
-                ctx.target = Some(Target::Instance {
-                    upstream,
-                    identity: Box::new(identity),
-                });
+                ctx.target = Some(Target::Instance { upstream, admitted });
                 Ok(false)
             }
             Decision::Login(location) => redirect(session, &location, None).await,
@@ -606,9 +592,14 @@ fn without_our_cookies(values: &[&str]) -> Option<String> {
 impl ProxyHttp for FrontDoor {
     type CTX = RequestCtx;
 
+    /// None: pingora's default is a response-compression module switched off, which still
+    /// costs an allocation and a few calls per request. Instances compress what they want to.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             class: HostClass::Other,
+            host: String::new(),
             target: None,
             request_id: new_request_id(),
             started: Instant::now(),
@@ -638,6 +629,7 @@ impl ProxyHttp for FrontDoor {
             return too_large(session).await;
         }
         ctx.class = classify(&host, &self.config.server);
+        ctx.host = host.clone();
         match ctx.class.clone() {
             HostClass::Public if session.req_header().uri.path() == TUNNEL_PATH => {
                 let token = take_tunnel_token(session)?;
@@ -738,32 +730,59 @@ impl ProxyHttp for FrontDoor {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        for name in FORWARDING_HEADERS {
-            upstream.remove_header(name);
+        // Every name in FORWARDING_HEADERS starts with `x-`; most requests carry none such,
+        // and then there is nothing to look up.
+        if upstream
+            .headers
+            .keys()
+            .any(|name| name.as_str().starts_with("x-"))
+        {
+            for name in FORWARDING_HEADERS {
+                upstream.remove_header(name);
+            }
         }
         if let Some(ip) = client_ip(session, &self.config.server.trusted_proxies) {
             upstream.insert_header("x-forwarded-for", ip.to_string())?;
         }
-        upstream.insert_header("x-forwarded-proto", "https")?;
-        if let Some(host) = request_host(session) {
-            upstream.insert_header("x-forwarded-host", host)?;
+        upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("https"))?;
+        if !ctx.host.is_empty() {
+            upstream.insert_header("x-forwarded-host", ctx.host.as_str())?;
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(Target::Tunnel { token: Some(token) }) = &ctx.target {
             upstream.insert_header(crate::tunnel::TOKEN_HEADER, token.as_str())?;
         }
 
-        if let Some(Target::Instance { identity, .. }) = &ctx.target {
-            let cookies: Vec<String> = upstream
+        if let Some(Target::Instance { admitted, .. }) = &ctx.target {
+            // A value that is not plain text cannot be checked: it is dropped by the rebuild.
+            let ours = |value: &HeaderValue| {
+                value.to_str().map_or(true, |v| {
+                    v.split(';').any(|pair| {
+                        let pair = pair.trim();
+                        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+                        OUR_COOKIES.contains(&name)
+                    })
+                })
+            };
+            // Rebuilt only when one of ours is in it (always, from a browser that logged in
+            // here; not from API clients).
+            if upstream
                 .headers
                 .get_all(http::header::COOKIE)
                 .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_owned))
-                .collect();
-            upstream.remove_header(&http::header::COOKIE);
-            let refs: Vec<&str> = cookies.iter().map(String::as_str).collect();
-            if let Some(kept) = without_our_cookies(&refs) {
-                upstream.insert_header(http::header::COOKIE, kept)?;
+                .any(ours)
+            {
+                let cookies: Vec<String> = upstream
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                    .collect();
+                upstream.remove_header(&http::header::COOKIE);
+                let refs: Vec<&str> = cookies.iter().map(String::as_str).collect();
+                if let Some(kept) = without_our_cookies(&refs) {
+                    upstream.insert_header(http::header::COOKIE, kept)?;
+                }
             }
             // Our API keys are credentials for the gateway, not for the instance.
             let ours = upstream
@@ -774,13 +793,13 @@ impl ProxyHttp for FrontDoor {
             if ours {
                 upstream.remove_header(&http::header::AUTHORIZATION);
             }
-            upstream.insert_header("x-forwarded-user", identity.username.as_str())?;
-            if let Some(email) = &identity.email {
-                upstream.insert_header("x-forwarded-email", email.as_str())?;
+            upstream.insert_header("x-forwarded-user", admitted.user.clone())?;
+            if let Some(email) = &admitted.email {
+                upstream.insert_header("x-forwarded-email", email.clone())?;
             }
-            upstream.insert_header("x-forwarded-groups", identity.groups.join(","))?;
-            if let Some(token) = self.assertions.for_identity(identity, now_millis()) {
-                upstream.insert_header("x-flowcase-assertion", token.as_ref())?;
+            upstream.insert_header("x-forwarded-groups", admitted.groups.clone())?;
+            if let Some(token) = self.assertions.for_admitted(admitted, now_millis()) {
+                upstream.insert_header("x-flowcase-assertion", token)?;
             }
         }
         Ok(())
@@ -880,10 +899,10 @@ impl ProxyHttp for FrontDoor {
             }
         }
         // What the user sends (WebSocket frames, uploads) is activity that keeps the instance up.
-        if let (Some(Target::Instance { identity, .. }), Some(activity)) =
+        if let (Some(Target::Instance { admitted, .. }), Some(activity)) =
             (&ctx.target, self.activity.get())
         {
-            activity.record(identity.instance_id);
+            activity.record(admitted.identity.instance_id);
         }
         Ok(())
     }
@@ -904,7 +923,7 @@ impl ProxyHttp for FrontDoor {
         let latency = ctx.started.elapsed();
         crate::metrics::request(&ctx.class, req.uri.path(), status, latency.as_secs_f64());
         let user = match &ctx.target {
-            Some(Target::Instance { identity, .. }) => Some(identity.username.as_str()),
+            Some(Target::Instance { admitted, .. }) => Some(admitted.identity.username.as_str()),
             _ => None,
         };
         let instance = match &ctx.class {

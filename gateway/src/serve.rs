@@ -143,6 +143,7 @@ pub fn run(config: Config, upgrade: bool) -> anyhow::Result<()> {
         "flowcase gateway starting"
     );
     server.run(pingora::server::RunArgs::default());
+    crate::logging::flush();
     Ok(())
 }
 

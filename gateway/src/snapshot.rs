@@ -42,7 +42,7 @@ impl InstanceRoute {
 
 #[derive(Default)]
 pub struct Snapshot {
-    instances: ArcSwap<HashMap<String, InstanceRoute>>,
+    instances: ArcSwap<HashMap<String, Arc<InstanceRoute>>>,
     /// Revoked session id hashes, with the absolute expiry after which they can be forgotten.
     revoked: ArcSwap<HashMap<String, i64>>,
 }
@@ -52,7 +52,7 @@ impl Snapshot {
         Arc::new(Self::default())
     }
 
-    pub fn instance(&self, slug: &str) -> Option<InstanceRoute> {
+    pub fn instance(&self, slug: &str) -> Option<Arc<InstanceRoute>> {
         self.instances.load().get(slug).cloned()
     }
 
@@ -75,7 +75,7 @@ impl Snapshot {
             .iter()
             .filter(|i| !matches!(i.status, InstanceStatus::Gone))
             .filter(|i| matches!(droplets.get(&i.droplet_id), Some((_, DropletType::Http))))
-            .map(|i| (i.slug.clone(), InstanceRoute::new(i, &names)))
+            .map(|i| (i.slug.clone(), Arc::new(InstanceRoute::new(i, &names))))
             .collect();
         self.instances.store(Arc::new(map));
     }

@@ -595,3 +595,57 @@ async fn behind_a_trusted_proxy_the_forwarded_client_address_is_believed() {
         "the right-most untrusted address"
     );
 }
+
+/// Each request is in the access log under the request id its upstream got in `X-Request-Id`.
+/// Access lines are written together (`log.access_flush`, 1 s), so they show up within a moment
+/// while the gateway runs, and a stop loses none of them.
+#[tokio::test]
+async fn access_lines_carry_the_upstreams_request_id_and_a_stop_loses_none() {
+    let mut env = Env::start().await;
+    let alice = env.browser();
+    env.login(&alice, "alice").await;
+    let (resp, visited) = follow(&alice, env.app("/first").as_str()).await;
+    assert_eq!(resp.status(), 200, "{visited:?}");
+    let mut requests = Vec::new();
+    for i in 0..25 {
+        let path = format!("/request-{i}");
+        let seen: Value = alice
+            .get(env.app(&path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = seen["headers"]["x-request-id"].as_str().unwrap().to_owned();
+        assert_eq!(id.len(), 16, "{id}");
+        requests.push((path, id));
+    }
+    let logged = |logs: &str, (path, id): &(String, String)| {
+        let path = format!("path=\"{path}\"");
+        logs.lines()
+            .any(|l| l.contains("access") && l.contains(id.as_str()) && l.contains(&path))
+    };
+    let (earlier, last) = requests.split_at(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let logs = env.gw.stderr();
+        if earlier.iter().all(|r| logged(&logs, r)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "access lines missing after 5 s:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = env.gw.stop();
+    assert!(status.success(), "{status}");
+    let logs = env.gw.stderr();
+    for request in last {
+        assert!(
+            logged(&logs, request),
+            "{request:?} lost at the stop:\n{logs}"
+        );
+    }
+}

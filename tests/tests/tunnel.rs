@@ -383,7 +383,11 @@ async fn a_desktop_opens_through_the_tunnel_at_protocol_1_5_0() {
 
     // The token never appears in the gateway's logs.
     ws.close(None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Access lines are written together, up to `log.access_flush` (1 s) apart.
+    wait_for("the tunnel's access line", || {
+        env.gw.stderr().contains("path=\"/tunnel\"")
+    })
+    .await;
     let logs = env.gw.stderr();
     assert!(logs.contains("desktop tunnel open"), "{logs}");
     assert!(!logs.contains(&token), "the token was logged:\n{logs}");
@@ -417,7 +421,10 @@ async fn a_tunnel_after_other_requests_on_a_kept_alive_connection_works_too() {
     })
     .await;
     ws.close(None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the upgrade's access line", || {
+        env.gw.stderr().contains("path=\"/tunnel\"")
+    })
+    .await;
     let logs = env.gw.stderr();
     assert!(logs.contains("desktop tunnel open"), "{logs}");
     assert!(!logs.contains(&token), "the token was logged:\n{logs}");
