@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowcase_admin::store::{InstanceStatus, Store};
-use flowcase_e2e::instances::{add_user, database_url, login};
+use flowcase_e2e::api::Api;
+use flowcase_e2e::instances::{add_user, database_url};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use futures_util::StreamExt;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -85,64 +86,6 @@ async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> boo
     }
 }
 
-/// A signed-in caller of the JSON API.
-struct Api {
-    client: Client,
-    base: String,
-    origin: String,
-    csrf: String,
-}
-
-impl Api {
-    async fn session(gw: &Gateway, dir: &GatewayDir, user: &str, password: &str) -> Api {
-        let client = gw.client(&dir.data_dir(), &["localhost"]);
-        let csrf = login(gw, &client, user, password).await;
-        Api {
-            client,
-            base: gw.url("localhost", ""),
-            origin: gw.origin(),
-            csrf,
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("origin", &self.origin)
-            .header("x-csrf-token", &self.csrf);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let resp = request.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    /// Polls the instance until its status is `want`.
-    async fn wait_status(&self, id: i64, want: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let (status, body) = self
-                .call(Method::GET, &format!("/api/v1/instances/{id}"), None)
-                .await;
-            if status == 200 && body["status"] == want {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance {id} is not {want}: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 struct Env {
     dir: GatewayDir,
     gw: Gateway,
@@ -166,7 +109,7 @@ impl Env {
         let gw = Gateway::start(&dir).await;
         add_user(&dir, "alice", PASSWORD);
         let (admin_name, admin_password) = read_credentials(&dir.data_dir());
-        let admin = Api::session(&gw, &dir, &admin_name, &admin_password).await;
+        let admin = Api::login(&gw, &dir, &admin_name, &admin_password).await;
         let store = Store::connect(&database_url(&dir)).await.unwrap();
         let tenant = store.default_tenant().await.unwrap().unwrap();
         let users_group = store
@@ -178,7 +121,7 @@ impl Env {
         let alice_id = store.find_user_by_login("alice").await.unwrap().unwrap().id;
         store.add_member(alice_id, users_group).await.unwrap();
         store.close().await;
-        let alice = Api::session(&gw, &dir, "alice", PASSWORD).await;
+        let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
         Env {
             dir,
             gw,
