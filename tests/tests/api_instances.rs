@@ -15,7 +15,9 @@ use flowcase_admin::store::{
     now_millis,
 };
 use flowcase_e2e::api::{Api, code};
-use flowcase_e2e::instances::{HTTPD_PORT, add_user, database_url, httpd_droplet, login};
+use flowcase_e2e::instances::{
+    HTTPD_PORT, add_user, database_url, httpd_droplet, login, users_group,
+};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -126,19 +128,14 @@ struct Db {
 }
 
 impl Db {
-    async fn open(dir: &GatewayDir) -> Db {
+    /// Opens it, once the existing users `members` are in the default tenant's User group.
+    async fn open(dir: &GatewayDir, members: &[&str]) -> Db {
         let store = Store::connect(&database_url(dir)).await.unwrap();
-        let tenant = store.default_tenant().await.unwrap().unwrap();
-        let users_group = store
-            .find_group_by_name(tenant.id, "User")
-            .await
-            .unwrap()
-            .unwrap()
-            .id;
+        let group = users_group(&store, members).await;
         Db {
             store,
-            tenant_id: tenant.id,
-            users_group,
+            tenant_id: group.tenant_id,
+            users_group: group.id,
         }
     }
 
@@ -149,12 +146,6 @@ impl Db {
             .unwrap()
             .unwrap()
             .id
-    }
-
-    /// Adds `name` (existing) to the default tenant's User group.
-    async fn join_users(&self, name: &str) {
-        let id = self.user_id(name).await;
-        self.store.add_member(id, self.users_group).await.unwrap();
     }
 
     /// A droplet granted to the User group.
@@ -191,8 +182,7 @@ async fn a_launched_web_app_goes_live_over_the_event_stream_and_is_stopped_start
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
+    let db = Db::open(&dir, &["alice"]).await;
     let droplet = db
         .http_droplet(HOSTILE, &[("BODY", "hello from the notebook")])
         .await;
@@ -379,8 +369,7 @@ async fn failed_launches_are_refused_at_once_or_end_in_error_with_their_reason()
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
+    let db = Db::open(&dir, &["alice"]).await;
     let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
 
     // An image the engine does not have: refused before anything is created.
@@ -443,8 +432,7 @@ async fn the_seed_paths_keep_working_with_the_same_checks() {
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
+    let db = Db::open(&dir, &["alice"]).await;
     let droplet = db.external_droplet("Lab shell").await;
     let hidden = NewDroplet::new(
         db.tenant_id,
@@ -610,9 +598,7 @@ async fn the_permission_matrix_holds_on_every_instance_endpoint() {
     let (admin_name, admin_password) = read_credentials(&dir.data_dir());
     add_user(&dir, "alice", PASSWORD);
     add_user(&dir, "bob", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
-    db.join_users("bob").await;
+    let db = Db::open(&dir, &["alice", "bob"]).await;
     let droplet = db.external_droplet("Lab shell").await;
 
     let admin = Api::login(&gw, &dir, &admin_name, &admin_password).await;
@@ -851,7 +837,7 @@ async fn hostile_names_come_back_as_plain_json_strings() {
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     let (admin_name, admin_password) = read_credentials(&dir.data_dir());
-    let db = Db::open(&dir).await;
+    let db = Db::open(&dir, &[]).await;
     // A username no form accepts, as an identity provider might send it.
     db.store
         .create_user(
@@ -931,8 +917,7 @@ async fn changes_made_through_another_gateway_reach_the_event_stream() {
     let gw1 = Gateway::start(&first).await;
     let gw2 = Gateway::start(&second).await;
     add_user(&first, "alice", PASSWORD);
-    let db = Db::open(&first).await;
-    db.join_users("alice").await;
+    let db = Db::open(&first, &["alice"]).await;
     let droplet = db.external_droplet("Lab shell").await;
 
     let on_first = Api::login(&gw1, &first, "alice", PASSWORD).await;
@@ -1010,8 +995,7 @@ async fn a_stop_or_delete_whose_client_goes_away_still_runs_to_its_end() {
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
+    let db = Db::open(&dir, &["alice"]).await;
     let droplet = db.http_droplet("Notes", &[]).await;
     let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
     let (status, launched) = alice
@@ -1077,9 +1061,7 @@ async fn a_launch_repeated_with_its_idempotency_key_makes_one_instance() {
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
     add_user(&dir, "bob", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
-    db.join_users("bob").await;
+    let db = Db::open(&dir, &["alice", "bob"]).await;
     let droplet = db.external_droplet("Lab shell").await;
     let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
     let bob = Api::login(&gw, &dir, "bob", PASSWORD).await;

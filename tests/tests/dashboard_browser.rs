@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use flowcase_admin::store::{Store, now_millis};
 use flowcase_e2e::browser::{ATTEMPTS, Browser, screenshot_dir, screenshot_on_failure};
-use flowcase_e2e::instances::{add_user, database_url, httpd_droplet};
+use flowcase_e2e::instances::{add_user, database_url, httpd_droplet, users_group};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use serde_json::Value;
 use url::Url;
@@ -85,15 +85,8 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
     add_user(&env.dir, "alice", PASSWORD);
 
     let store = Store::connect(&database_url(&env.dir)).await.unwrap();
-    let tenant = store.default_tenant().await.unwrap().unwrap();
-    let users = store
-        .find_group_by_name(tenant.id, "User")
-        .await
-        .unwrap()
-        .unwrap();
-    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-    store.add_member(alice.id, users.id).await.unwrap();
-    let mut new = httpd_droplet(tenant.id, "Notebook").await;
+    let users = users_group(&store, &["alice"]).await;
+    let mut new = httpd_droplet(users.tenant_id, "Notebook").await;
     new.description = "A small web app, served from a container".into();
     new.env = BTreeMap::from([("BODY".to_owned(), APP_BODY.to_owned())]);
     let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
@@ -524,15 +517,8 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
     let (admin, admin_password) = read_credentials(&env.dir.data_dir());
     add_user(&env.dir, "alice", PASSWORD);
     let store = Store::connect(&database_url(&env.dir)).await.unwrap();
-    let tenant = store.default_tenant().await.unwrap().unwrap();
-    let users = store
-        .find_group_by_name(tenant.id, "User")
-        .await
-        .unwrap()
-        .unwrap();
-    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-    store.add_member(alice.id, users.id).await.unwrap();
-    let new = httpd_droplet(tenant.id, "Wiki").await;
+    let users = users_group(&store, &["alice"]).await;
+    let new = httpd_droplet(users.tenant_id, "Wiki").await;
     let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
     store.grant_droplet(droplet.id, users.id).await.unwrap();
     let as_alice = flowcase_e2e::api::Api::login(&env.gw, &env.dir, "alice", PASSWORD).await;
@@ -648,14 +634,7 @@ async fn droplet_icons_of_other_sites_show_on_the_dashboard_from_the_gateway() {
     let site = flowcase_e2e::icon_server::IconServer::start().await;
     add_user(&env.dir, "alice", PASSWORD);
     let store = Store::connect(&database_url(&env.dir)).await.unwrap();
-    let tenant = store.default_tenant().await.unwrap().unwrap();
-    let users = store
-        .find_group_by_name(tenant.id, "User")
-        .await
-        .unwrap()
-        .unwrap();
-    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-    store.add_member(alice.id, users.id).await.unwrap();
+    let users = users_group(&store, &["alice"]).await;
     store.close().await;
 
     let (admin, admin_password) = read_credentials(&env.dir.data_dir());

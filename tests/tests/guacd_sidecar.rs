@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use flowcase_admin::store::{InstanceStatus, Store};
 use flowcase_e2e::api::Api;
-use flowcase_e2e::instances::{add_user, database_url};
+use flowcase_e2e::instances::{add_user, database_url, users_group};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -111,15 +111,7 @@ impl Env {
         let (admin_name, admin_password) = read_credentials(&dir.data_dir());
         let admin = Api::login(&gw, &dir, &admin_name, &admin_password).await;
         let store = Store::connect(&database_url(&dir)).await.unwrap();
-        let tenant = store.default_tenant().await.unwrap().unwrap();
-        let users_group = store
-            .find_group_by_name(tenant.id, "User")
-            .await
-            .unwrap()
-            .unwrap()
-            .id;
-        let alice_id = store.find_user_by_login("alice").await.unwrap().unwrap().id;
-        store.add_member(alice_id, users_group).await.unwrap();
+        let users_group = users_group(&store, &["alice"]).await.id;
         store.close().await;
         let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
         Env {
