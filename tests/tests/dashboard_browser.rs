@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flowcase_admin::store::{Store, now_millis};
-use flowcase_e2e::browser::{ATTEMPTS, Browser, screenshot_dir, screenshot_on_failure};
+use flowcase_e2e::browser::{
+    ATTEMPTS, Browser, StreamedPull, screenshot_dir, screenshot_on_failure,
+};
 use flowcase_e2e::instances::{add_user, database_url, httpd_droplet, users_group};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use serde_json::Value;
@@ -407,35 +409,14 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
              return 1;",
         )
         .await;
-        for attempt in 1..=ATTEMPTS {
-            b.eval("window.__percents.length = 0; return 1;").await;
-            b.click("#droplets-rows [data-action=pull]").await;
-            env.wait_long(
-                "the end of the pull",
-                "const s = document.getElementById('pull-modal').dataset.state; \
-                 return s === 'done' || s === 'error';",
-                Duration::from_secs(90),
-            )
-            .await;
-            // A stream Chromium dropped because the network changed (see the module's doc):
-            // the pull goes on on the engine, and pulling again is harmless.
-            let dropped = b
-                .eval(
-                    "const e = document.getElementById('pull-error').textContent; \
-                     return e.includes('cannot be reached') || e.includes('connection to the gateway broke');",
-                )
-                .await;
-            if dropped != true || attempt == ATTEMPTS {
-                break;
-            }
-            eprintln!("[admin-droplets] the pull's stream was dropped; again");
-            b.click("#pull-close").await;
-            // The dropped pull may have finished on the engine: take the image away again, so
-            // that the next one pulls (and shows) every layer rather than "up to date".
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", &reference])
-                .output();
-        }
+        b.streamed_pull(&StreamedPull {
+            start: "#droplets-rows [data-action=pull]",
+            modal: "pull",
+            images: std::slice::from_ref(&reference),
+            reset: "window.__percents.length = 0; return 1;",
+            within: Duration::from_secs(90),
+        })
+        .await;
         env.shot("admin-6-pulled").await;
         let state = b
             .eval(

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use flowcase_e2e::api::Api;
 use flowcase_e2e::browser::{
-    ATTEMPTS, Browser, run_node_tests, screenshot_dir, screenshot_on_failure,
+    Browser, StreamedPull, run_node_tests, screenshot_dir, screenshot_on_failure,
 };
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::Method;
@@ -57,10 +57,6 @@ impl Env {
     /// same, which the caller may then see).
     async fn press(&self, button: &str, scope: &str) -> usize {
         self.browser.press(button, scope).await
-    }
-
-    async fn wait_long(&self, what: &str, script: &str, within: Duration) {
-        self.browser.wait_long(what, script, within).await;
     }
 }
 
@@ -388,33 +384,14 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
                {childList: true, characterData: true, subtree: true}); return 1;",
         )
         .await;
-        for attempt in 1..=ATTEMPTS {
-            b.eval("window.__figures = {}; return 1;").await;
-            b.click("#pull-all").await;
-            env.wait_long(
-                "the end of pull all",
-                "const s = document.getElementById('pull-all-modal').dataset.state; \
-                 return s === 'done' || s === 'error';",
-                Duration::from_secs(120),
-            )
-            .await;
-            let dropped = b
-                .eval(
-                    "const e = document.getElementById('pull-all-error').textContent; \
-                     return e.includes('cannot be reached') || e.includes('connection to the gateway broke');",
-                )
-                .await;
-            if dropped != true || attempt == ATTEMPTS {
-                break;
-            }
-            eprintln!("the pull-all stream was dropped; again");
-            b.click("#pull-all-close").await;
-            for image in &references {
-                let _ = std::process::Command::new("docker")
-                    .args(["rmi", image])
-                    .output();
-            }
-        }
+        b.streamed_pull(&StreamedPull {
+            start: "#pull-all",
+            modal: "pull-all",
+            images: &references,
+            reset: "window.__figures = {}; return 1;",
+            within: Duration::from_secs(120),
+        })
+        .await;
         env.shot("6-pulled-all").await;
         env.phone_shot("6-pulled-all").await;
         let pulled = b
