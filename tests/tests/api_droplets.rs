@@ -13,6 +13,7 @@ use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::Store;
 use flowcase_e2e::api::{Api, code};
+use flowcase_e2e::loopback::LoopbackServer;
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -851,17 +852,14 @@ async fn a_pull_streams_progress_and_log_then_done_and_failures_are_error_events
     assert!(audit.iter().all(|(_, d)| !d.contains(REGISTRY_PASSWORD)));
 }
 
-/// A catalogue server on loopback: each path answers its body (`None`: 404).
-async fn serve_catalogues(files: Vec<(&'static str, String)>) -> String {
+/// A catalogue server on loopback until dropped: each path answers its body (others: 404).
+async fn serve_catalogues(files: Vec<(&'static str, String)>) -> LoopbackServer {
     use axum::routing::get;
     let mut app = axum::Router::new();
     for (path, body) in files {
         app = app.route(path, get(move || async move { body }));
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    LoopbackServer::start(app).await
 }
 
 #[tokio::test]
@@ -895,13 +893,14 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
         {"display_name": "No port", "droplet_type": "container",
          "container_docker_image": "a/b:1"}
     ]});
-    let base = serve_catalogues(vec![
+    let catalogues = serve_catalogues(vec![
         ("/ours.json", ours.to_string()),
         ("/registry/droplets.json", python.to_string()),
         ("/big.json", format!("[{}]", " ".repeat(2 << 20))),
         ("/text", "<html>not json</html>".to_owned()),
     ])
     .await;
+    let base = catalogues.url("");
     let import = |path: &str, dry_run: bool| {
         let url = format!("{base}{path}");
         let query = if dry_run { "?dry_run=true" } else { "" };

@@ -18,6 +18,7 @@ use flowcase_e2e::api::Api;
 use flowcase_e2e::browser::{
     Browser, StreamedPull, run_node_tests, screenshot_dir, screenshot_on_failure,
 };
+use flowcase_e2e::loopback::LoopbackServer;
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -73,11 +74,9 @@ impl Drop for Untag {
     }
 }
 
-/// Serves `body` as `application/json` on a loopback port (any path); stops with the test.
-async fn serve_catalogue(body: String) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(move || {
+/// Serves `body` as `application/json` on a loopback port (any path) until dropped.
+async fn serve_catalogue(body: String) -> LoopbackServer {
+    LoopbackServer::start(axum::Router::new().fallback(move || {
         let body = body.clone();
         async move {
             (
@@ -85,11 +84,8 @@ async fn serve_catalogue(body: String) -> String {
                 body,
             )
         }
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/flowcase/droplets.json")
+    }))
+    .await
 }
 
 #[test]
@@ -162,7 +158,8 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         {"name": "Broken desk", "type": "http", "image": "registry.example/tools/desk:1",
          "port": 8080, "memory": "lots"}
     ]);
-    let catalogue_url = serve_catalogue(catalogue.to_string()).await;
+    let catalogue_server = serve_catalogue(catalogue.to_string()).await;
+    let catalogue_url = catalogue_server.url("/flowcase/droplets.json");
     // A script that a hostile name could run would call alert: recorded, never shown.
     b.add_init_script(
         "window.__alerts = []; window.alert = (m) => window.__alerts.push(String(m));",
