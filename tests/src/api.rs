@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::instances::login_response;
 use crate::{Gateway, GatewayDir};
 
 pub struct Api {
@@ -21,13 +22,7 @@ impl Api {
     /// Logs `username` in; panics unless the login succeeds.
     pub async fn login(gw: &Gateway, dir: &GatewayDir, username: &str, password: &str) -> Api {
         let client = gw.client(&dir.data_dir(), &["localhost"]);
-        let resp = client
-            .post(gw.url("localhost", "/api/v1/session"))
-            .header("origin", gw.origin())
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap();
+        let resp = login_response(gw, &client, username, password).await;
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert_eq!(status, 200, "login of {username}: {text}");

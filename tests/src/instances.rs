@@ -293,6 +293,23 @@ pub async fn wait_until_routed(dir: &GatewayDir, host: &str) {
     }
 }
 
+/// `POST /api/v1/session` for `user` on the public host with `client`, as the sign-in page sends
+/// it; the answer untouched (a refusal is the test's to check).
+pub async fn login_response(
+    gw: &crate::Gateway,
+    client: &reqwest::Client,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(gw.url("localhost", "/api/v1/session"))
+        .header("origin", gw.origin())
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Logs `user` in on the public host with `client` (its cookie jar keeps the session); returns
 /// the session's CSRF token.
 pub async fn login(
@@ -301,13 +318,7 @@ pub async fn login(
     user: &str,
     password: &str,
 ) -> String {
-    let resp = client
-        .post(gw.url("localhost", "/api/v1/session"))
-        .header("origin", gw.origin())
-        .json(&serde_json::json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap();
+    let resp = login_response(gw, client, user, password).await;
     assert_eq!(resp.status(), 200, "login of {user}");
     resp.json::<serde_json::Value>().await.unwrap()["csrf_token"]
         .as_str()

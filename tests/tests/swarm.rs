@@ -13,9 +13,8 @@ use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{InstanceStatus, Store};
 use flowcase_config::{SwarmImageReference, UpstreamMode};
-use flowcase_e2e::instances::httpd_droplet;
+use flowcase_e2e::instances::{httpd_droplet, login};
 use flowcase_e2e::{Gateway, GatewayDir};
-use serde_json::json;
 
 const PASSWORD: &str = "a long enough passphrase";
 
@@ -126,14 +125,7 @@ async fn a_gateway_on_the_swarm_backend_wakes_and_proxies_a_service() {
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     let browser = gw.client(&dir.data_dir(), &["localhost", &host]);
-    let login = browser
-        .post(gw.url("localhost", "/api/v1/session"))
-        .header("origin", gw.origin())
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
+    login(&gw, &browser, "alice", PASSWORD).await;
     let cookie = flowcase_e2e::instances::app_cookie(&gw, &browser, &host).await;
 
     // A script's request wakes it: the gateway's own swarm engine scales the service up.

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use flowcase_e2e::api::{Api, code};
+use flowcase_e2e::instances::login_response;
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -51,13 +52,7 @@ impl Env {
         username: &str,
         password: &str,
     ) -> reqwest::Response {
-        client
-            .post(self.gw.url("localhost", "/api/v1/session"))
-            .header("origin", self.gw.origin())
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap()
+        login_response(&self.gw, client, username, password).await
     }
 
     async fn api(&self, username: &str, password: &str) -> Api {

@@ -838,18 +838,8 @@ async fn group_clipboard_restrictions_reach_guacd() {
     let env = Env::start().await;
     let (admin_name, admin_password) = flowcase_e2e::read_credentials(&env.dir.data_dir());
     let admin = env.browser();
-    let resp = admin
-        .post(env.gw.url("localhost", "/api/v1/session"))
-        .header("origin", env.gw.origin())
-        .json(&json!({"username": admin_name, "password": admin_password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let admin_csrf = resp.json::<Value>().await.unwrap()["csrf_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin_csrf =
+        flowcase_e2e::instances::login(&env.gw, &admin, &admin_name, &admin_password).await;
     let call = |method: reqwest::Method, path: &str, body: Value| {
         admin
             .request(method, env.gw.url("localhost", path))

@@ -11,10 +11,8 @@ use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
 use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::{InstanceStatus, Store};
 use flowcase_config::UpstreamMode;
-use flowcase_e2e::instances::httpd_droplet;
+use flowcase_e2e::instances::{httpd_droplet, login};
 use flowcase_e2e::{Gateway, GatewayDir};
-
-use serde_json::json;
 
 const PASSWORD: &str = "a long enough passphrase";
 
@@ -68,14 +66,7 @@ async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() 
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     let browser = gw.client(&dir.data_dir(), &["localhost", &host]);
-    let login = browser
-        .post(gw.url("localhost", "/api/v1/session"))
-        .header("origin", gw.origin())
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
+    login(&gw, &browser, "alice", PASSWORD).await;
     let cookie = flowcase_e2e::instances::app_cookie(&gw, &browser, &host).await;
     let get = |accept: &'static str, agent: &'static str| {
         browser
