@@ -450,6 +450,24 @@ impl Gateway {
         builder
     }
 
+    /// Waits at most `within`, off the async runtime, for the process to end by itself (after a
+    /// signal asked it to) and asserts that it ended cleanly, its stderr in the message
+    /// otherwise. Returns the gateway, for its output.
+    pub async fn exits_cleanly(mut self, within: Duration) -> Gateway {
+        let (status, gw) = tokio::task::spawn_blocking(move || {
+            let status = self.wait_exit(within);
+            (status, self)
+        })
+        .await
+        .unwrap();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the process ends cleanly: {status:?}\n{}",
+            gw.stderr()
+        );
+        gw
+    }
+
     /// Graceful stop (SIGTERM) and wait for the process to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("gateway already stopped");
@@ -481,6 +499,17 @@ impl Drop for Gateway {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Images a test pulled into the shared dockerd, removed when it ends, pass or fail.
+pub struct Untag(pub Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new("docker").args(["rmi", image]).output();
         }
     }
 }

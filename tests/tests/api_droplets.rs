@@ -14,7 +14,7 @@ use flowcase_admin::secrets::ensure_key_file;
 use flowcase_admin::store::Store;
 use flowcase_e2e::api::{Api, code};
 use flowcase_e2e::loopback::LoopbackServer;
-use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
+use flowcase_e2e::{Gateway, GatewayDir, Untag, read_credentials};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -686,17 +686,6 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
     assert_eq!(code(&body), "csrf_failed");
 }
 
-/// Removes a pulled image, pass or fail.
-struct Untag(String);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", &self.0])
-            .output();
-    }
-}
-
 #[tokio::test]
 async fn a_pull_streams_progress_and_log_then_done_and_failures_are_error_events() {
     const REGISTRY_PASSWORD: &str = "Pull-secret-2b7d";
@@ -717,7 +706,7 @@ async fn a_pull_streams_progress_and_log_then_done_and_failures_are_error_events
     .unwrap();
     let reference = registry.reference(&repository, "v1");
     let missing = registry.reference(&repository, "v9");
-    let _untag = Untag(reference.clone());
+    let _untag = Untag(vec![reference.clone()]);
     let credentials = json!({"registry_username": "puller",
                              "registry_password": REGISTRY_PASSWORD});
     let mut body = json!({"name": "Web", "droplet_type": "http", "image": reference,

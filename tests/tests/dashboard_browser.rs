@@ -18,7 +18,7 @@ use flowcase_e2e::browser::{
     ATTEMPTS, Browser, StreamedPull, screenshot_dir, screenshot_on_failure,
 };
 use flowcase_e2e::instances::{add_user, database_url, httpd_droplet, users_group};
-use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
+use flowcase_e2e::{Gateway, GatewayDir, Untag, read_credentials};
 use serde_json::Value;
 use url::Url;
 
@@ -284,17 +284,6 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
     env.browser.close().await;
 }
 
-/// Removes a pulled image from the shared dockerd at the end.
-struct Untag(String);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", &self.0])
-            .output();
-    }
-}
-
 #[tokio::test]
 async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_live_progress() {
     let env = Env::start("admin-droplets").await;
@@ -313,7 +302,7 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
     .unwrap()
     .unwrap();
     let reference = registry.reference(&repository, "v1");
-    let _untag = Untag(reference.clone());
+    let _untag = Untag(vec![reference.clone()]);
 
     screenshot_on_failure(&[b], async {
         env.sign_in(&admin, &admin_password, "/admin/droplets").await;

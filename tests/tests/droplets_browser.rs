@@ -19,7 +19,7 @@ use flowcase_e2e::browser::{
     Browser, StreamedPull, run_node_tests, screenshot_dir, screenshot_on_failure,
 };
 use flowcase_e2e::loopback::LoopbackServer;
-use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
+use flowcase_e2e::{Gateway, GatewayDir, Untag, read_credentials};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -58,19 +58,6 @@ impl Env {
     /// same, which the caller may then see).
     async fn press(&self, button: &str, scope: &str) -> usize {
         self.browser.press(button, scope).await
-    }
-}
-
-/// Removes pulled images from the shared dockerd at the end.
-struct Untag(Vec<String>);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", image])
-                .output();
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use flowcase_e2e::{Gateway, GatewayDir};
 #[tokio::test]
 async fn an_upgrade_hands_the_listeners_over_without_losing_a_request() {
     let dir = GatewayDir::new();
-    let mut old = Gateway::start(&dir).await;
+    let old = Gateway::start(&dir).await;
     // A new connection per request: requests land on the old process, then on the new one.
     let client = old
         .client_builder(&dir.data_dir(), &["localhost"])
@@ -64,18 +64,7 @@ async fn an_upgrade_hands_the_listeners_over_without_losing_a_request() {
     // The new process waits on the upgrade socket for the listeners.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     old.signal("QUIT");
-    let status = tokio::task::spawn_blocking(move || {
-        let status = old.wait_exit(Duration::from_secs(20));
-        (status, old)
-    })
-    .await
-    .unwrap();
-    let (status, old) = status;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the old process ends cleanly: {status:?}\n{}",
-        old.stderr()
-    );
+    let _old = old.exits_cleanly(Duration::from_secs(20)).await;
     let at_switch = ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(700)).await;
     running.store(false, Ordering::Relaxed);
@@ -101,12 +90,9 @@ async fn an_upgrade_hands_the_listeners_over_without_losing_a_request() {
 #[tokio::test]
 async fn sigterm_stops_the_gateway_gracefully() {
     let dir = GatewayDir::new();
-    let mut gw = Gateway::start(&dir).await;
+    let gw = Gateway::start(&dir).await;
     gw.signal("TERM");
-    let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    gw.exits_cleanly(Duration::from_secs(20)).await;
     let refused = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{}/healthz", dir.metrics_port))
         .send()

@@ -116,7 +116,7 @@ async fn a_reload_hands_the_service_over_and_tells_the_service_manager() {
         .unwrap();
     let mut dir = GatewayDir::new();
     dir.set("NOTIFY_SOCKET", &notify_path.display().to_string());
-    let mut old = Gateway::start(&dir).await;
+    let old = Gateway::start(&dir).await;
     let mut seen = Vec::new();
     let ready = wait_for_notification(&socket, "READY=1", &mut seen);
     assert_eq!(main_pid(&ready), old.pid(), "{ready:?}");
@@ -189,18 +189,7 @@ async fn a_reload_hands_the_service_over_and_tells_the_service_manager() {
         old.pid(),
         "the new process names itself: {handed:?}"
     );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = old.wait_exit(Duration::from_secs(20));
-        (status, old)
-    })
-    .await
-    .unwrap();
-    let (status, old) = status;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the old process ends cleanly: {status:?}\n{}",
-        old.stderr()
-    );
+    let _old = old.exits_cleanly(Duration::from_secs(20)).await;
     let mut later = Vec::new();
     let ready = wait_for_notification(&socket, "READY=1", &mut later);
     assert_eq!(
