@@ -13,6 +13,7 @@ pub mod instances;
 pub mod loopback;
 pub mod oidc_provider;
 pub mod openapi_validator;
+pub mod orchestrator;
 pub mod pebble;
 pub mod postgres;
 pub mod swarm;

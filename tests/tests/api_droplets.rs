@@ -6,14 +6,11 @@
 //! over every endpoint, and hostile names that round-trip as plain JSON strings.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
-use flowcase_admin::orchestrator::docker::DockerEngine;
-use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
-use flowcase_admin::secrets::ensure_key_file;
+use flowcase_admin::orchestrator::Actor;
 use flowcase_admin::store::Store;
 use flowcase_e2e::api::{Api, code};
 use flowcase_e2e::loopback::LoopbackServer;
+use flowcase_e2e::orchestrator::{docker_orchestrator, orchestrator_options};
 use flowcase_e2e::{Gateway, GatewayDir, Untag, read_credentials};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -415,16 +412,7 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
 
     // Deleting: refused while an instance of it exists, allowed once it is gone.
     let store = env.store().await;
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
-        ensure_key_file(&env.dir.data_dir().join("secret.key")).unwrap(),
-        Arc::new(SystemClock),
-        Options {
-            deployment: env.dir.deployment().to_owned(),
-            ..Options::from_config(&flowcase_config::Config::default())
-        },
-    );
+    let orchestrator = docker_orchestrator(&env.dir, &store, orchestrator_options(&env.dir));
     let host_id = host["id"].as_i64().unwrap();
     let droplet = store.get_droplet(host_id).await.unwrap().unwrap();
     let uma_user = store.find_user_by_login("uma").await.unwrap().unwrap();

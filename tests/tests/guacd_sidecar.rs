@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowcase_admin::store::{InstanceStatus, Store};
@@ -458,10 +457,11 @@ async fn a_sidecar_that_cannot_start_fails_the_launch_and_leaves_nothing_behind(
 /// the Swarm backend refuses sidecar droplets.
 #[tokio::test]
 async fn reconciliation_removes_stray_sidecars_and_swarm_refuses_them() {
-    use flowcase_admin::orchestrator::docker::DockerEngine;
-    use flowcase_admin::orchestrator::swarm::SwarmEngine;
-    use flowcase_admin::orchestrator::{Options, Orchestrator, SystemClock};
-    use flowcase_config::{SwarmImageReference, UpstreamMode};
+    use flowcase_admin::orchestrator::Options;
+    use flowcase_config::UpstreamMode;
+    use flowcase_e2e::orchestrator::{
+        docker_orchestrator, orchestrator_options, swarm_orchestrator,
+    };
 
     let env = Env::start().await;
     let droplet = env.sidecar_droplet("Desk", json!({})).await;
@@ -491,21 +491,12 @@ async fn reconciliation_removes_stray_sidecars_and_swarm_refuses_them() {
         &double,
     ]);
     let store = Store::connect(&database_url(&env.dir)).await.unwrap();
-    let keyring =
-        flowcase_admin::secrets::ensure_key_file(&env.dir.data_dir().join("secret.key")).unwrap();
     let options = Options {
         network: "flowcase-e2e".into(),
         upstream_mode: UpstreamMode::PublishedLoopback,
-        deployment: env.dir.deployment().to_owned(),
-        ..Options::from_config(&flowcase_config::Config::default())
+        ..orchestrator_options(&env.dir)
     };
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
-        keyring.clone(),
-        Arc::new(SystemClock),
-        options.clone(),
-    );
+    let orchestrator = docker_orchestrator(&env.dir, &store, options.clone());
     let report = orchestrator.reconcile().await.unwrap();
     // The gateway's own reconciler (every minute) may have been quicker; either way it is gone.
     assert!(
@@ -521,14 +512,9 @@ async fn reconciliation_removes_stray_sidecars_and_swarm_refuses_them() {
     );
 
     // On a swarm, a sidecar droplet is refused before anything is admitted.
-    let swarm = Orchestrator::new(
-        store.clone(),
-        Arc::new(
-            SwarmEngine::connect("unix:///var/run/docker.sock", SwarmImageReference::LocalId)
-                .unwrap(),
-        ),
-        keyring,
-        Arc::new(SystemClock),
+    let swarm = swarm_orchestrator(
+        &env.dir,
+        &store,
         Options {
             upstream_mode: UpstreamMode::ContainerNetwork,
             ..options
@@ -620,10 +606,10 @@ async fn the_command_line_gives_a_droplet_its_guacd_sidecar() {
 /// desktop it reaches by name. Destroying leaves nothing.
 #[tokio::test]
 async fn in_container_network_mode_the_sidecar_is_reached_on_the_instance_network() {
-    use flowcase_admin::orchestrator::docker::DockerEngine;
-    use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
+    use flowcase_admin::orchestrator::{Actor, Options};
     use flowcase_admin::store::{DropletType, GuacdMode, NewDroplet, NewUser, TargetKind};
     use flowcase_config::UpstreamMode;
+    use flowcase_e2e::orchestrator::{docker_orchestrator, orchestrator_options};
     use flowcase_guac::Instruction;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -654,16 +640,13 @@ async fn in_container_network_mode_the_sidecar_is_reached_on_the_instance_networ
     let droplet = store.create_droplet(&new, 0).await.unwrap();
     let keyring =
         flowcase_admin::secrets::ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
-        keyring.clone(),
-        Arc::new(SystemClock),
+    let orchestrator = docker_orchestrator(
+        &dir,
+        &store,
         Options {
             upstream_mode: UpstreamMode::ContainerNetwork,
-            deployment: dir.deployment().to_owned(),
             ready_timeout: Duration::from_secs(30),
-            ..Options::from_config(&flowcase_config::Config::default())
+            ..orchestrator_options(&dir)
         },
     );
     let (instance, _) = orchestrator.launch(&user, &droplet).await.unwrap();
