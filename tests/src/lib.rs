@@ -411,6 +411,32 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("TLS handshake for {host} failed: {e}"))
     }
 
+    /// Opens the desktop tunnel `/tunnel?<query>` on `stream` (from [`Gateway::tls_connect`]) as
+    /// the viewer does, asking for subprotocol `guacamole`; returns the socket and the
+    /// subprotocol the gateway chose.
+    pub async fn open_tunnel(
+        &self,
+        stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        query: &[(&str, &str)],
+    ) -> (TunnelSocket, Option<String>) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let query = serde_urlencoded::to_string(query).unwrap();
+        let mut request = format!("wss://localhost:{}/tunnel?{query}", self.ports.0)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "guacamole".parse().unwrap());
+        let (ws, response) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap();
+        let protocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (ws, protocol)
+    }
+
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + START_TIMEOUT;
@@ -514,6 +540,10 @@ impl Drop for Untag {
         }
     }
 }
+
+/// A desktop tunnel opened by [`Gateway::open_tunnel`]: a WebSocket over TLS to the front door.
+pub type TunnelSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// The username and password written to `IDENTIFIANTS.txt`.
 pub fn read_credentials(data_dir: &Path) -> (String, String) {

@@ -19,18 +19,14 @@ use std::time::{Duration, Instant};
 use flowcase_admin::store::{InstanceStatus, Store};
 use flowcase_e2e::api::Api;
 use flowcase_e2e::instances::{add_user, database_url, users_group};
-use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
+use flowcase_e2e::{Gateway, GatewayDir, TunnelSocket as Ws, read_credentials};
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const PASSWORD: &str = "a-long-enough-passphrase";
 const DOUBLE: &str = env!("CARGO_BIN_EXE_flowcase-guacd-double");
-
-type Ws = WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 async fn image(build: impl FnOnce() -> Result<String, String> + Send + 'static) -> String {
     tokio::task::spawn_blocking(build).await.unwrap().unwrap()
@@ -171,22 +167,18 @@ impl Env {
             .gw
             .tls_connect(&self.dir.data_dir(), "localhost", &[b"http/1.1"])
             .await;
-        let query = serde_urlencoded::to_string([
-            ("token", token),
-            ("GUAC_WIDTH", "1024"),
-            ("GUAC_HEIGHT", "768"),
-            ("GUAC_DPI", "96"),
-        ])
-        .unwrap();
-        let mut request = format!("wss://localhost:{}/tunnel?{query}", self.dir.https_port)
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", "guacamole".parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
-            .await
-            .unwrap();
+        let (mut ws, _) = self
+            .gw
+            .open_tunnel(
+                stream,
+                &[
+                    ("token", token),
+                    ("GUAC_WIDTH", "1024"),
+                    ("GUAC_HEIGHT", "768"),
+                    ("GUAC_DPI", "96"),
+                ],
+            )
+            .await;
         let mut opcodes = Vec::new();
         while !opcodes.iter().any(|o| o == "sync") {
             let message = tokio::time::timeout(Duration::from_secs(15), ws.next())

@@ -7,18 +7,14 @@ use std::time::{Duration, Instant};
 use flowcase_admin::auth::tunnel_token::{TTL_MS, TunnelGrant};
 use flowcase_e2e::guacd::{self, Command, GuacdDouble};
 use flowcase_e2e::instances::{DesktopInstance, add_user, desktop_instance, echo_instance};
-use flowcase_e2e::{Gateway, GatewayDir};
+use flowcase_e2e::{Gateway, GatewayDir, TunnelSocket as Ws};
 use flowcase_guac::{Instruction, Scan, scan};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Client;
 use serde_json::{Value, json};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-type Ws = WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 struct Env {
     dir: GatewayDir,
@@ -130,32 +126,22 @@ impl Env {
                 String::from_utf8_lossy(&response)
             );
         }
-        let query = serde_urlencoded::to_string([
-            ("token", token),
-            ("GUAC_WIDTH", "1280"),
-            ("GUAC_HEIGHT", "720"),
-            ("GUAC_DPI", "96"),
-            ("GUAC_TIMEZONE", "Europe/Paris"),
-            ("GUAC_AUDIO", "audio/L16"),
-            ("GUAC_AUDIO", "audio/L8"),
-            ("GUAC_IMAGE", "image/png"),
-            ("GUAC_IMAGE", "image/webp"),
-        ])
-        .unwrap();
-        let mut request = format!("wss://localhost:{}/tunnel?{query}", self.dir.https_port)
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", "guacamole".parse().unwrap());
-        let (ws, response) = tokio_tungstenite::client_async(request, stream)
+        self.gw
+            .open_tunnel(
+                stream,
+                &[
+                    ("token", token),
+                    ("GUAC_WIDTH", "1280"),
+                    ("GUAC_HEIGHT", "720"),
+                    ("GUAC_DPI", "96"),
+                    ("GUAC_TIMEZONE", "Europe/Paris"),
+                    ("GUAC_AUDIO", "audio/L16"),
+                    ("GUAC_AUDIO", "audio/L8"),
+                    ("GUAC_IMAGE", "image/png"),
+                    ("GUAC_IMAGE", "image/webp"),
+                ],
+            )
             .await
-            .unwrap();
-        let protocol = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().unwrap().to_owned());
-        (ws, protocol)
     }
 
     /// A signed-in user with an open tunnel past the UUID.
