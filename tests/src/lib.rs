@@ -10,6 +10,7 @@ pub mod echo;
 pub mod guacd;
 pub mod icon_server;
 pub mod instances;
+pub mod load;
 pub mod loopback;
 pub mod oidc_provider;
 pub mod openapi_validator;
