@@ -154,6 +154,18 @@ impl Env {
         )
     }
 
+    /// Starts alice's stopped instance `id` again and waits until it runs.
+    async fn start_again(&self, id: i64) {
+        let (status, body) = self
+            .alice
+            .post(&format!("/api/v1/instances/{id}/start"), json!({}))
+            .await;
+        assert!(status == 200 || status == 202, "{status} {body}");
+        self.alice
+            .wait_status(id, "running", Duration::from_secs(90))
+            .await;
+    }
+
     /// Opens the desktop tunnel of instance `slug` as alice and reads up to the double's
     /// picture (its `sync`).
     async fn open_tunnel(&self, slug: &str) -> Ws {
@@ -313,14 +325,7 @@ async fn a_sidecar_desktop_runs_its_own_guacd_from_launch_to_destroy() {
     assert!(!running(&desktop));
 
     // Starting again brings a fresh sidecar, and the tunnel works again.
-    let (status, body) = env
-        .alice
-        .post(&format!("/api/v1/instances/{id}/start"), json!({}))
-        .await;
-    assert!(status == 200 || status == 202, "{status} {body}");
-    env.alice
-        .wait_status(id, "running", Duration::from_secs(90))
-        .await;
+    env.start_again(id).await;
     assert_eq!(containers_of(&slug), [desktop.clone(), sidecar.clone()]);
     let mut ws = env.open_tunnel(&slug).await;
     assert_eq!(
@@ -343,14 +348,7 @@ async fn a_sidecar_desktop_runs_its_own_guacd_from_launch_to_destroy() {
 
     // A sidecar that dies takes its desktop down with it (it could not be opened any more);
     // the next start makes both anew.
-    let (status, body) = env
-        .alice
-        .post(&format!("/api/v1/instances/{id}/start"), json!({}))
-        .await;
-    assert!(status == 200 || status == 202, "{status} {body}");
-    env.alice
-        .wait_status(id, "running", Duration::from_secs(90))
-        .await;
+    env.start_again(id).await;
     docker(&["rm", "-f", &sidecar]);
     let stopped = env
         .alice
@@ -363,14 +361,7 @@ async fn a_sidecar_desktop_runs_its_own_guacd_from_launch_to_destroy() {
     assert!(!running(&desktop));
 
     // Destroying removes everything: desktop, sidecar, network.
-    let (status, body) = env
-        .alice
-        .post(&format!("/api/v1/instances/{id}/start"), json!({}))
-        .await;
-    assert!(status == 200 || status == 202, "{status} {body}");
-    env.alice
-        .wait_status(id, "running", Duration::from_secs(90))
-        .await;
+    env.start_again(id).await;
     assert_eq!(containers_of(&slug).len(), 2);
     let (status, _) = env
         .alice
