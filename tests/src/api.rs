@@ -2,9 +2,12 @@
 //! on every request, so refusals come from authorization and never from the CSRF check), by API
 //! key (bearer token only), or anonymous (a browser of the site without a session: origin only).
 
+use std::time::{Duration, Instant};
+
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::instances::login_response;
 use crate::{Gateway, GatewayDir};
 
 pub struct Api {
@@ -19,13 +22,7 @@ impl Api {
     /// Logs `username` in; panics unless the login succeeds.
     pub async fn login(gw: &Gateway, dir: &GatewayDir, username: &str, password: &str) -> Api {
         let client = gw.client(&dir.data_dir(), &["localhost"]);
-        let resp = client
-            .post(gw.url("localhost", "/api/v1/session"))
-            .header("origin", gw.origin())
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap();
+        let resp = login_response(gw, &client, username, password).await;
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert_eq!(status, 200, "login of {username}: {text}");
@@ -71,12 +68,15 @@ impl Api {
         body["token"].as_str().unwrap().to_owned()
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    /// A request to `path` with this caller's cookies and nothing else (no origin, CSRF token
+    /// or key), for what a browser sends without the page's script: a navigation, a forged form.
+    pub fn bare(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// A request to `path` carrying this caller's credentials, for answers that are not one JSON
+    /// value (an event stream, a request sent with headers of its own).
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         // Browsers send the site's origin, signed in or not; scripts with a key send nothing.
         if self.bearer.is_none() {
@@ -88,6 +88,17 @@ impl Api {
         if let Some(token) = &self.bearer {
             req = req.bearer_auth(token);
         }
+        req
+    }
+
+    /// `method path` with an optional JSON body; the answer's JSON (`null` when it has none).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.request(method, path);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -99,7 +110,7 @@ impl Api {
 
     /// `GET path` as this caller, the answer untouched (for non-JSON resources).
     pub async fn get_raw(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.client.get(format!("{}{path}", self.base));
+        let mut req = self.bare(Method::GET, path);
         if let Some(token) = &self.bearer {
             req = req.bearer_auth(token);
         }
@@ -109,8 +120,31 @@ impl Api {
         req.send().await.unwrap()
     }
 
+    /// The HTML of a page this caller may see (200 asserted).
+    pub async fn page(&self, path: &str) -> String {
+        let resp = self.get_raw(path, &[]).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
     }
 
     /// `GET path`, asserting 200.
@@ -125,6 +159,39 @@ impl Api {
         let (status, answer) = self.call(method.clone(), path, Some(body)).await;
         assert_eq!(status.as_u16(), expected, "{method} {path}: {answer}");
         answer
+    }
+
+    /// Creates group `name` (in `tenant_id`, or the caller's own tenant) holding the permission
+    /// `flags`; returns its id.
+    pub async fn create_group(&self, tenant_id: Option<i64>, name: &str, flags: &[&str]) -> i64 {
+        let permissions: serde_json::Map<String, Value> = flags
+            .iter()
+            .map(|f| ((*f).to_owned(), json!(true)))
+            .collect();
+        let (status, body) = self
+            .post(
+                "/api/v1/groups",
+                json!({"tenant_id": tenant_id, "name": name, "permissions": permissions}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    /// Polls `GET /api/v1/instances/{id}` until its status is `want`; returns the instance.
+    pub async fn wait_status(&self, id: i64, want: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, body) = self.get(&format!("/api/v1/instances/{id}")).await;
+            if status == 200 && body["status"] == want {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {id} is not {want}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

@@ -942,6 +942,63 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Runs an image pull whose progress the page streams into a modal, to its end (`done` or
+    /// `error`). A stream Chromium dropped because the network changed (the modal then says the
+    /// gateway cannot be reached or the connection broke) goes on on the engine, so pulling
+    /// again is harmless: the modal is closed, `pull.images` taken away again (so that the next
+    /// pull shows every layer rather than "up to date") and the pull started again, up to
+    /// [`ATTEMPTS`] times. The caller reads the modal's final state.
+    pub async fn streamed_pull(&self, pull: &StreamedPull<'_>) {
+        let modal = pull.modal;
+        for attempt in 1..=ATTEMPTS {
+            self.eval(pull.reset).await;
+            self.click(pull.start).await;
+            self.wait_long(
+                &format!("end of the pull started by {}", pull.start),
+                &format!(
+                    "const s = document.getElementById('{modal}-modal').dataset.state; \
+                     return s === 'done' || s === 'error';"
+                ),
+                pull.within,
+            )
+            .await;
+            let dropped = self
+                .eval(&format!(
+                    "const e = document.getElementById('{modal}-error').textContent; \
+                     return e.includes('cannot be reached') || e.includes('connection to the gateway broke');"
+                ))
+                .await;
+            if dropped != true || attempt == ATTEMPTS {
+                break;
+            }
+            eprintln!(
+                "[{}] the stream of the pull started by {} was dropped; again",
+                self.name, pull.start
+            );
+            self.click(&format!("#{modal}-close")).await;
+            for image in pull.images {
+                let _ = std::process::Command::new("docker")
+                    .args(["rmi", image])
+                    .output();
+            }
+        }
+    }
+}
+
+/// An image pull streamed into a modal, for [`Browser::streamed_pull`].
+pub struct StreamedPull<'a> {
+    /// What starts the pull (CSS).
+    pub start: &'a str,
+    /// The ids' prefix of the modal: `<modal>-modal` (whose `data-state` ends `done` or
+    /// `error`), `<modal>-error` and its close button `<modal>-close`.
+    pub modal: &'a str,
+    /// The images the pull brings, removed before it starts again.
+    pub images: &'a [String],
+    /// A script run before each start (it clears what the test records of the modal).
+    pub reset: &'a str,
+    /// How long one pull may take.
+    pub within: Duration,
 }
 
 impl Drop for Browser {

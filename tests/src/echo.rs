@@ -5,8 +5,6 @@
 //! requests that reached it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,42 +16,30 @@ use axum::response::IntoResponse;
 use axum::routing::any;
 use serde_json::{Map, Value, json};
 
+use crate::loopback::LoopbackServer;
+
 pub struct EchoServer {
     pub addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    server: LoopbackServer,
 }
 
 impl EchoServer {
     pub async fn start() -> EchoServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
         let app = Router::new()
             .route("/ws", any(websocket))
             .route("/slow/{secs}", any(slow))
             .route("/upload", any(upload))
-            .fallback(describe)
-            .layer(axum::middleware::from_fn(
-                move |req: axum::extract::Request, next: axum::middleware::Next| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    next.run(req)
-                },
-            ));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+            .fallback(describe);
+        let server = LoopbackServer::start(app).await;
         EchoServer {
-            addr,
-            requests,
-            task,
+            addr: server.addr,
+            server,
         }
     }
 
     /// How many requests reached this server so far.
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.server.requests()
     }
 }
 
@@ -67,12 +53,6 @@ async fn upload(body: Body) -> impl IntoResponse {
     match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => axum::Json(json!({"received": bytes.len()})).into_response(),
         Err(_) => (axum::http::StatusCode::BAD_REQUEST, "broken body").into_response(),
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -3,14 +3,14 @@
 //! that browsers never came to it (only the gateway did).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use base64::Engine;
+
+use crate::loopback::LoopbackServer;
 
 /// An 8×8 PNG, all violet (#6d4aff): it stands out from the lettered tiles in screenshots.
 const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAEUlEQVR4nGPI9fqPFTEMLQkApL5tgWAIIn0AAAAASUVORK5CYII=";
@@ -27,21 +27,12 @@ pub fn png() -> Vec<u8> {
 
 pub struct IconServer {
     pub addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    server: LoopbackServer,
 }
 
 impl IconServer {
     /// `/icon.png`, `/icon.svg`, `/big.png` (PNG bytes, 300 KiB), `/page.html`.
     pub async fn start() -> IconServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("cannot listen: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("no address: {e}"));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
         let app = Router::new()
             .route(
                 "/icon.png",
@@ -68,35 +59,20 @@ impl IconServer {
                     )
                         .into_response()
                 }),
-            )
-            .layer(axum::middleware::from_fn(
-                move |req: axum::extract::Request, next: axum::middleware::Next| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    next.run(req)
-                },
-            ));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+            );
+        let server = LoopbackServer::start(app).await;
         IconServer {
-            addr,
-            requests,
-            task,
+            addr: server.addr,
+            server,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.server.url(path)
     }
 
     /// Requests that reached this server so far.
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for IconServer {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.server.requests()
     }
 }

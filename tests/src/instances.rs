@@ -2,7 +2,8 @@
 //! running instance whose upstream is an [`EchoServer`], written straight into the gateway's
 //! SQLite database with the admin crate's `Store`. The front door only reads the database, so
 //! it treats such a row exactly like one the orchestrator wrote for a real container. Also the
-//! `http` droplet of the kit's test web server, for the tests that launch real containers.
+//! `http` droplet of the kit's test web server and the `User` group its droplets are granted
+//! to, for the tests that launch real containers.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -32,6 +33,35 @@ pub async fn httpd_droplet(tenant_id: i64, name: &str) -> NewDroplet {
     new.cpu_millicores = Some(100);
     new.memory_mb = Some(64);
     new
+}
+
+/// The default tenant's `User` group, the group tests grant their droplets to.
+pub struct UsersGroup {
+    pub tenant_id: i64,
+    /// The group's id.
+    pub id: i64,
+}
+
+/// The default tenant's `User` group, once the existing users `members` are in it.
+pub async fn users_group(store: &Store, members: &[&str]) -> UsersGroup {
+    let tenant = store.default_tenant().await.unwrap().unwrap();
+    let group = store
+        .find_group_by_name(tenant.id, "User")
+        .await
+        .unwrap()
+        .unwrap();
+    for login in members {
+        let user = store
+            .find_user_by_login(login)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no user {login}"));
+        store.add_member(user.id, group.id).await.unwrap();
+    }
+    UsersGroup {
+        tenant_id: tenant.id,
+        id: group.id,
+    }
 }
 
 /// A running instance served by an echo server.
@@ -263,6 +293,23 @@ pub async fn wait_until_routed(dir: &GatewayDir, host: &str) {
     }
 }
 
+/// `POST /api/v1/session` for `user` on the public host with `client`, as the sign-in page sends
+/// it; the answer untouched (a refusal is the test's to check).
+pub async fn login_response(
+    gw: &crate::Gateway,
+    client: &reqwest::Client,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    client
+        .post(gw.url("localhost", "/api/v1/session"))
+        .header("origin", gw.origin())
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Logs `user` in on the public host with `client` (its cookie jar keeps the session); returns
 /// the session's CSRF token.
 pub async fn login(
@@ -271,13 +318,7 @@ pub async fn login(
     user: &str,
     password: &str,
 ) -> String {
-    let resp = client
-        .post(gw.url("localhost", "/api/v1/session"))
-        .header("origin", gw.origin())
-        .json(&serde_json::json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap();
+    let resp = login_response(gw, client, user, password).await;
     assert_eq!(resp.status(), 200, "login of {user}");
     resp.json::<serde_json::Value>().await.unwrap()["csrf_token"]
         .as_str()

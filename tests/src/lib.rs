@@ -10,8 +10,11 @@ pub mod echo;
 pub mod guacd;
 pub mod icon_server;
 pub mod instances;
+pub mod load;
+pub mod loopback;
 pub mod oidc_provider;
 pub mod openapi_validator;
+pub mod orchestrator;
 pub mod pebble;
 pub mod postgres;
 pub mod swarm;
@@ -409,6 +412,32 @@ impl Gateway {
             .unwrap_or_else(|e| panic!("TLS handshake for {host} failed: {e}"))
     }
 
+    /// Opens the desktop tunnel `/tunnel?<query>` on `stream` (from [`Gateway::tls_connect`]) as
+    /// the viewer does, asking for subprotocol `guacamole`; returns the socket and the
+    /// subprotocol the gateway chose.
+    pub async fn open_tunnel(
+        &self,
+        stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        query: &[(&str, &str)],
+    ) -> (TunnelSocket, Option<String>) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let query = serde_urlencoded::to_string(query).unwrap();
+        let mut request = format!("wss://localhost:{}/tunnel?{query}", self.ports.0)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "guacamole".parse().unwrap());
+        let (ws, response) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap();
+        let protocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (ws, protocol)
+    }
+
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + START_TIMEOUT;
@@ -449,6 +478,24 @@ impl Gateway {
         builder
     }
 
+    /// Waits at most `within`, off the async runtime, for the process to end by itself (after a
+    /// signal asked it to) and asserts that it ended cleanly, its stderr in the message
+    /// otherwise. Returns the gateway, for its output.
+    pub async fn exits_cleanly(mut self, within: Duration) -> Gateway {
+        let (status, gw) = tokio::task::spawn_blocking(move || {
+            let status = self.wait_exit(within);
+            (status, self)
+        })
+        .await
+        .unwrap();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the process ends cleanly: {status:?}\n{}",
+            gw.stderr()
+        );
+        gw
+    }
+
     /// Graceful stop (SIGTERM) and wait for the process to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("gateway already stopped");
@@ -483,6 +530,21 @@ impl Drop for Gateway {
         }
     }
 }
+
+/// Images a test pulled into the shared dockerd, removed when it ends, pass or fail.
+pub struct Untag(pub Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new("docker").args(["rmi", image]).output();
+        }
+    }
+}
+
+/// A desktop tunnel opened by [`Gateway::open_tunnel`]: a WebSocket over TLS to the front door.
+pub type TunnelSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// The username and password written to `IDENTIFIANTS.txt`.
 pub fn read_credentials(data_dir: &Path) -> (String, String) {

@@ -6,14 +6,13 @@
 //! over every endpoint, and hostile names that round-trip as plain JSON strings.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
-use flowcase_admin::orchestrator::docker::DockerEngine;
-use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
-use flowcase_admin::secrets::ensure_key_file;
+use flowcase_admin::orchestrator::Actor;
 use flowcase_admin::store::Store;
-use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
-use reqwest::{Client, Method, StatusCode};
+use flowcase_e2e::api::{Api, code};
+use flowcase_e2e::loopback::LoopbackServer;
+use flowcase_e2e::orchestrator::{docker_orchestrator, orchestrator_options};
+use flowcase_e2e::{Gateway, GatewayDir, Untag, read_credentials};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "a-long-enough-passphrase";
@@ -24,19 +23,6 @@ struct Env {
     gw: Gateway,
 }
 
-/// How a caller authenticates.
-enum Auth {
-    Session { client: Client, csrf: String },
-    Key { client: Client, token: String },
-    Anonymous { client: Client },
-}
-
-struct Api {
-    auth: Auth,
-    base: String,
-    origin: String,
-}
-
 impl Env {
     async fn start() -> Env {
         let dir = GatewayDir::new();
@@ -44,31 +30,8 @@ impl Env {
         Env { dir, gw }
     }
 
-    fn client(&self) -> Client {
-        self.gw.client(&self.dir.data_dir(), &["localhost"])
-    }
-
-    fn api_with(&self, auth: Auth) -> Api {
-        Api {
-            auth,
-            base: self.gw.url("localhost", ""),
-            origin: self.gw.origin(),
-        }
-    }
-
     async fn login(&self, username: &str, password: &str) -> Api {
-        let client = self.client();
-        let resp = client
-            .post(self.gw.url("localhost", "/api/v1/session"))
-            .header("origin", self.gw.origin())
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "login of {username}");
-        let body: Value = resp.json().await.unwrap();
-        let csrf = body["csrf_token"].as_str().unwrap().to_owned();
-        self.api_with(Auth::Session { client, csrf })
+        Api::login(&self.gw, &self.dir, username, password).await
     }
 
     async fn admin(&self) -> Api {
@@ -77,9 +40,7 @@ impl Env {
     }
 
     fn anonymous(&self) -> Api {
-        self.api_with(Auth::Anonymous {
-            client: self.client(),
-        })
+        Api::anonymous(&self.gw, &self.dir)
     }
 
     async fn store(&self) -> Store {
@@ -106,49 +67,19 @@ impl Env {
     }
 }
 
-impl Api {
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let url = format!("{}{path}", self.base);
-        match &self.auth {
-            Auth::Session { client, csrf } => client
-                .request(method, url)
-                .header("origin", &self.origin)
-                .header("x-csrf-token", csrf),
-            Auth::Key { client, token } => client.request(method, url).bearer_auth(token),
-            Auth::Anonymous { client } => {
-                client.request(method, url).header("origin", &self.origin)
-            }
-        }
-    }
+/// The administration and the streams this file's tests go through.
+trait Droplets {
+    async fn stream(&self, path: &str) -> (StatusCode, String, Vec<(String, Value)>);
+    async fn stream_chunks(
+        &self,
+        path: &str,
+    ) -> (StatusCode, String, Vec<(String, Value)>, Vec<String>);
+    async fn create_user(&self, username: &str, tenant_id: Option<i64>, groups: &[i64]);
+    async fn group_named(&self, name: &str) -> i64;
+    async fn create_droplet(&self, body: Value) -> Value;
+}
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.request(method, path);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::PATCH, path, Some(body)).await
-    }
-
+impl Droplets for Api {
     /// A POST answered with an event stream: the status, the content type and every event
     /// (name, data) once the stream ends.
     async fn stream(&self, path: &str) -> (StatusCode, String, Vec<(String, Value)>) {
@@ -193,21 +124,6 @@ impl Api {
         assert_eq!(status, 201, "{body}");
     }
 
-    async fn create_group(&self, tenant_id: Option<i64>, name: &str, flags: &[&str]) -> i64 {
-        let permissions: serde_json::Map<String, Value> = flags
-            .iter()
-            .map(|f| ((*f).to_owned(), json!(true)))
-            .collect();
-        let (status, body) = self
-            .post(
-                "/api/v1/groups",
-                json!({"tenant_id": tenant_id, "name": name, "permissions": permissions}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_i64().unwrap()
-    }
-
     async fn group_named(&self, name: &str) -> i64 {
         let (_, page) = self.get("/api/v1/groups?limit=200").await;
         page["items"]
@@ -243,10 +159,6 @@ fn sse_events(text: &str) -> Vec<(String, Value)> {
             Some((name?, serde_json::from_str(&data).unwrap_or(Value::Null)))
         })
         .collect()
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("")
 }
 
 fn names(page: &Value) -> Vec<String> {
@@ -500,16 +412,7 @@ async fn droplets_are_created_checked_listed_changed_and_deleted() {
 
     // Deleting: refused while an instance of it exists, allowed once it is gone.
     let store = env.store().await;
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
-        ensure_key_file(&env.dir.data_dir().join("secret.key")).unwrap(),
-        Arc::new(SystemClock),
-        Options {
-            deployment: env.dir.deployment().to_owned(),
-            ..Options::from_config(&flowcase_config::Config::default())
-        },
-    );
+    let orchestrator = docker_orchestrator(&env.dir, &store, orchestrator_options(&env.dir));
     let host_id = host["id"].as_i64().unwrap();
     let droplet = store.get_droplet(host_id).await.unwrap().unwrap();
     let uma_user = store.find_user_by_login("uma").await.unwrap().unwrap();
@@ -589,10 +492,7 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
         .post("/api/v1/account/api-keys", json!({"name": "matrix"}))
         .await;
     assert_eq!(status, 201);
-    let key = env.api_with(Auth::Key {
-        client: env.client(),
-        token: key["token"].as_str().unwrap().to_owned(),
-    });
+    let key = Api::with_key(&env.gw, &env.dir, key["token"].as_str().unwrap());
     let callers = [
         (Who::Admin, env.admin().await),
         (Who::User, env.login("uma", PASSWORD).await),
@@ -762,11 +662,9 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
     let (_, page) = callers[3].1.get("/api/v1/droplets?scope=all").await;
     assert_eq!(names(&page), ["Made by OtherTenantAdmin"]);
     // A session without its CSRF token changes nothing.
-    let Auth::Session { client, .. } = &callers[0].1.auth else {
-        unreachable!()
-    };
-    let resp = client
-        .delete(env.gw.url("localhost", &format!("/api/v1/droplets/{id}")))
+    let resp = callers[0]
+        .1
+        .bare(Method::DELETE, &format!("/api/v1/droplets/{id}"))
         .header("origin", env.gw.origin())
         .send()
         .await
@@ -774,17 +672,6 @@ async fn every_endpoint_answers_each_kind_of_caller_as_it_should() {
     assert_eq!(resp.status(), 403);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(code(&body), "csrf_failed");
-}
-
-/// Removes a pulled image, pass or fail.
-struct Untag(String);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", &self.0])
-            .output();
-    }
 }
 
 #[tokio::test]
@@ -807,7 +694,7 @@ async fn a_pull_streams_progress_and_log_then_done_and_failures_are_error_events
     .unwrap();
     let reference = registry.reference(&repository, "v1");
     let missing = registry.reference(&repository, "v9");
-    let _untag = Untag(reference.clone());
+    let _untag = Untag(vec![reference.clone()]);
     let credentials = json!({"registry_username": "puller",
                              "registry_password": REGISTRY_PASSWORD});
     let mut body = json!({"name": "Web", "droplet_type": "http", "image": reference,
@@ -942,17 +829,14 @@ async fn a_pull_streams_progress_and_log_then_done_and_failures_are_error_events
     assert!(audit.iter().all(|(_, d)| !d.contains(REGISTRY_PASSWORD)));
 }
 
-/// A catalogue server on loopback: each path answers its body (`None`: 404).
-async fn serve_catalogues(files: Vec<(&'static str, String)>) -> String {
+/// A catalogue server on loopback until dropped: each path answers its body (others: 404).
+async fn serve_catalogues(files: Vec<(&'static str, String)>) -> LoopbackServer {
     use axum::routing::get;
     let mut app = axum::Router::new();
     for (path, body) in files {
         app = app.route(path, get(move || async move { body }));
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    LoopbackServer::start(app).await
 }
 
 #[tokio::test]
@@ -986,13 +870,14 @@ async fn a_catalogue_is_imported_entry_by_entry_and_nothing_half_valid_lands() {
         {"display_name": "No port", "droplet_type": "container",
          "container_docker_image": "a/b:1"}
     ]});
-    let base = serve_catalogues(vec![
+    let catalogues = serve_catalogues(vec![
         ("/ours.json", ours.to_string()),
         ("/registry/droplets.json", python.to_string()),
         ("/big.json", format!("[{}]", " ".repeat(2 << 20))),
         ("/text", "<html>not json</html>".to_owned()),
     ])
     .await;
+    let base = catalogues.url("");
     let import = |path: &str, dry_run: bool| {
         let url = format!("{base}{path}");
         let query = if dry_run { "?dry_run=true" } else { "" };

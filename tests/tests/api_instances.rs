@@ -14,140 +14,58 @@ use flowcase_admin::store::{
     Droplet, DropletType, InstanceStatus, NewDroplet, NewInstance, NewUser, Store, TargetKind,
     now_millis,
 };
-use flowcase_e2e::instances::{HTTPD_PORT, add_user, database_url, httpd_droplet, login};
+use flowcase_e2e::api::{Api, code};
+use flowcase_e2e::instances::{
+    HTTPD_PORT, add_user, database_url, httpd_droplet, login, users_group,
+};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "a-long-enough-passphrase";
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 
-/// Someone calling the API: a browser session (cookie + CSRF token), an API key, or nobody.
-struct Caller {
-    client: Client,
-    base: String,
-    origin: String,
-    csrf: Option<String>,
-    bearer: Option<String>,
-}
-
-impl Caller {
-    async fn session(gw: &Gateway, dir: &GatewayDir, user: &str, password: &str) -> Caller {
-        let client = gw.client(&dir.data_dir(), &["localhost"]);
-        let csrf = login(gw, &client, user, password).await;
-        Caller {
-            client,
-            base: gw.url("localhost", ""),
-            origin: gw.origin(),
-            csrf: Some(csrf),
-            bearer: None,
-        }
-    }
-
-    fn anonymous(gw: &Gateway, dir: &GatewayDir) -> Caller {
-        Caller {
-            client: gw.client(&dir.data_dir(), &["localhost"]),
-            base: gw.url("localhost", ""),
-            origin: gw.origin(),
-            csrf: None,
-            bearer: None,
-        }
-    }
-
-    /// An API key of this session's user, as a caller of its own (no cookie, no CSRF).
-    async fn api_key(&self, gw: &Gateway, dir: &GatewayDir) -> Caller {
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/account/api-keys",
-                Some(json!({"name": "script"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        Caller {
-            client: gw.client(&dir.data_dir(), &["localhost"]),
-            base: gw.url("localhost", ""),
-            origin: gw.origin(),
-            csrf: None,
-            bearer: Some(body["token"].as_str().unwrap().to_owned()),
-        }
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.bearer {
-            req = req.bearer_auth(token);
-        } else {
-            req = req.header("origin", &self.origin);
-        }
-        if let Some(csrf) = &self.csrf {
-            req = req.header("x-csrf-token", csrf);
-        }
-        req
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.request(method, path);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    /// Opens the event stream; events arrive on the returned channel as (name, data).
-    async fn events(&self, query: &str) -> Events {
-        let resp = self
-            .request(Method::GET, &format!("/api/v1/events{query}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        assert!(
-            resp.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/event-stream")
-        );
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let reader = tokio::spawn(async move {
-            let mut resp = resp;
-            let mut buffer = String::new();
-            while let Ok(Some(chunk)) = resp.chunk().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    let mut name = "message".to_owned();
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            name = v.trim().to_owned();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.trim_start());
-                        }
-                    }
-                    if data.is_empty() {
-                        continue; // a keep-alive comment
-                    }
-                    let value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                    if tx.send((name, value)).is_err() {
-                        return;
+/// Opens the event stream; events arrive on the returned channel as (name, data).
+async fn open_events(caller: &Api, query: &str) -> Events {
+    let resp = caller
+        .request(Method::GET, &format!("/api/v1/events{query}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(content_type(&resp).starts_with("text/event-stream"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        let mut resp = resp;
+        let mut buffer = String::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let mut name = "message".to_owned();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
                     }
                 }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                if tx.send((name, value)).is_err() {
+                    return;
+                }
             }
-        });
-        Events { rx, reader }
-    }
+        }
+    });
+    Events { rx, reader }
+}
+
+fn content_type(resp: &reqwest::Response) -> &str {
+    resp.headers()["content-type"].to_str().unwrap()
 }
 
 struct Events {
@@ -198,10 +116,6 @@ impl Drop for Events {
     }
 }
 
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("")
-}
-
 fn is(id: i64, status: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["id"] == id && v["status"] == status
 }
@@ -214,19 +128,14 @@ struct Db {
 }
 
 impl Db {
-    async fn open(dir: &GatewayDir) -> Db {
+    /// Opens it, once the existing users `members` are in the default tenant's User group.
+    async fn open(dir: &GatewayDir, members: &[&str]) -> Db {
         let store = Store::connect(&database_url(dir)).await.unwrap();
-        let tenant = store.default_tenant().await.unwrap().unwrap();
-        let users_group = store
-            .find_group_by_name(tenant.id, "User")
-            .await
-            .unwrap()
-            .unwrap()
-            .id;
+        let group = users_group(&store, members).await;
         Db {
             store,
-            tenant_id: tenant.id,
-            users_group,
+            tenant_id: group.tenant_id,
+            users_group: group.id,
         }
     }
 
@@ -237,12 +146,6 @@ impl Db {
             .unwrap()
             .unwrap()
             .id
-    }
-
-    /// Adds `name` (existing) to the default tenant's User group.
-    async fn join_users(&self, name: &str) {
-        let id = self.user_id(name).await;
-        self.store.add_member(id, self.users_group).await.unwrap();
     }
 
     /// A droplet granted to the User group.
@@ -274,35 +177,18 @@ impl Db {
     }
 }
 
-/// Polls `GET /api/v1/instances/{id}` until its status is `want`.
-async fn wait_status(caller: &Caller, id: i64, want: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let (status, body) = caller.get(&format!("/api/v1/instances/{id}")).await;
-        if status == 200 && body["status"] == want {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "instance {id} is not {want}: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_launched_web_app_goes_live_over_the_event_stream_and_is_stopped_started_and_deleted() {
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
+    let db = Db::open(&dir, &["alice"]).await;
     let droplet = db
         .http_droplet(HOSTILE, &[("BODY", "hello from the notebook")])
         .await;
 
-    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
-    let mut events = alice.events("").await;
+    let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
+    let mut events = open_events(&alice, "").await;
 
     // Malformed requests are refused, naming the field.
     for (resolution, field) in [
@@ -483,9 +369,8 @@ async fn failed_launches_are_refused_at_once_or_end_in_error_with_their_reason()
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
-    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let db = Db::open(&dir, &["alice"]).await;
+    let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
 
     // An image the engine does not have: refused before anything is created.
     let mut missing = NewDroplet::new(
@@ -516,7 +401,7 @@ async fn failed_launches_are_refused_at_once_or_end_in_error_with_their_reason()
 
     // A container that dies while booting: accepted, then `error` with the reason.
     let crashing = db.http_droplet("Crashing", &[("EXIT_CODE", "3")]).await;
-    let mut events = alice.events("").await;
+    let mut events = open_events(&alice, "").await;
     let (status, launched) = alice
         .post("/api/v1/instances", json!({"droplet_id": crashing.id}))
         .await;
@@ -532,7 +417,7 @@ async fn failed_launches_are_refused_at_once_or_end_in_error_with_their_reason()
         Value::Null,
         "a failed launch cannot be opened"
     );
-    let shown = wait_status(&alice, id, "error", Duration::from_secs(1)).await;
+    let shown = alice.wait_status(id, "error", Duration::from_secs(1)).await;
     assert_eq!(shown["error_reason"], reason);
     // It can be deleted.
     let (status, _) = alice
@@ -547,8 +432,7 @@ async fn the_seed_paths_keep_working_with_the_same_checks() {
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
+    let db = Db::open(&dir, &["alice"]).await;
     let droplet = db.external_droplet("Lab shell").await;
     let hidden = NewDroplet::new(
         db.tenant_id,
@@ -561,7 +445,7 @@ async fn the_seed_paths_keep_working_with_the_same_checks() {
         .create_droplet(&hidden, now_millis())
         .await
         .unwrap();
-    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
 
     let (status, body) = alice.get("/api/droplets").await;
     assert_eq!(status, 200, "{body}");
@@ -617,10 +501,9 @@ async fn the_seed_paths_keep_working_with_the_same_checks() {
 
     // The destroy-by-GET: a cross-site navigation (no CSRF header, a foreign referer) or a
     // same-site one without the header destroys nothing.
-    let destroy = format!("{}/api/instance/{id}/destroy", gw.url("localhost", ""));
+    let destroy = format!("/api/instance/{id}/destroy");
     let resp = alice
-        .client
-        .get(&destroy)
+        .bare(Method::GET, &destroy)
         .header("referer", "https://evil.example/page")
         .send()
         .await
@@ -629,8 +512,7 @@ async fn the_seed_paths_keep_working_with_the_same_checks() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(code(&body), "csrf_failed");
     let resp = alice
-        .client
-        .get(&destroy)
+        .bare(Method::GET, &destroy)
         .header("origin", gw.origin())
         .send()
         .await
@@ -649,7 +531,7 @@ async fn the_seed_paths_keep_working_with_the_same_checks() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Anonymous callers get the API's 401.
-    let nobody = Caller::anonymous(&gw, &dir);
+    let nobody = Api::anonymous(&gw, &dir);
     for path in ["/api/droplets", "/api/droplets/stats", "/api/instances"] {
         let (status, body) = nobody.get(path).await;
         assert_eq!(
@@ -663,7 +545,7 @@ async fn the_seed_paths_keep_working_with_the_same_checks() {
 
 /// One caller's rows of a permission matrix: who, the caller, and `("METHOD path", status,
 /// error code or "" on success)` for each request.
-type MatrixRow<'a> = (&'a str, &'a Caller, &'a [(&'a str, u16, &'a str)]);
+type MatrixRow<'a> = (&'a str, &'a Api, &'a [(&'a str, u16, &'a str)]);
 
 /// Sends every request of `matrix` and checks its status and stable error code. In paths,
 /// `{one}`, `{start}`, `{stop}` and `{id}` stand for instance `id`; launches (POST to the
@@ -716,12 +598,10 @@ async fn the_permission_matrix_holds_on_every_instance_endpoint() {
     let (admin_name, admin_password) = read_credentials(&dir.data_dir());
     add_user(&dir, "alice", PASSWORD);
     add_user(&dir, "bob", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
-    db.join_users("bob").await;
+    let db = Db::open(&dir, &["alice", "bob"]).await;
     let droplet = db.external_droplet("Lab shell").await;
 
-    let admin = Caller::session(&gw, &dir, &admin_name, &admin_password).await;
+    let admin = Api::login(&gw, &dir, &admin_name, &admin_password).await;
     // A second tenant with a user of its own.
     let (status, tenant) = admin
         .post("/api/v1/tenants", json!({"name": "Other"}))
@@ -768,13 +648,13 @@ async fn the_permission_matrix_holds_on_every_instance_endpoint() {
         assert_eq!(status, 201, "{body}");
     }
 
-    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
-    let bob = Caller::session(&gw, &dir, "bob", PASSWORD).await;
-    let carol = Caller::session(&gw, &dir, "carol", PASSWORD).await;
-    let erin = Caller::session(&gw, &dir, "erin", PASSWORD).await;
-    let dave = Caller::session(&gw, &dir, "dave", PASSWORD).await;
-    let nobody = Caller::anonymous(&gw, &dir);
-    let alice_key = alice.api_key(&gw, &dir).await;
+    let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
+    let bob = Api::login(&gw, &dir, "bob", PASSWORD).await;
+    let carol = Api::login(&gw, &dir, "carol", PASSWORD).await;
+    let erin = Api::login(&gw, &dir, "erin", PASSWORD).await;
+    let dave = Api::login(&gw, &dir, "dave", PASSWORD).await;
+    let nobody = Api::anonymous(&gw, &dir);
+    let alice_key = Api::with_key(&gw, &dir, &alice.create_key("script").await);
 
     // Alice's instance, launched by her API key (no cookie, no CSRF token).
     let (status, body) = alice_key
@@ -920,9 +800,8 @@ async fn the_permission_matrix_holds_on_every_instance_endpoint() {
 
     // A cookie session without the CSRF header changes nothing.
     let no_csrf = alice
-        .client
-        .post(format!("{}{stop}", alice.base))
-        .header("origin", &alice.origin)
+        .bare(Method::POST, &stop)
+        .header("origin", gw.origin())
         .send()
         .await
         .unwrap();
@@ -931,7 +810,7 @@ async fn the_permission_matrix_holds_on_every_instance_endpoint() {
     assert_eq!(code(&body), "csrf_failed");
 
     // The administrator deletes it; alice's stream had shown it.
-    let mut events = alice.events("").await;
+    let mut events = open_events(&alice, "").await;
     events
         .wait_for("instance", Duration::from_secs(5), is(id, "running"))
         .await;
@@ -958,7 +837,7 @@ async fn hostile_names_come_back_as_plain_json_strings() {
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     let (admin_name, admin_password) = read_credentials(&dir.data_dir());
-    let db = Db::open(&dir).await;
+    let db = Db::open(&dir, &[]).await;
     // A username no form accepts, as an identity provider might send it.
     db.store
         .create_user(
@@ -1005,19 +884,14 @@ async fn hostile_names_come_back_as_plain_json_strings() {
         .await
         .unwrap();
     let id = instance.id;
-    let admin = Caller::session(&gw, &dir, &admin_name, &admin_password).await;
+    let admin = Api::login(&gw, &dir, &admin_name, &admin_password).await;
     let resp = admin
         .request(Method::GET, &format!("/api/v1/instances/{id}"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json")
-    );
+    assert!(content_type(&resp).starts_with("application/json"));
     let shown: Value = resp.json().await.unwrap();
     assert_eq!(shown["username"], HOSTILE);
     assert_eq!(shown["droplet_name"], HOSTILE);
@@ -1043,13 +917,12 @@ async fn changes_made_through_another_gateway_reach_the_event_stream() {
     let gw1 = Gateway::start(&first).await;
     let gw2 = Gateway::start(&second).await;
     add_user(&first, "alice", PASSWORD);
-    let db = Db::open(&first).await;
-    db.join_users("alice").await;
+    let db = Db::open(&first, &["alice"]).await;
     let droplet = db.external_droplet("Lab shell").await;
 
-    let on_first = Caller::session(&gw1, &first, "alice", PASSWORD).await;
-    let on_second = Caller::session(&gw2, &second, "alice", PASSWORD).await;
-    let mut events = on_second.events("").await;
+    let on_first = Api::login(&gw1, &first, "alice", PASSWORD).await;
+    let on_second = Api::login(&gw2, &second, "alice", PASSWORD).await;
+    let mut events = open_events(&on_second, "").await;
     let (status, body) = on_first
         .post("/api/v1/instances", json!({"droplet_id": droplet.id}))
         .await;
@@ -1099,8 +972,8 @@ async fn an_open_event_stream_does_not_hold_up_a_graceful_stop() {
     let dir = GatewayDir::new();
     let mut gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
-    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
-    let mut events = alice.events("").await;
+    let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
+    let mut events = open_events(&alice, "").await;
     gw.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
@@ -1122,10 +995,9 @@ async fn a_stop_or_delete_whose_client_goes_away_still_runs_to_its_end() {
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
+    let db = Db::open(&dir, &["alice"]).await;
     let droplet = db.http_droplet("Notes", &[]).await;
-    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
     let (status, launched) = alice
         .post(
             "/api/v1/instances",
@@ -1134,31 +1006,41 @@ async fn a_stop_or_delete_whose_client_goes_away_still_runs_to_its_end() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{launched}");
     let id = launched["id"].as_i64().unwrap();
-    wait_status(&alice, id, "running", Duration::from_secs(60)).await;
+    alice
+        .wait_status(id, "running", Duration::from_secs(60))
+        .await;
 
     // The stop is asked for, and the client goes away while the container is stopping (a
     // closed tab; a browser dropping its requests because the network changed): the gateway
     // must not drop the stop half-way and leave the instance `stopping` for good.
     let path = format!("/api/v1/instances/{id}/stop");
-    let gone = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let gone = Api::login(&gw, &dir, "alice", PASSWORD).await;
     let request = tokio::spawn(async move { gone.post(&path, json!({})).await });
-    wait_status(&alice, id, "stopping", Duration::from_secs(10)).await;
+    alice
+        .wait_status(id, "stopping", Duration::from_secs(10))
+        .await;
     request.abort();
     assert!(request.await.is_err_and(|e| e.is_cancelled()));
-    wait_status(&alice, id, "stopped", Duration::from_secs(60)).await;
+    alice
+        .wait_status(id, "stopped", Duration::from_secs(60))
+        .await;
 
     // Likewise a delete.
-    let gone = Caller::session(&gw, &dir, "alice", PASSWORD).await;
+    let gone = Api::login(&gw, &dir, "alice", PASSWORD).await;
     let (status, _) = alice
         .post(&format!("/api/v1/instances/{id}/start"), json!({}))
         .await;
     assert!(status == StatusCode::OK || status == StatusCode::ACCEPTED);
-    wait_status(&alice, id, "running", Duration::from_secs(60)).await;
+    alice
+        .wait_status(id, "running", Duration::from_secs(60))
+        .await;
     let request = tokio::spawn(async move {
         gone.call(Method::DELETE, &format!("/api/v1/instances/{id}"), None)
             .await
     });
-    wait_status(&alice, id, "destroying", Duration::from_secs(10)).await;
+    alice
+        .wait_status(id, "destroying", Duration::from_secs(10))
+        .await;
     request.abort();
     assert!(request.await.is_err_and(|e| e.is_cancelled()));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1179,13 +1061,11 @@ async fn a_launch_repeated_with_its_idempotency_key_makes_one_instance() {
     let gw = Gateway::start(&dir).await;
     add_user(&dir, "alice", PASSWORD);
     add_user(&dir, "bob", PASSWORD);
-    let db = Db::open(&dir).await;
-    db.join_users("alice").await;
-    db.join_users("bob").await;
+    let db = Db::open(&dir, &["alice", "bob"]).await;
     let droplet = db.external_droplet("Lab shell").await;
-    let alice = Caller::session(&gw, &dir, "alice", PASSWORD).await;
-    let bob = Caller::session(&gw, &dir, "bob", PASSWORD).await;
-    let launch = |caller: &Caller, key: &str| {
+    let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
+    let bob = Api::login(&gw, &dir, "bob", PASSWORD).await;
+    let launch = |caller: &Api, key: &str| {
         caller
             .request(Method::POST, "/api/v1/instances")
             .header("idempotency-key", key)
@@ -1243,7 +1123,7 @@ async fn a_launch_repeated_with_its_idempotency_key_makes_one_instance() {
 }
 
 /// The ids of the instances `caller` sees.
-async fn instance_ids(caller: &Caller) -> Vec<i64> {
+async fn instance_ids(caller: &Api) -> Vec<i64> {
     let (status, page) = caller.get("/api/v1/instances").await;
     assert_eq!(status, 200, "{page}");
     page["items"]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use flowcase_admin::store::Store;
 use flowcase_e2e::api::{Api, code};
-use flowcase_e2e::instances::httpd_droplet;
+use flowcase_e2e::instances::{httpd_droplet, users_group};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -442,14 +442,8 @@ async fn workshop_input_is_checked_and_hostile_names_round_trip() {
 #[tokio::test]
 async fn the_workshop_permission_matrix() {
     let env = Env::start().await;
-    let user_group = env.store.default_tenant().await.unwrap().unwrap();
-    let plain_group = env
-        .store
-        .find_group_by_name(user_group.id, "User")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let users = users_group(&env.store, &[]).await;
+    let plain_group = users.id;
     let plain = env.user("plain", None, &[plain_group]).await;
     let other_tenant = env
         .admin
@@ -579,7 +573,7 @@ async fn the_workshop_permission_matrix() {
         .collect();
     assert_eq!(names, ["made by other tenant's admin"]);
     let (status, body) = other_api
-        .get(&format!("/api/v1/workshops?tenant_id={}", user_group.id))
+        .get(&format!("/api/v1/workshops?tenant_id={}", users.tenant_id))
         .await;
     assert_eq!((status.as_u16(), code(&body)), (404, "not_found"));
 

@@ -3,6 +3,7 @@
 //! changes, and open-redirect attempts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use flowcase_e2e::instances::{add_user, login, login_response};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -33,33 +34,16 @@ impl Env {
     }
 
     async fn login(&self, client: &Client, user: &str, password: &str) -> reqwest::Response {
-        client
-            .post(self.url("/api/v1/session"))
-            .header("origin", self.gw.origin())
-            .json(&json!({"username": user, "password": password}))
-            .send()
-            .await
-            .unwrap()
+        login_response(&self.gw, client, user, password).await
     }
 
     /// Logs in and returns the CSRF token.
     async fn login_ok(&self, client: &Client, user: &str, password: &str) -> String {
-        let resp = self.login(client, user, password).await;
-        assert_eq!(resp.status(), 200, "login of {user}");
-        let body: Value = resp.json().await.unwrap();
-        body["csrf_token"].as_str().unwrap().to_owned()
+        login(&self.gw, client, user, password).await
     }
 
     fn add_user(&self, name: &str, password: &str) {
-        let out = self.dir.cli_with_stdin(
-            &["user", "add", name, "--password-stdin"],
-            &format!("{password}\n"),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        add_user(&self.dir, name, password);
     }
 }
 

@@ -14,9 +14,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flowcase_admin::store::{Store, now_millis};
-use flowcase_e2e::browser::{ATTEMPTS, Browser, screenshot_dir, screenshot_on_failure};
-use flowcase_e2e::instances::{add_user, database_url, httpd_droplet};
-use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
+use flowcase_e2e::browser::{
+    ATTEMPTS, Browser, StreamedPull, screenshot_dir, screenshot_on_failure,
+};
+use flowcase_e2e::instances::{add_user, database_url, httpd_droplet, users_group};
+use flowcase_e2e::{Gateway, GatewayDir, Untag, read_credentials};
 use serde_json::Value;
 use url::Url;
 
@@ -85,15 +87,8 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
     add_user(&env.dir, "alice", PASSWORD);
 
     let store = Store::connect(&database_url(&env.dir)).await.unwrap();
-    let tenant = store.default_tenant().await.unwrap().unwrap();
-    let users = store
-        .find_group_by_name(tenant.id, "User")
-        .await
-        .unwrap()
-        .unwrap();
-    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-    store.add_member(alice.id, users.id).await.unwrap();
-    let mut new = httpd_droplet(tenant.id, "Notebook").await;
+    let users = users_group(&store, &["alice"]).await;
+    let mut new = httpd_droplet(users.tenant_id, "Notebook").await;
     new.description = "A small web app, served from a container".into();
     new.env = BTreeMap::from([("BODY".to_owned(), APP_BODY.to_owned())]);
     let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
@@ -289,17 +284,6 @@ async fn a_user_launches_opens_stops_and_deletes_a_web_app_from_the_dashboard() 
     env.browser.close().await;
 }
 
-/// Removes a pulled image from the shared dockerd at the end.
-struct Untag(String);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", &self.0])
-            .output();
-    }
-}
-
 #[tokio::test]
 async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_live_progress() {
     let env = Env::start("admin-droplets").await;
@@ -318,7 +302,7 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
     .unwrap()
     .unwrap();
     let reference = registry.reference(&repository, "v1");
-    let _untag = Untag(reference.clone());
+    let _untag = Untag(vec![reference.clone()]);
 
     screenshot_on_failure(&[b], async {
         env.sign_in(&admin, &admin_password, "/admin/droplets").await;
@@ -414,35 +398,14 @@ async fn an_administrator_creates_a_droplet_and_a_user_and_pulls_the_image_with_
              return 1;",
         )
         .await;
-        for attempt in 1..=ATTEMPTS {
-            b.eval("window.__percents.length = 0; return 1;").await;
-            b.click("#droplets-rows [data-action=pull]").await;
-            env.wait_long(
-                "the end of the pull",
-                "const s = document.getElementById('pull-modal').dataset.state; \
-                 return s === 'done' || s === 'error';",
-                Duration::from_secs(90),
-            )
-            .await;
-            // A stream Chromium dropped because the network changed (see the module's doc):
-            // the pull goes on on the engine, and pulling again is harmless.
-            let dropped = b
-                .eval(
-                    "const e = document.getElementById('pull-error').textContent; \
-                     return e.includes('cannot be reached') || e.includes('connection to the gateway broke');",
-                )
-                .await;
-            if dropped != true || attempt == ATTEMPTS {
-                break;
-            }
-            eprintln!("[admin-droplets] the pull's stream was dropped; again");
-            b.click("#pull-close").await;
-            // The dropped pull may have finished on the engine: take the image away again, so
-            // that the next one pulls (and shows) every layer rather than "up to date".
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", &reference])
-                .output();
-        }
+        b.streamed_pull(&StreamedPull {
+            start: "#droplets-rows [data-action=pull]",
+            modal: "pull",
+            images: std::slice::from_ref(&reference),
+            reset: "window.__percents.length = 0; return 1;",
+            within: Duration::from_secs(90),
+        })
+        .await;
         env.shot("admin-6-pulled").await;
         let state = b
             .eval(
@@ -524,15 +487,8 @@ async fn an_administrator_filters_stops_and_deletes_a_users_instance_on_the_inst
     let (admin, admin_password) = read_credentials(&env.dir.data_dir());
     add_user(&env.dir, "alice", PASSWORD);
     let store = Store::connect(&database_url(&env.dir)).await.unwrap();
-    let tenant = store.default_tenant().await.unwrap().unwrap();
-    let users = store
-        .find_group_by_name(tenant.id, "User")
-        .await
-        .unwrap()
-        .unwrap();
-    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-    store.add_member(alice.id, users.id).await.unwrap();
-    let new = httpd_droplet(tenant.id, "Wiki").await;
+    let users = users_group(&store, &["alice"]).await;
+    let new = httpd_droplet(users.tenant_id, "Wiki").await;
     let droplet = store.create_droplet(&new, now_millis()).await.unwrap();
     store.grant_droplet(droplet.id, users.id).await.unwrap();
     let as_alice = flowcase_e2e::api::Api::login(&env.gw, &env.dir, "alice", PASSWORD).await;
@@ -648,14 +604,7 @@ async fn droplet_icons_of_other_sites_show_on_the_dashboard_from_the_gateway() {
     let site = flowcase_e2e::icon_server::IconServer::start().await;
     add_user(&env.dir, "alice", PASSWORD);
     let store = Store::connect(&database_url(&env.dir)).await.unwrap();
-    let tenant = store.default_tenant().await.unwrap().unwrap();
-    let users = store
-        .find_group_by_name(tenant.id, "User")
-        .await
-        .unwrap()
-        .unwrap();
-    let alice = store.find_user_by_login("alice").await.unwrap().unwrap();
-    store.add_member(alice.id, users.id).await.unwrap();
+    let users = users_group(&store, &["alice"]).await;
     store.close().await;
 
     let (admin, admin_password) = read_credentials(&env.dir.data_dir());

@@ -3,10 +3,10 @@
 //! that takes new rows; a non-empty target is refused untouched.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use flowcase_e2e::instances::{add_user, echo_instance};
+use flowcase_e2e::instances::{add_user, echo_instance, login};
 use flowcase_e2e::postgres::TestDatabase;
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const PASSWORD: &str = "a long enough passphrase";
 
@@ -31,14 +31,7 @@ async fn copy_database_moves_everything_from_sqlite_to_postgresql() {
     assert!(out.status.success(), "{}", stderr(&out));
     let echo = echo_instance(&dir, "alice", "moved1").await;
     let client = gw.client(&dir.data_dir(), &["localhost", &echo.host]);
-    let login = client
-        .post(gw.url("localhost", "/api/v1/session"))
-        .header("origin", gw.origin())
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
+    login(&gw, &client, "alice", PASSWORD).await;
     assert!(gw.stop().success());
 
     dir.set("FLOWCASE_COPY_TO", &pg.url);
@@ -71,14 +64,7 @@ async fn copy_database_moves_everything_from_sqlite_to_postgresql() {
     // The administrator's password from IDENTIFIANTS.txt still signs in.
     let (admin, admin_password) = read_credentials(&dir.data_dir());
     let admin_client = gw.client(&dir.data_dir(), &["localhost"]);
-    let login = admin_client
-        .post(gw.url("localhost", "/api/v1/session"))
-        .header("origin", gw.origin())
-        .json(&json!({"username": admin, "password": admin_password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
+    login(&gw, &admin_client, &admin, &admin_password).await;
     // Droplets and instances came along.
     let list = dir.cli(&["droplet", "list"]);
     assert!(stdout(&list).contains("Notes"), "{}", stdout(&list));

@@ -5,7 +5,7 @@
 
 use flowcase_admin::Store;
 use flowcase_admin::store::droplets::IdleAction;
-use flowcase_e2e::GatewayDir;
+use flowcase_e2e::{GatewayDir, Untag};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -401,15 +401,7 @@ fn droplet_pull_prints_progress_with_the_registry_credentials_given_on_stdin() {
     registry.push(&repository, "v1", &image).unwrap();
     let reference = registry.reference(&repository, "v1");
     let missing = registry.reference(&repository, "v9");
-    struct Untag(String);
-    impl Drop for Untag {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", &self.0])
-                .output();
-        }
-    }
-    let _untag = Untag(reference.clone());
+    let _untag = Untag(vec![reference.clone()]);
     let add = |name: &str, image: &str| {
         vec![
             "droplet".to_owned(),

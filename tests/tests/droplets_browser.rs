@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use flowcase_e2e::api::Api;
 use flowcase_e2e::browser::{
-    ATTEMPTS, Browser, run_node_tests, screenshot_dir, screenshot_on_failure,
+    Browser, StreamedPull, run_node_tests, screenshot_dir, screenshot_on_failure,
 };
-use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
+use flowcase_e2e::loopback::LoopbackServer;
+use flowcase_e2e::{Gateway, GatewayDir, Untag, read_credentials};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -58,30 +59,11 @@ impl Env {
     async fn press(&self, button: &str, scope: &str) -> usize {
         self.browser.press(button, scope).await
     }
-
-    async fn wait_long(&self, what: &str, script: &str, within: Duration) {
-        self.browser.wait_long(what, script, within).await;
-    }
 }
 
-/// Removes pulled images from the shared dockerd at the end.
-struct Untag(Vec<String>);
-
-impl Drop for Untag {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let _ = std::process::Command::new("docker")
-                .args(["rmi", image])
-                .output();
-        }
-    }
-}
-
-/// Serves `body` as `application/json` on a loopback port (any path); stops with the test.
-async fn serve_catalogue(body: String) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(move || {
+/// Serves `body` as `application/json` on a loopback port (any path) until dropped.
+async fn serve_catalogue(body: String) -> LoopbackServer {
+    LoopbackServer::start(axum::Router::new().fallback(move || {
         let body = body.clone();
         async move {
             (
@@ -89,11 +71,8 @@ async fn serve_catalogue(body: String) -> String {
                 body,
             )
         }
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/flowcase/droplets.json")
+    }))
+    .await
 }
 
 #[test]
@@ -166,7 +145,8 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
         {"name": "Broken desk", "type": "http", "image": "registry.example/tools/desk:1",
          "port": 8080, "memory": "lots"}
     ]);
-    let catalogue_url = serve_catalogue(catalogue.to_string()).await;
+    let catalogue_server = serve_catalogue(catalogue.to_string()).await;
+    let catalogue_url = catalogue_server.url("/flowcase/droplets.json");
     // A script that a hostile name could run would call alert: recorded, never shown.
     b.add_init_script(
         "window.__alerts = []; window.alert = (m) => window.__alerts.push(String(m));",
@@ -388,33 +368,14 @@ async fn an_administrator_manages_external_hosts_pulls_all_and_imports_a_catalog
                {childList: true, characterData: true, subtree: true}); return 1;",
         )
         .await;
-        for attempt in 1..=ATTEMPTS {
-            b.eval("window.__figures = {}; return 1;").await;
-            b.click("#pull-all").await;
-            env.wait_long(
-                "the end of pull all",
-                "const s = document.getElementById('pull-all-modal').dataset.state; \
-                 return s === 'done' || s === 'error';",
-                Duration::from_secs(120),
-            )
-            .await;
-            let dropped = b
-                .eval(
-                    "const e = document.getElementById('pull-all-error').textContent; \
-                     return e.includes('cannot be reached') || e.includes('connection to the gateway broke');",
-                )
-                .await;
-            if dropped != true || attempt == ATTEMPTS {
-                break;
-            }
-            eprintln!("the pull-all stream was dropped; again");
-            b.click("#pull-all-close").await;
-            for image in &references {
-                let _ = std::process::Command::new("docker")
-                    .args(["rmi", image])
-                    .output();
-            }
-        }
+        b.streamed_pull(&StreamedPull {
+            start: "#pull-all",
+            modal: "pull-all",
+            images: &references,
+            reset: "window.__figures = {}; return 1;",
+            within: Duration::from_secs(120),
+        })
+        .await;
         env.shot("6-pulled-all").await;
         env.phone_shot("6-pulled-all").await;
         let pulled = b

@@ -5,65 +5,17 @@
 //! external host droplet so no container is needed: quotas count external instances alike.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
-use flowcase_admin::orchestrator::docker::DockerEngine;
-use flowcase_admin::orchestrator::{Options, Orchestrator, SystemClock};
-use flowcase_admin::secrets::ensure_key_file;
+use flowcase_admin::orchestrator::Options;
 use flowcase_admin::store::{DropletType, NewDroplet, Store, TargetKind};
 use flowcase_admin::web::error::classify;
+use flowcase_e2e::api::{Api, code};
+use flowcase_e2e::instances::database_url;
+use flowcase_e2e::orchestrator::{docker_orchestrator, orchestrator_options};
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "a-long-enough-passphrase";
-
-struct Api {
-    client: Client,
-    csrf: String,
-    base: String,
-    origin: String,
-}
-
-impl Api {
-    async fn login(gw: &Gateway, dir: &GatewayDir, username: &str, password: &str) -> Api {
-        let client = gw.client(&dir.data_dir(), &["localhost"]);
-        let resp = client
-            .post(gw.url("localhost", "/api/v1/session"))
-            .header("origin", gw.origin())
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "login of {username}");
-        let body: Value = resp.json().await.unwrap();
-        Api {
-            client,
-            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
-            base: gw.url("localhost", ""),
-            origin: gw.origin(),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("origin", &self.origin)
-            .header("x-csrf-token", &self.csrf);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("")
-}
 
 #[tokio::test]
 async fn a_group_limited_to_one_instance_refuses_the_second_launch() {
@@ -122,17 +74,13 @@ async fn a_group_limited_to_one_instance_refuses_the_second_launch() {
     assert_eq!(body["instance_limit"], 1, "{body}");
 
     // Launches by a member: the first passes, the second is over the group's limit.
-    let db = format!("sqlite://{}", dir.data_dir().join("flowcase.db").display());
-    let store = Store::connect(&db).await.unwrap();
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
-        ensure_key_file(&dir.data_dir().join("secret.key")).unwrap(),
-        Arc::new(SystemClock),
+    let store = Store::connect(&database_url(&dir)).await.unwrap();
+    let orchestrator = docker_orchestrator(
+        &dir,
+        &store,
         Options {
             max_per_user: 10,
-            deployment: dir.deployment().to_owned(),
-            ..Options::from_config(&flowcase_config::Config::default())
+            ..orchestrator_options(&dir)
         },
     );
     let tenant = store.default_tenant().await.unwrap().unwrap();

@@ -14,23 +14,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowcase_admin::store::{InstanceStatus, Store};
-use flowcase_e2e::instances::{add_user, database_url, login};
-use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
+use flowcase_e2e::api::Api;
+use flowcase_e2e::instances::{add_user, database_url, users_group};
+use flowcase_e2e::{Gateway, GatewayDir, TunnelSocket as Ws, read_credentials};
 use futures_util::StreamExt;
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const PASSWORD: &str = "a-long-enough-passphrase";
 const DOUBLE: &str = env!("CARGO_BIN_EXE_flowcase-guacd-double");
-
-type Ws = WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 async fn image(build: impl FnOnce() -> Result<String, String> + Send + 'static) -> String {
     tokio::task::spawn_blocking(build).await.unwrap().unwrap()
@@ -85,64 +81,6 @@ async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> boo
     }
 }
 
-/// A signed-in caller of the JSON API.
-struct Api {
-    client: Client,
-    base: String,
-    origin: String,
-    csrf: String,
-}
-
-impl Api {
-    async fn session(gw: &Gateway, dir: &GatewayDir, user: &str, password: &str) -> Api {
-        let client = gw.client(&dir.data_dir(), &["localhost"]);
-        let csrf = login(gw, &client, user, password).await;
-        Api {
-            client,
-            base: gw.url("localhost", ""),
-            origin: gw.origin(),
-            csrf,
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("origin", &self.origin)
-            .header("x-csrf-token", &self.csrf);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let resp = request.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    /// Polls the instance until its status is `want`.
-    async fn wait_status(&self, id: i64, want: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let (status, body) = self
-                .call(Method::GET, &format!("/api/v1/instances/{id}"), None)
-                .await;
-            if status == 200 && body["status"] == want {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance {id} is not {want}: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 struct Env {
     dir: GatewayDir,
     gw: Gateway,
@@ -166,19 +104,11 @@ impl Env {
         let gw = Gateway::start(&dir).await;
         add_user(&dir, "alice", PASSWORD);
         let (admin_name, admin_password) = read_credentials(&dir.data_dir());
-        let admin = Api::session(&gw, &dir, &admin_name, &admin_password).await;
+        let admin = Api::login(&gw, &dir, &admin_name, &admin_password).await;
         let store = Store::connect(&database_url(&dir)).await.unwrap();
-        let tenant = store.default_tenant().await.unwrap().unwrap();
-        let users_group = store
-            .find_group_by_name(tenant.id, "User")
-            .await
-            .unwrap()
-            .unwrap()
-            .id;
-        let alice_id = store.find_user_by_login("alice").await.unwrap().unwrap().id;
-        store.add_member(alice_id, users_group).await.unwrap();
+        let users_group = users_group(&store, &["alice"]).await.id;
         store.close().await;
-        let alice = Api::session(&gw, &dir, "alice", PASSWORD).await;
+        let alice = Api::login(&gw, &dir, "alice", PASSWORD).await;
         Env {
             dir,
             gw,
@@ -224,6 +154,18 @@ impl Env {
         )
     }
 
+    /// Starts alice's stopped instance `id` again and waits until it runs.
+    async fn start_again(&self, id: i64) {
+        let (status, body) = self
+            .alice
+            .post(&format!("/api/v1/instances/{id}/start"), json!({}))
+            .await;
+        assert!(status == 200 || status == 202, "{status} {body}");
+        self.alice
+            .wait_status(id, "running", Duration::from_secs(90))
+            .await;
+    }
+
     /// Opens the desktop tunnel of instance `slug` as alice and reads up to the double's
     /// picture (its `sync`).
     async fn open_tunnel(&self, slug: &str) -> Ws {
@@ -237,22 +179,18 @@ impl Env {
             .gw
             .tls_connect(&self.dir.data_dir(), "localhost", &[b"http/1.1"])
             .await;
-        let query = serde_urlencoded::to_string([
-            ("token", token),
-            ("GUAC_WIDTH", "1024"),
-            ("GUAC_HEIGHT", "768"),
-            ("GUAC_DPI", "96"),
-        ])
-        .unwrap();
-        let mut request = format!("wss://localhost:{}/tunnel?{query}", self.dir.https_port)
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", "guacamole".parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
-            .await
-            .unwrap();
+        let (mut ws, _) = self
+            .gw
+            .open_tunnel(
+                stream,
+                &[
+                    ("token", token),
+                    ("GUAC_WIDTH", "1024"),
+                    ("GUAC_HEIGHT", "768"),
+                    ("GUAC_DPI", "96"),
+                ],
+            )
+            .await;
         let mut opcodes = Vec::new();
         while !opcodes.iter().any(|o| o == "sync") {
             let message = tokio::time::timeout(Duration::from_secs(15), ws.next())
@@ -387,14 +325,7 @@ async fn a_sidecar_desktop_runs_its_own_guacd_from_launch_to_destroy() {
     assert!(!running(&desktop));
 
     // Starting again brings a fresh sidecar, and the tunnel works again.
-    let (status, body) = env
-        .alice
-        .post(&format!("/api/v1/instances/{id}/start"), json!({}))
-        .await;
-    assert!(status == 200 || status == 202, "{status} {body}");
-    env.alice
-        .wait_status(id, "running", Duration::from_secs(90))
-        .await;
+    env.start_again(id).await;
     assert_eq!(containers_of(&slug), [desktop.clone(), sidecar.clone()]);
     let mut ws = env.open_tunnel(&slug).await;
     assert_eq!(
@@ -417,14 +348,7 @@ async fn a_sidecar_desktop_runs_its_own_guacd_from_launch_to_destroy() {
 
     // A sidecar that dies takes its desktop down with it (it could not be opened any more);
     // the next start makes both anew.
-    let (status, body) = env
-        .alice
-        .post(&format!("/api/v1/instances/{id}/start"), json!({}))
-        .await;
-    assert!(status == 200 || status == 202, "{status} {body}");
-    env.alice
-        .wait_status(id, "running", Duration::from_secs(90))
-        .await;
+    env.start_again(id).await;
     docker(&["rm", "-f", &sidecar]);
     let stopped = env
         .alice
@@ -437,14 +361,7 @@ async fn a_sidecar_desktop_runs_its_own_guacd_from_launch_to_destroy() {
     assert!(!running(&desktop));
 
     // Destroying removes everything: desktop, sidecar, network.
-    let (status, body) = env
-        .alice
-        .post(&format!("/api/v1/instances/{id}/start"), json!({}))
-        .await;
-    assert!(status == 200 || status == 202, "{status} {body}");
-    env.alice
-        .wait_status(id, "running", Duration::from_secs(90))
-        .await;
+    env.start_again(id).await;
     assert_eq!(containers_of(&slug).len(), 2);
     let (status, _) = env
         .alice
@@ -523,10 +440,11 @@ async fn a_sidecar_that_cannot_start_fails_the_launch_and_leaves_nothing_behind(
 /// the Swarm backend refuses sidecar droplets.
 #[tokio::test]
 async fn reconciliation_removes_stray_sidecars_and_swarm_refuses_them() {
-    use flowcase_admin::orchestrator::docker::DockerEngine;
-    use flowcase_admin::orchestrator::swarm::SwarmEngine;
-    use flowcase_admin::orchestrator::{Options, Orchestrator, SystemClock};
-    use flowcase_config::{SwarmImageReference, UpstreamMode};
+    use flowcase_admin::orchestrator::Options;
+    use flowcase_config::UpstreamMode;
+    use flowcase_e2e::orchestrator::{
+        docker_orchestrator, orchestrator_options, swarm_orchestrator,
+    };
 
     let env = Env::start().await;
     let droplet = env.sidecar_droplet("Desk", json!({})).await;
@@ -556,21 +474,12 @@ async fn reconciliation_removes_stray_sidecars_and_swarm_refuses_them() {
         &double,
     ]);
     let store = Store::connect(&database_url(&env.dir)).await.unwrap();
-    let keyring =
-        flowcase_admin::secrets::ensure_key_file(&env.dir.data_dir().join("secret.key")).unwrap();
     let options = Options {
         network: "flowcase-e2e".into(),
         upstream_mode: UpstreamMode::PublishedLoopback,
-        deployment: env.dir.deployment().to_owned(),
-        ..Options::from_config(&flowcase_config::Config::default())
+        ..orchestrator_options(&env.dir)
     };
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
-        keyring.clone(),
-        Arc::new(SystemClock),
-        options.clone(),
-    );
+    let orchestrator = docker_orchestrator(&env.dir, &store, options.clone());
     let report = orchestrator.reconcile().await.unwrap();
     // The gateway's own reconciler (every minute) may have been quicker; either way it is gone.
     assert!(
@@ -586,14 +495,9 @@ async fn reconciliation_removes_stray_sidecars_and_swarm_refuses_them() {
     );
 
     // On a swarm, a sidecar droplet is refused before anything is admitted.
-    let swarm = Orchestrator::new(
-        store.clone(),
-        Arc::new(
-            SwarmEngine::connect("unix:///var/run/docker.sock", SwarmImageReference::LocalId)
-                .unwrap(),
-        ),
-        keyring,
-        Arc::new(SystemClock),
+    let swarm = swarm_orchestrator(
+        &env.dir,
+        &store,
         Options {
             upstream_mode: UpstreamMode::ContainerNetwork,
             ..options
@@ -685,10 +589,10 @@ async fn the_command_line_gives_a_droplet_its_guacd_sidecar() {
 /// desktop it reaches by name. Destroying leaves nothing.
 #[tokio::test]
 async fn in_container_network_mode_the_sidecar_is_reached_on_the_instance_network() {
-    use flowcase_admin::orchestrator::docker::DockerEngine;
-    use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
+    use flowcase_admin::orchestrator::{Actor, Options};
     use flowcase_admin::store::{DropletType, GuacdMode, NewDroplet, NewUser, TargetKind};
     use flowcase_config::UpstreamMode;
+    use flowcase_e2e::orchestrator::{docker_orchestrator, orchestrator_options};
     use flowcase_guac::Instruction;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -719,16 +623,13 @@ async fn in_container_network_mode_the_sidecar_is_reached_on_the_instance_networ
     let droplet = store.create_droplet(&new, 0).await.unwrap();
     let keyring =
         flowcase_admin::secrets::ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
-        keyring.clone(),
-        Arc::new(SystemClock),
+    let orchestrator = docker_orchestrator(
+        &dir,
+        &store,
         Options {
             upstream_mode: UpstreamMode::ContainerNetwork,
-            deployment: dir.deployment().to_owned(),
             ready_timeout: Duration::from_secs(30),
-            ..Options::from_config(&flowcase_config::Config::default())
+            ..orchestrator_options(&dir)
         },
     );
     let (instance, _) = orchestrator.launch(&user, &droplet).await.unwrap();

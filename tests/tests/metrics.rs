@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowcase_e2e::instances::{EchoInstance, add_user, echo_instance};
+use flowcase_e2e::instances::{EchoInstance, add_user, echo_instance, login_response};
 use flowcase_e2e::{Gateway, GatewayDir, free_port};
 use reqwest::{Client, Url};
 use serde_json::{Value, json};
@@ -152,14 +152,7 @@ async fn follow(client: &Client, start: &str) -> reqwest::Response {
 }
 
 async fn login(gw: &Gateway, client: &Client, user: &str, password: &str) -> reqwest::StatusCode {
-    client
-        .post(gw.url("localhost", "/api/v1/session"))
-        .header("origin", gw.origin())
-        .json(&json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .status()
+    login_response(gw, client, user, password).await.status()
 }
 
 #[test]

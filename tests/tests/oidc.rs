@@ -5,6 +5,7 @@
 //! wrong issuer, wrong audience).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use flowcase_e2e::instances::login_response;
 use flowcase_e2e::oidc_provider::{
     OidcClient, OidcProvider, OidcUser, ProviderConfig, headless_login, headless_logout,
 };
@@ -242,14 +243,7 @@ async fn first_login_creates_the_user_with_mapped_groups_and_the_next_login_upda
     );
 
     // The external account has no password: password login is impossible.
-    let pw = env
-        .browser()
-        .post(env.url("/api/v1/session"))
-        .header("origin", env.gw.origin())
-        .json(&serde_json::json!({"username": "alice", "password": ""}))
-        .send()
-        .await
-        .unwrap();
+    let pw = login_response(&env.gw, &env.browser(), "alice", "").await;
     assert_eq!(pw.status(), 401);
 }
 

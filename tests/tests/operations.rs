@@ -2,96 +2,36 @@
 //! the old process) loses no request in flight, and SIGTERM stops it gracefully.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use flowcase_e2e::load::Load;
 use flowcase_e2e::{Gateway, GatewayDir};
 
 #[tokio::test]
 async fn an_upgrade_hands_the_listeners_over_without_losing_a_request() {
     let dir = GatewayDir::new();
-    let mut old = Gateway::start(&dir).await;
+    let old = Gateway::start(&dir).await;
     // A new connection per request: requests land on the old process, then on the new one.
-    let client = old
-        .client_builder(&dir.data_dir(), &["localhost"])
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let url = old.url("localhost", "/");
-    let (ok, failed, running) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicBool::new(true)),
-    );
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (client, url, ok, failed, running) = (
-            client.clone(),
-            url.clone(),
-            ok.clone(),
-            failed.clone(),
-            running.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            let mut errors = Vec::new();
-            for _ in 0..10_000 {
-                if !running.load(Ordering::Relaxed) {
-                    break;
-                }
-                match client.get(&url).send().await {
-                    Ok(resp) if resp.status() == 200 => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(resp) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        errors.push(format!("status {}", resp.status()));
-                    }
-                    Err(e) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        errors.push(format!("{e:?}"));
-                    }
-                }
-            }
-            errors
-        }));
-    }
+    let load = Load::start(&old, &dir, 4);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.served();
     assert!(before > 0, "the old process served");
 
     let new = Gateway::spawn_args(&dir, &["serve", "--upgrade"]);
     // The new process waits on the upgrade socket for the listeners.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     old.signal("QUIT");
-    let status = tokio::task::spawn_blocking(move || {
-        let status = old.wait_exit(Duration::from_secs(20));
-        (status, old)
-    })
-    .await
-    .unwrap();
-    let (status, old) = status;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the old process ends cleanly: {status:?}\n{}",
-        old.stderr()
-    );
-    let at_switch = ok.load(Ordering::Relaxed);
+    let _old = old.exits_cleanly(Duration::from_secs(20)).await;
+    let at_switch = load.served();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    running.store(false, Ordering::Relaxed);
-    let mut errors = Vec::new();
-    for task in load {
-        errors.extend(task.await.unwrap());
-    }
-    let after = ok.load(Ordering::Relaxed);
+    let (after, errors) = load.stop().await;
     assert!(
         after > at_switch,
         "the new process serves after the old one left\n{}",
         new.stderr()
     );
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
+    assert!(
+        errors.is_empty(),
         "requests lost: {errors:?}\nnew:\n{}",
         new.stderr()
     );
@@ -101,12 +41,9 @@ async fn an_upgrade_hands_the_listeners_over_without_losing_a_request() {
 #[tokio::test]
 async fn sigterm_stops_the_gateway_gracefully() {
     let dir = GatewayDir::new();
-    let mut gw = Gateway::start(&dir).await;
+    let gw = Gateway::start(&dir).await;
     gw.signal("TERM");
-    let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(20)))
-        .await
-        .unwrap();
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    gw.exits_cleanly(Duration::from_secs(20)).await;
     let refused = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{}/healthz", dir.metrics_port))
         .send()

@@ -5,17 +5,14 @@
 //! over their overlay network from a gateway container is tested in the orchestrator suite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use flowcase_admin::orchestrator::swarm::SwarmEngine;
-use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
-use flowcase_admin::secrets::ensure_key_file;
+use flowcase_admin::orchestrator::{Actor, Options};
 use flowcase_admin::store::{InstanceStatus, Store};
-use flowcase_config::{SwarmImageReference, UpstreamMode};
-use flowcase_e2e::instances::httpd_droplet;
+use flowcase_config::UpstreamMode;
+use flowcase_e2e::instances::{add_user, database_url, httpd_droplet, login};
+use flowcase_e2e::orchestrator::{orchestrator_options, swarm_orchestrator};
 use flowcase_e2e::{Gateway, GatewayDir};
-use serde_json::json;
 
 const PASSWORD: &str = "a long enough passphrase";
 
@@ -48,11 +45,7 @@ async fn a_gateway_on_the_swarm_backend_wakes_and_proxies_a_service() {
         .set("FLOWCASE_DOCKER__UPSTREAM_MODE", "container-network");
     let _cleanup = Cleanup(dir.deployment().to_owned());
     let gw = Gateway::start(&dir).await;
-    let out = dir.cli_with_stdin(
-        &["user", "add", "alice", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success());
+    add_user(&dir, "alice", PASSWORD);
     // The gateway says what it runs on (once its engine answered).
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -75,28 +68,16 @@ async fn a_gateway_on_the_swarm_backend_wakes_and_proxies_a_service() {
     }
 
     // An orchestrator of our own over the gateway's database launches and stops the instance.
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        dir.data_dir().join("flowcase.db").display()
-    ))
-    .await
-    .unwrap();
-    let keyring = ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(
-            SwarmEngine::connect("unix:///var/run/docker.sock", SwarmImageReference::LocalId)
-                .unwrap(),
-        ),
-        keyring,
-        Arc::new(SystemClock),
+    let store = Store::connect(&database_url(&dir)).await.unwrap();
+    let orchestrator = swarm_orchestrator(
+        &dir,
+        &store,
         Options {
             upstream_mode: UpstreamMode::ContainerNetwork,
             ready_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(1),
             remove_orphans: false,
-            deployment: dir.deployment().to_owned(),
-            ..Options::from_config(&flowcase_config::Config::default())
+            ..orchestrator_options(&dir)
         },
     );
     orchestrator.prepare().await.unwrap();
@@ -126,14 +107,7 @@ async fn a_gateway_on_the_swarm_backend_wakes_and_proxies_a_service() {
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     let browser = gw.client(&dir.data_dir(), &["localhost", &host]);
-    let login = browser
-        .post(gw.url("localhost", "/api/v1/session"))
-        .header("origin", gw.origin())
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
+    login(&gw, &browser, "alice", PASSWORD).await;
     let cookie = flowcase_e2e::instances::app_cookie(&gw, &browser, &host).await;
 
     // A script's request wakes it: the gateway's own swarm engine scales the service up.

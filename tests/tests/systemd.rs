@@ -8,10 +8,9 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use flowcase_e2e::load::Load;
 use flowcase_e2e::{Gateway, GatewayDir, flowcase_bin};
 
 fn repo() -> PathBuf {
@@ -116,42 +115,13 @@ async fn a_reload_hands_the_service_over_and_tells_the_service_manager() {
         .unwrap();
     let mut dir = GatewayDir::new();
     dir.set("NOTIFY_SOCKET", &notify_path.display().to_string());
-    let mut old = Gateway::start(&dir).await;
+    let old = Gateway::start(&dir).await;
     let mut seen = Vec::new();
     let ready = wait_for_notification(&socket, "READY=1", &mut seen);
     assert_eq!(main_pid(&ready), old.pid(), "{ready:?}");
 
     // Requests on new connections all along the reload.
-    let client = old
-        .client_builder(&dir.data_dir(), &["localhost"])
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let url = old.url("localhost", "/");
-    let (ok, running) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicBool::new(true)),
-    );
-    let mut load = Vec::new();
-    for _ in 0..3 {
-        let (client, url, ok, running) = (client.clone(), url.clone(), ok.clone(), running.clone());
-        load.push(tokio::spawn(async move {
-            let mut errors = Vec::new();
-            for _ in 0..10_000 {
-                if !running.load(Ordering::Relaxed) {
-                    break;
-                }
-                match client.get(&url).send().await {
-                    Ok(resp) if resp.status() == 200 => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(resp) => errors.push(format!("status {}", resp.status())),
-                    Err(e) => errors.push(format!("{e:?}")),
-                }
-            }
-            errors
-        }));
-    }
+    let load = Load::start(&old, &dir, 3);
 
     // What systemd runs for `systemctl reload`: the script, with $MAINPID, in the unit's
     // environment (here the gateway's directory and variables).
@@ -189,18 +159,7 @@ async fn a_reload_hands_the_service_over_and_tells_the_service_manager() {
         old.pid(),
         "the new process names itself: {handed:?}"
     );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = old.wait_exit(Duration::from_secs(20));
-        (status, old)
-    })
-    .await
-    .unwrap();
-    let (status, old) = status;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the old process ends cleanly: {status:?}\n{}",
-        old.stderr()
-    );
+    let _old = old.exits_cleanly(Duration::from_secs(20)).await;
     let mut later = Vec::new();
     let ready = wait_for_notification(&socket, "READY=1", &mut later);
     assert_eq!(
@@ -208,14 +167,9 @@ async fn a_reload_hands_the_service_over_and_tells_the_service_manager() {
         new_pid,
         "the new process says it is ready"
     );
-    let at_switch = ok.load(Ordering::Relaxed);
+    let at_switch = load.served();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    running.store(false, Ordering::Relaxed);
-    let mut errors = Vec::new();
-    for task in load {
-        errors.extend(task.await.unwrap());
-    }
-    let after = ok.load(Ordering::Relaxed);
+    let (after, errors) = load.stop().await;
     assert!(after > at_switch, "the new process serves");
     assert!(
         errors.is_empty(),

@@ -6,6 +6,8 @@
 //! and every change lands in the audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use flowcase_e2e::api::{Api, code};
+use flowcase_e2e::instances::login_response;
 use flowcase_e2e::{Gateway, GatewayDir, read_credentials};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -29,15 +31,6 @@ struct Env {
     gw: Gateway,
 }
 
-/// A logged-in client and its CSRF token; every request carries the site's origin and the
-/// token, so refusals come from authorization and never from the CSRF check.
-struct Api {
-    client: Client,
-    csrf: String,
-    base: String,
-    origin: String,
-}
-
 impl Env {
     async fn start() -> Env {
         let dir = GatewayDir::new();
@@ -59,26 +52,11 @@ impl Env {
         username: &str,
         password: &str,
     ) -> reqwest::Response {
-        client
-            .post(self.gw.url("localhost", "/api/v1/session"))
-            .header("origin", self.gw.origin())
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap()
+        login_response(&self.gw, client, username, password).await
     }
 
     async fn api(&self, username: &str, password: &str) -> Api {
-        let client = self.client();
-        let resp = self.login_with(&client, username, password).await;
-        assert_eq!(resp.status(), 200, "login of {username}");
-        let body: Value = resp.json().await.unwrap();
-        Api {
-            client,
-            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
-            base: self.gw.url("localhost", ""),
-            origin: self.gw.origin(),
-        }
+        Api::login(&self.gw, &self.dir, username, password).await
     }
 
     /// The bootstrap administrator: a global administrator (the Admin group holds every flag).
@@ -104,76 +82,16 @@ impl Env {
     }
 }
 
-impl Api {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .header("origin", &self.origin)
-            .header("x-csrf-token", &self.csrf);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
-    }
+/// The administration this file's tests set up through the API.
+trait Admin {
+    async fn create_tenant(&self, name: &str) -> i64;
+    async fn create_user(&self, tenant_id: Option<i64>, username: &str, group_ids: &[i64]) -> i64;
+    async fn me(&self) -> Value;
+}
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, None).await
-    }
-
-    /// The HTML of a page this client may see (200 asserted).
-    async fn page(&self, path: &str) -> String {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        resp.text().await.unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::PATCH, path, Some(body)).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::PUT, path, Some(body)).await
-    }
-
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.call(Method::DELETE, path, None).await
-    }
-
+impl Admin for Api {
     async fn create_tenant(&self, name: &str) -> i64 {
         let (status, body) = self.post("/api/v1/tenants", json!({"name": name})).await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_i64().unwrap()
-    }
-
-    async fn create_group(&self, tenant_id: Option<i64>, name: &str, flags: &[&str]) -> i64 {
-        let permissions: serde_json::Map<String, Value> = flags
-            .iter()
-            .map(|f| ((*f).to_owned(), json!(true)))
-            .collect();
-        let (status, body) = self
-            .post(
-                "/api/v1/groups",
-                json!({"tenant_id": tenant_id, "name": name, "permissions": permissions}),
-            )
-            .await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_i64().unwrap()
     }
@@ -200,10 +118,6 @@ impl Api {
         assert_eq!(status, 200);
         body["user"].clone()
     }
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("")
 }
 
 fn usernames(page: &Value) -> Vec<String> {

@@ -7,18 +7,14 @@ use std::time::{Duration, Instant};
 use flowcase_admin::auth::tunnel_token::{TTL_MS, TunnelGrant};
 use flowcase_e2e::guacd::{self, Command, GuacdDouble};
 use flowcase_e2e::instances::{DesktopInstance, add_user, desktop_instance, echo_instance};
-use flowcase_e2e::{Gateway, GatewayDir};
+use flowcase_e2e::{Gateway, GatewayDir, TunnelSocket as Ws};
 use flowcase_guac::{Instruction, Scan, scan};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Client;
 use serde_json::{Value, json};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-type Ws = WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 struct Env {
     dir: GatewayDir,
@@ -130,32 +126,22 @@ impl Env {
                 String::from_utf8_lossy(&response)
             );
         }
-        let query = serde_urlencoded::to_string([
-            ("token", token),
-            ("GUAC_WIDTH", "1280"),
-            ("GUAC_HEIGHT", "720"),
-            ("GUAC_DPI", "96"),
-            ("GUAC_TIMEZONE", "Europe/Paris"),
-            ("GUAC_AUDIO", "audio/L16"),
-            ("GUAC_AUDIO", "audio/L8"),
-            ("GUAC_IMAGE", "image/png"),
-            ("GUAC_IMAGE", "image/webp"),
-        ])
-        .unwrap();
-        let mut request = format!("wss://localhost:{}/tunnel?{query}", self.dir.https_port)
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", "guacamole".parse().unwrap());
-        let (ws, response) = tokio_tungstenite::client_async(request, stream)
+        self.gw
+            .open_tunnel(
+                stream,
+                &[
+                    ("token", token),
+                    ("GUAC_WIDTH", "1280"),
+                    ("GUAC_HEIGHT", "720"),
+                    ("GUAC_DPI", "96"),
+                    ("GUAC_TIMEZONE", "Europe/Paris"),
+                    ("GUAC_AUDIO", "audio/L16"),
+                    ("GUAC_AUDIO", "audio/L8"),
+                    ("GUAC_IMAGE", "image/png"),
+                    ("GUAC_IMAGE", "image/webp"),
+                ],
+            )
             .await
-            .unwrap();
-        let protocol = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().unwrap().to_owned());
-        (ws, protocol)
     }
 
     /// A signed-in user with an open tunnel past the UUID.
@@ -845,18 +831,8 @@ async fn group_clipboard_restrictions_reach_guacd() {
     let env = Env::start().await;
     let (admin_name, admin_password) = flowcase_e2e::read_credentials(&env.dir.data_dir());
     let admin = env.browser();
-    let resp = admin
-        .post(env.gw.url("localhost", "/api/v1/session"))
-        .header("origin", env.gw.origin())
-        .json(&json!({"username": admin_name, "password": admin_password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let admin_csrf = resp.json::<Value>().await.unwrap()["csrf_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin_csrf =
+        flowcase_e2e::instances::login(&env.gw, &admin, &admin_name, &admin_password).await;
     let call = |method: reqwest::Method, path: &str, body: Value| {
         admin
             .request(method, env.gw.url("localhost", path))

@@ -12,15 +12,13 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowcase_admin::orchestrator::docker::DockerEngine;
-use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
-use flowcase_admin::secrets::ensure_key_file;
+use flowcase_admin::orchestrator::{Actor, Options};
 use flowcase_admin::store::{InstanceStatus, Store};
 use flowcase_config::UpstreamMode;
 use flowcase_e2e::instances::{HTTPD_PORT, add_user, app_cookie_across, httpd_droplet, login};
+use flowcase_e2e::orchestrator::{docker_orchestrator, orchestrator_options};
 use flowcase_e2e::postgres::TestDatabase;
 use flowcase_e2e::{Gateway, GatewayDir};
 use serde_json::Value;
@@ -130,20 +128,16 @@ async fn two_gateways_on_one_postgresql_act_as_one() {
     // --- an instance, stopped, made by an orchestrator of the test's own over the shared
     // database and deployment (there is no launch API yet; the gateways wake it) ---------------
     let store = Store::connect(&pg.url).await.unwrap();
-    let keyring = ensure_key_file(&a_dir.data_dir().join("secret.key")).unwrap();
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
-        keyring,
-        Arc::new(SystemClock),
+    let orchestrator = docker_orchestrator(
+        &a_dir,
+        &store,
         Options {
             network: flowcase_e2e::E2E_NETWORK.into(),
             upstream_mode: UpstreamMode::PublishedLoopback,
             ready_timeout: Duration::from_secs(20),
             stop_grace: Duration::from_secs(1),
             remove_orphans: false,
-            deployment: deployment.clone(),
-            ..Options::from_config(&flowcase_config::Config::default())
+            ..orchestrator_options(&a_dir)
         },
     );
     orchestrator.prepare().await.unwrap();

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use flowcase_admin::store::DropletType;
 use flowcase_e2e::browser::run_node_tests;
 use flowcase_e2e::desktops::{DesktopInstance, desktop_instance, installed_guacamole_common_js};
-use flowcase_e2e::instances::{add_user, echo_instance};
+use flowcase_e2e::instances::{add_user, echo_instance, login};
 use flowcase_e2e::{Gateway, GatewayDir};
 use reqwest::Client;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const PASSWORD: &str = "a long enough passphrase";
 /// A name with characters that must be escaped in HTML text and attributes.
@@ -281,14 +281,7 @@ async fn the_viewer_needs_a_login_and_only_the_owner_or_an_admin_gets_it() {
     // The administrator (edit_instances over alice's tenant) may open it.
     let (admin_name, admin_password) = flowcase_e2e::read_credentials(&env.dir.data_dir());
     let admin = env.client();
-    let resp = admin
-        .post(env.url("/api/v1/session"))
-        .header("origin", env.gw.origin())
-        .json(&json!({"username": admin_name, "password": admin_password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    login(&env.gw, &admin, &admin_name, &admin_password).await;
     let resp = admin.get(env.viewer()).send().await.unwrap();
     assert_eq!(resp.status(), 200, "the administrator opens alice's viewer");
 

@@ -26,6 +26,7 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use flowcase_e2e::browser::{Browser, WAIT_TIMEOUT, screenshot_on_failure};
+use flowcase_e2e::loopback::LoopbackServer;
 use flowcase_e2e::viewer::{overlay_state, reveal_toolbar};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -293,9 +294,8 @@ async fn the_viewer_shows_the_desktop_forwards_input_and_clipboard_and_reconnect
         .route("/api/v1/instances/{id}/tunnel-token", post(token))
         .route("/tunnel", get(tunnel))
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let site = LoopbackServer::start(app).await;
+    let addr = site.addr;
     let browser = Browser::start("viewer").await;
     let b = &browser;
 

@@ -3,18 +3,14 @@
 //! the answer; an uptime monitor never wakes anything.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowcase_admin::orchestrator::docker::DockerEngine;
-use flowcase_admin::orchestrator::{Actor, Options, Orchestrator, SystemClock};
-use flowcase_admin::secrets::ensure_key_file;
+use flowcase_admin::orchestrator::{Actor, Options};
 use flowcase_admin::store::{InstanceStatus, Store};
 use flowcase_config::UpstreamMode;
-use flowcase_e2e::instances::httpd_droplet;
+use flowcase_e2e::instances::{add_user, database_url, httpd_droplet, login};
+use flowcase_e2e::orchestrator::{docker_orchestrator, orchestrator_options};
 use flowcase_e2e::{Gateway, GatewayDir};
-
-use serde_json::json;
 
 const PASSWORD: &str = "a long enough passphrase";
 
@@ -22,25 +18,13 @@ const PASSWORD: &str = "a long enough passphrase";
 async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() {
     let dir = GatewayDir::new();
     let gw = Gateway::start(&dir).await;
-    let out = dir.cli_with_stdin(
-        &["user", "add", "alice", "--password-stdin"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(out.status.success());
+    add_user(&dir, "alice", PASSWORD);
     // An orchestrator of our own over the gateway's database and deployment launches and stops
     // the instance (the dashboard will do this through the API).
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        dir.data_dir().join("flowcase.db").display()
-    ))
-    .await
-    .unwrap();
-    let keyring = ensure_key_file(&dir.data_dir().join("secret.key")).unwrap();
-    let orchestrator = Orchestrator::new(
-        store.clone(),
-        Arc::new(DockerEngine::connect("unix:///var/run/docker.sock").unwrap()),
-        keyring,
-        Arc::new(SystemClock),
+    let store = Store::connect(&database_url(&dir)).await.unwrap();
+    let orchestrator = docker_orchestrator(
+        &dir,
+        &store,
         Options {
             network: "flowcase-e2e".into(),
             upstream_mode: UpstreamMode::PublishedLoopback,
@@ -49,8 +33,7 @@ async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() 
             ready_timeout: Duration::from_secs(20),
             stop_grace: Duration::from_secs(1),
             remove_orphans: false,
-            deployment: dir.deployment().to_owned(),
-            ..Options::from_config(&flowcase_config::Config::default())
+            ..orchestrator_options(&dir)
         },
     );
     orchestrator.prepare().await.unwrap();
@@ -68,14 +51,7 @@ async fn stopped_instances_wake_for_browsers_and_scripts_but_not_for_monitors() 
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     let browser = gw.client(&dir.data_dir(), &["localhost", &host]);
-    let login = browser
-        .post(gw.url("localhost", "/api/v1/session"))
-        .header("origin", gw.origin())
-        .json(&json!({"username": "alice", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
+    login(&gw, &browser, "alice", PASSWORD).await;
     let cookie = flowcase_e2e::instances::app_cookie(&gw, &browser, &host).await;
     let get = |accept: &'static str, agent: &'static str| {
         browser
