@@ -568,6 +568,18 @@ async fn the_command_line_gives_a_droplet_its_guacd_sidecar() {
         assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
         assert!(stderr.contains(key), "{extra:?}: {stderr}");
     }
+    // The list says which guacd each desktop goes through.
+    let listed = String::from_utf8_lossy(&dir.cli(&["droplet", "list"]).stdout).into_owned();
+    let row = |name: &str| {
+        listed
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{listed}"))
+            .to_owned()
+    };
+    assert!(listed.lines().next().unwrap().contains("guacd"), "{listed}");
+    assert!(row("Desk").contains(" sidecar "), "{listed}");
+    assert!(row("Plain").contains(" shared "), "{listed}");
     let store = Store::connect(&database_url(&dir)).await.unwrap();
     let droplets = store.list_droplets().await.unwrap();
     let desk = droplets.iter().find(|d| d.name == "Desk").unwrap();

@@ -28,7 +28,7 @@ use flowcase_admin::orchestrator::{
     Actor, Options, Orchestrator, PullEvent, PullLog, RegistryCredentials, SystemClock,
 };
 use flowcase_admin::secrets::ensure_key_file;
-use flowcase_admin::store::{Store, Tenant, now_millis};
+use flowcase_admin::store::{DropletType, Store, Tenant, now_millis};
 use flowcase_config::Config;
 use serde_json::{Map, Value, json};
 
@@ -566,8 +566,18 @@ async fn list(store: &Store) -> anyhow::Result<()> {
         .map(|g| (g.id, g.name))
         .collect();
     println!(
-        "{:>4}  {:<20} {:<5} {:<32} {:>5} {:>5} {:>6} {:<8} {:<16} {:<9} groups",
-        "id", "name", "type", "image / host", "port", "cores", "MiB", "idle", "pool", "state"
+        "{:>4}  {:<20} {:<5} {:<32} {:>5} {:>5} {:>6} {:<8} {:<16} {:<9} {:<8} groups",
+        "id",
+        "name",
+        "type",
+        "image / host",
+        "port",
+        "cores",
+        "MiB",
+        "idle",
+        "pool",
+        "state",
+        "guacd"
     );
     for d in store.list_droplets().await? {
         let names: Vec<&str> = store
@@ -604,8 +614,14 @@ async fn list(store: &Store) -> anyhow::Result<()> {
             (n, true) => format!("{n} started"),
             (n, false) => format!("{n} created"),
         };
+        // Which guacd a desktop's tunnel goes through; a web app has none.
+        let guacd = if d.droplet_type == DropletType::Http {
+            "-".to_owned()
+        } else {
+            d.guacd.to_string()
+        };
         println!(
-            "{:>4}  {:<20} {:<5} {:<32} {:>5} {:>5} {:>6} {:<8} {:<16} {:<9} {}",
+            "{:>4}  {:<20} {:<5} {:<32} {:>5} {:>5} {:>6} {:<8} {:<16} {:<9} {:<8} {}",
             d.id,
             d.name,
             d.droplet_type,
@@ -617,6 +633,7 @@ async fn list(store: &Store) -> anyhow::Result<()> {
             format!("{} {}", duration(d.idle_timeout_secs), d.idle_action),
             pool,
             if d.active { "active" } else { "inactive" },
+            guacd,
             names.join(",")
         );
     }
