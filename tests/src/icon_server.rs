@@ -1,8 +1,12 @@
 //! A loopback HTTP server playing "another site" that droplet icons point at: a real PNG, an
-//! SVG, one PNG too large to keep, and an HTML page. It counts its requests, so a test can tell
-//! that browsers never came to it (only the gateway did).
+//! SVG, one PNG too large to keep, an HTML page, and slow PNGs. It counts its requests, so a
+//! test can tell that browsers never came to it (only the gateway did), and how many slow ones
+//! it was answering at once.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::header;
@@ -28,12 +32,36 @@ pub fn png() -> Vec<u8> {
 pub struct IconServer {
     pub addr: SocketAddr,
     server: LoopbackServer,
+    slow: Arc<Overlap>,
+}
+
+/// Slow requests being answered now, and the most there ever were at once.
+#[derive(Default)]
+struct Overlap {
+    now: AtomicUsize,
+    most: AtomicUsize,
 }
 
 impl IconServer {
-    /// `/icon.png`, `/icon.svg`, `/big.png` (PNG bytes, 300 KiB), `/page.html`.
+    /// `/icon.png`, `/icon.svg`, `/big.png` (PNG bytes, 300 KiB), `/page.html`, and
+    /// `/slow/{name}.png` (the PNG, half a second late).
     pub async fn start() -> IconServer {
+        let slow = Arc::new(Overlap::default());
+        let overlap = slow.clone();
         let app = Router::new()
+            .route(
+                "/slow/{name}",
+                get(move || {
+                    let overlap = overlap.clone();
+                    async move {
+                        let now = overlap.now.fetch_add(1, Ordering::SeqCst) + 1;
+                        overlap.most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        overlap.now.fetch_sub(1, Ordering::SeqCst);
+                        ([(header::CONTENT_TYPE, "image/png")], png()).into_response()
+                    }
+                }),
+            )
             .route(
                 "/icon.png",
                 get(|| async { ([(header::CONTENT_TYPE, "image/png")], png()).into_response() }),
@@ -64,6 +92,7 @@ impl IconServer {
         IconServer {
             addr: server.addr,
             server,
+            slow,
         }
     }
 
@@ -74,5 +103,10 @@ impl IconServer {
     /// Requests that reached this server so far.
     pub fn requests(&self) -> usize {
         self.server.requests()
+    }
+
+    /// The most `/slow/…` requests this server was answering at the same time.
+    pub fn most_slow_at_once(&self) -> usize {
+        self.slow.most.load(Ordering::SeqCst)
     }
 }

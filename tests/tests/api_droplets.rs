@@ -9,6 +9,7 @@
 use flowcase_admin::orchestrator::Actor;
 use flowcase_admin::store::Store;
 use flowcase_e2e::api::{Api, code};
+use flowcase_e2e::icon_server::IconServer;
 use flowcase_e2e::loopback::LoopbackServer;
 use flowcase_e2e::orchestrator::{docker_orchestrator, orchestrator_options};
 use flowcase_e2e::{Gateway, GatewayDir, Untag, read_credentials};
@@ -837,6 +838,48 @@ async fn serve_catalogues(files: Vec<(&'static str, String)>) -> LoopbackServer 
         app = app.route(path, get(move || async move { body }));
     }
     LoopbackServer::start(app).await
+}
+
+/// The icons of an imported catalogue are fetched a few at a time, not one after another (each
+/// may take up to its time limit), and every one is kept.
+#[tokio::test]
+async fn a_catalogues_icons_are_fetched_a_few_at_a_time() {
+    let env = Env::start().await;
+    let admin = env.admin().await;
+    let site = IconServer::start().await;
+    let entries: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"name": format!("Slow icon {i}"), "type": "http",
+                   "image": "127.0.0.1:9/a/slow:1", "port": 80,
+                   "icon": site.url(&format!("/slow/{i}.png"))})
+        })
+        .collect();
+    let catalogues =
+        serve_catalogues(vec![("/slow.json", Value::Array(entries).to_string())]).await;
+    let (status, report) = admin
+        .post(
+            "/api/v1/droplets/import",
+            json!({ "url": catalogues.url("/slow.json") }),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let entries = report["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 6, "{report}");
+    for entry in entries {
+        assert_eq!(entry["status"], "imported", "{report}");
+        assert!(entry.get("icon_error").is_none(), "{report}");
+        let (_, droplet) = admin
+            .get(&format!("/api/v1/droplets/{}", entry["id"]))
+            .await;
+        assert!(
+            droplet["icon_src"]
+                .as_str()
+                .is_some_and(|src| src.starts_with("/droplets/")),
+            "served by the gateway: {droplet}"
+        );
+    }
+    let most = site.most_slow_at_once();
+    assert!((2..=4).contains(&most), "{most} icon fetches at once");
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -80,6 +81,9 @@ pub struct DropletView {
     #[serde(flatten)]
     pub admin: Option<DropletAdminView>,
 }
+
+/// Icons fetched at the same time by a catalogue import.
+const ICON_FETCHES_AT_ONCE: usize = 4;
 
 /// The outcome of fetching a droplet's icon when it was saved. A failure never fails the save.
 #[derive(Debug, Clone, Serialize)]
@@ -882,14 +886,26 @@ impl Access<'_> {
         })?;
         let mut report =
             remote_catalogue::import(self.store(), tenant_id, entries, dry_run, now).await?;
-        for entry in &mut report.entries {
-            let Some(id) = entry.id else { continue };
-            let droplet = self.load_droplet(id).await?;
-            if let Some(IconFetch {
-                error: Some(error), ..
-            }) = refresh_icon(self.store(), &droplet, now).await?
-            {
-                entry.icon_error = Some(error);
+        // A few icons at a time: a catalogue whose icon sites are slow then takes about one
+        // fetch's time limit per few entries, not per entry.
+        let imported: Vec<(usize, i64)> = report
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(at, entry)| entry.id.map(|id| (at, id)))
+            .collect();
+        let icon_errors: Vec<(usize, Option<String>)> = stream::iter(imported)
+            .map(|(at, id)| async move {
+                let droplet = self.load_droplet(id).await?;
+                let fetch = refresh_icon(self.store(), &droplet, now).await?;
+                Ok::<_, AdminError>((at, fetch.and_then(|f| f.error)))
+            })
+            .buffer_unordered(ICON_FETCHES_AT_ONCE)
+            .try_collect()
+            .await?;
+        for (at, error) in icon_errors {
+            if let Some(entry) = report.entries.get_mut(at) {
+                entry.icon_error = error;
             }
         }
         if !dry_run {
