@@ -647,10 +647,7 @@ impl Browser {
             if at.path() == path {
                 return;
             }
-            self.fill("input[name=username]", user).await;
-            self.fill("input[name=password]", password).await;
-            self.click("form[action='/login'] button[type=submit]")
-                .await;
+            self.submit_login(user, password).await;
             if self
                 .try_wait_for_url(&format!("{path} after signing in"), |u: &Url| {
                     u.path() == path
@@ -662,6 +659,14 @@ impl Browser {
             }
         }
         panic!("[{user}] could not sign in: the network kept changing");
+    }
+
+    /// Fills the login form on the page and submits it.
+    pub async fn submit_login(&self, user: &str, password: &str) {
+        self.fill("input[name=username]", user).await;
+        self.fill("input[name=password]", password).await;
+        self.click("form[action='/login'] button[type=submit]")
+            .await;
     }
 
     /// Opens `url` (a page with its query), signing in as `user` when the login page of
@@ -680,10 +685,7 @@ impl Browser {
             if arrived(&at) {
                 return;
             }
-            self.fill("input[name=username]", user).await;
-            self.fill("input[name=password]", password).await;
-            self.click("form[action='/login'] button[type=submit]")
-                .await;
+            self.submit_login(user, password).await;
             if self
                 .try_wait_for_url("the page after signing in", arrived)
                 .await

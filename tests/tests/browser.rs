@@ -53,11 +53,7 @@ async fn visit_as(
         if arrived(&at) {
             return at;
         }
-        browser.fill("input[name=username]", user).await;
-        browser.fill("input[name=password]", PASSWORD).await;
-        browser
-            .click("form[action='/login'] button[type=submit]")
-            .await;
+        browser.submit_login(user, PASSWORD).await;
         if let Ok(at) = browser
             .try_wait_for_url(&format!("{url} after signing in"), &arrived)
             .await

@@ -144,9 +144,7 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
             "Sign in with Corp SSO"
         );
         assert!(b.page_text().await.contains("Create an account"));
-        b.fill("input[name=username]", "bob").await;
-        b.fill("input[name=password]", "not the password").await;
-        b.click("form[action='/login'] button[type=submit]").await;
+        b.submit_login("bob", "not the password").await;
         b.wait_for_element("#login-error").await;
         assert_eq!(
             b.text_of("#login-error").await,

@@ -4,6 +4,7 @@
 // from the server; this module takes over from it. Every value from the API is put into the page
 // with textContent or as an attribute, never parsed as HTML.
 import { api } from "./api.js";
+import { el } from "./dom.js";
 import { busy, closeModal, openModal, toast } from "./app.js";
 import {
   formatBytes,
@@ -43,13 +44,6 @@ const armed = new Map();
 const ARMED_MS = 6000;
 /** Bumped on every change of the instance list, to spot stats answers older than it. */
 let listVersion = 0;
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = text;
-  return node;
-}
 
 function icon(name, type, url) {
   const safe = safeIcon(url);

@@ -3,6 +3,7 @@
 // /api/v1/audit/prune) behind a confirmation. Every value from the API, the details included,
 // goes into the page with textContent.
 import { api } from "../api.js";
+import { el } from "../dom.js";
 import { onSubmit, openModal, toast } from "../app.js";
 import { Backoff } from "../backoff.js";
 import { fromLocalInput, localInput } from "./workshop-logic.js";
@@ -23,13 +24,6 @@ let total = 0;
 // A page lost to a network hiccup is asked for again by itself, a few times.
 const backoff = new Backoff();
 let retry = null;
-
-function el(tag, className, value) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (value !== undefined && value !== null) node.textContent = value;
-  return node;
-}
 
 function when(millis) {
   return new Date(millis).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });

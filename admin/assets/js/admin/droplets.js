@@ -5,6 +5,7 @@
 // catalogue with each entry's result. Every value from the API or a remote catalogue goes into
 // the page with textContent or as an attribute, never as HTML.
 import { api } from "../api.js";
+import { el } from "../dom.js";
 import { busy, clearErrors, closeModal, confirmClick, onSubmit, openModal, toast } from "../app.js";
 import { dropletBody, entryView, formValues, importSummary } from "./droplet-form.js";
 import { checkedIds, text } from "./form-data.js";
@@ -28,13 +29,6 @@ const TYPES = { http: "Web app", vnc: "Desktop (VNC)", rdp: "Desktop (RDP)", ssh
 /** id → droplet, as last listed. */
 const droplets = new Map();
 let pulling = false;
-
-function el(tag, className, value) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (value !== undefined && value !== null) node.textContent = value;
-  return node;
-}
 
 function resources(d) {
   const parts = [];

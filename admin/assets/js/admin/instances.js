@@ -4,6 +4,7 @@
 // breaks; a running desktop offers "Watch", the viewer in read-only mode. Every value from the
 // API goes into the page with textContent or as an attribute.
 import { api } from "../api.js";
+import { el } from "../dom.js";
 import { busy, toast } from "../app.js";
 import { openUrl, stateView, typeLabel } from "../dashboard-logic.js";
 
@@ -16,13 +17,6 @@ const listError = document.getElementById("instances-error");
 const filters = document.getElementById("instance-filters");
 const canEdit = table.dataset.canEdit === "1";
 const canWatch = table.dataset.canWatch === "1";
-
-function el(tag, className, value) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (value !== undefined && value !== null) node.textContent = value;
-  return node;
-}
 
 function when(millis) {
   if (!Number.isFinite(millis)) return "–";

@@ -3,6 +3,7 @@
 // every 10 seconds while the box is ticked (the report costs the engine nothing: the gateway
 // caches its figures). Every value goes into the page with textContent.
 import { api } from "../api.js";
+import { el } from "../dom.js";
 import { busy } from "../app.js";
 import { Backoff } from "../backoff.js";
 
@@ -11,13 +12,6 @@ const DAY_MS = 86400000;
 const errorBox = document.getElementById("system-error");
 const auto = document.getElementById("system-auto");
 const refresh = document.getElementById("system-refresh");
-
-function el(tag, className, value) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (value !== undefined && value !== null) node.textContent = value;
-  return node;
-}
 
 /** Bytes in binary units, one decimal. */
 export function bytes(n) {

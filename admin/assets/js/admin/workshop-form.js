@@ -3,15 +3,9 @@
 // from the API the administrator may read), filling it from a workshop view, and saving it
 // through the workshops API. Every name goes into the page with textContent.
 import { api } from "../api.js";
+import { el } from "../dom.js";
 import { checkedIds, text } from "./form-data.js";
 import { fromLocalInput, localInput } from "./workshop-logic.js";
-
-function el(tag, className, value) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (value !== undefined && value !== null) node.textContent = value;
-  return node;
-}
 
 function check(name, value, label, sub) {
   const box = el("label", "check");

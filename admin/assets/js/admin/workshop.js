@@ -5,6 +5,7 @@
 // slow otherwise (launch failures and claims are the workshop's own, not instance events).
 // Every value from the API goes into the page with textContent or as an attribute.
 import { api } from "../api.js";
+import { el } from "../dom.js";
 import { busy, confirmClick, onSubmit, toast } from "../app.js";
 import { WorkshopForm } from "./workshop-form.js";
 import { seatState, settling, span, tally, workshopStatus } from "./workshop-logic.js";
@@ -27,13 +28,6 @@ const SLOW_MS = 10000;
 let view = null;
 /** The last look failed (a network hiccup): look again soon. */
 let failed = false;
-
-function el(tag, className, value) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (value !== undefined && value !== null) node.textContent = value;
-  return node;
-}
 
 function badge(state, extra = "") {
   const s = seatState(state);

@@ -2,6 +2,7 @@
 // then opens the new workshop's page. Every value from the API goes into the page with
 // textContent or as an attribute.
 import { api } from "../api.js";
+import { el } from "../dom.js";
 import { onSubmit, toast } from "../app.js";
 import { Backoff } from "../backoff.js";
 import { WorkshopForm } from "./workshop-form.js";
@@ -16,13 +17,6 @@ const dialog = document.getElementById("workshop-modal");
 const form = dialog ? new WorkshopForm(dialog) : null;
 // A list lost to a network hiccup is asked for again by itself, a few times.
 const backoff = new Backoff();
-
-function el(tag, className, value) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (value !== undefined && value !== null) node.textContent = value;
-  return node;
-}
 
 function row(w) {
   const tr = el("tr");
