@@ -604,7 +604,7 @@ async fn the_pages_work_look_right_and_keep_hostile_names_as_text() {
 /// them here so that the suite covers them.
 #[test]
 fn the_page_modules_pass_their_unit_tests_under_node() {
-    run_node_tests("app-modules.test.js", 7);
+    run_node_tests("app-modules.test.js", 8);
 }
 
 /// A stand-in for the instance API of the contract the dashboard codes against (`fetch` of

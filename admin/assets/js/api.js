@@ -66,3 +66,33 @@ export async function api(method, url, data, { fetchImpl = globalThis.fetch, doc
   }
   return json;
 }
+
+/**
+ * `task` (an async function taking no arguments) made to run one at a time. A call while it
+ * runs does not start another run beside it: it waits for the current one, and exactly one more
+ * run follows (however many calls came meanwhile), so what is shown reflects the latest state
+ * without requests racing each other. A run that resolves to `true` asks for one more too.
+ */
+export function oneAtATime(task) {
+  let running = null;
+  let again = false;
+  const run = async () => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      if ((await task()) === true) again = true;
+    })();
+    try {
+      await running;
+    } finally {
+      running = null;
+    }
+    if (again) {
+      again = false;
+      await run();
+    }
+  };
+  return run;
+}

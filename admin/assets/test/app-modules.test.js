@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { ApiError, api, messageForStatus } from "../js/api.js";
+import { ApiError, api, messageForStatus, oneAtATime } from "../js/api.js";
 import {
   formatBytes,
   formatPercent,
@@ -193,4 +193,35 @@ test("a streamed pull is read frame by frame, whatever the chunks, and its progr
   // Refused before the stream: the API's words.
   const refused = async () => ({ ok: false, status: 422, json: async () => ({ error: { code: "invalid_input", message: "invalid image: is required" } }) });
   await assert.rejects(streamPost("/x", () => {}, { fetchImpl: refused, doc }), /invalid image: is required/);
+});
+
+test("a list load runs one at a time, and calls during a run fold into one run after it", async () => {
+  let runs = 0;
+  let inFlight = 0;
+  let most = 0;
+  let release = [];
+  const load = oneAtATime(async () => {
+    runs += 1;
+    inFlight += 1;
+    most = Math.max(most, inFlight);
+    await new Promise((resolve) => release.push(resolve));
+    inFlight -= 1;
+  });
+  const first = load();
+  const second = load();
+  const third = load();
+  assert.equal(runs, 1);
+  release.shift()();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(runs, 2, "the calls made during the first run became one more run");
+  release.shift()();
+  await Promise.all([first, second, third]);
+  assert.equal(runs, 2);
+  assert.equal(most, 1, "never two at once");
+
+  // A run that answers `true` (say, its page emptied) asks for one more by itself.
+  let left = 2;
+  const settle = oneAtATime(async () => --left > 0);
+  await settle();
+  assert.equal(left, 0);
 });

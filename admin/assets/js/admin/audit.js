@@ -2,7 +2,7 @@
 // prefix with `*`), target and a time range, a page at a time; and pruning (POST
 // /api/v1/audit/prune) behind a confirmation. Every value from the API, the details included,
 // goes into the page with textContent.
-import { api } from "../api.js";
+import { api, oneAtATime } from "../api.js";
 import { el } from "../dom.js";
 import { onSubmit, openModal, toast } from "../app.js";
 import { Backoff } from "../backoff.js";
@@ -75,51 +75,36 @@ function query() {
   return params;
 }
 
-let loading = null;
-let again = false;
-
-async function load() {
-  if (loading) {
-    again = true;
-    return loading;
-  }
-  loading = (async () => {
-    try {
-      const page = await api("GET", `/api/v1/audit?${query()}`);
-      const items = (page && page.items) || [];
-      total = Number.isFinite(page && page.total) ? page.total : items.length;
-      if (!items.length && offset > 0 && total > 0) {
-        // The last page emptied (a prune, narrower filters): show the last one that has entries.
-        offset = Math.max(0, Math.floor((total - 1) / PAGE) * PAGE);
-        again = true;
-        return;
-      }
-      listError.textContent = "";
-      rows.replaceChildren(...items.map(row));
-      count.textContent = `${total} ${total === 1 ? "entry" : "entries"}`;
-      wrap.hidden = items.length === 0;
-      empty.hidden = items.length > 0;
-      pager.hidden = total <= PAGE;
-      document.getElementById("audit-range").textContent = items.length
-        ? `${offset + 1}–${offset + items.length} of ${total}`
-        : "";
-      prev.disabled = offset === 0;
-      next.disabled = offset + items.length >= total;
-      backoff.reset();
-    } catch (e) {
-      listError.textContent = e.message;
-      const delay = backoff.next();
-      clearTimeout(retry);
-      if (delay !== null) retry = setTimeout(load, delay);
+const load = oneAtATime(async () => {
+  try {
+    const page = await api("GET", `/api/v1/audit?${query()}`);
+    const items = (page && page.items) || [];
+    total = Number.isFinite(page && page.total) ? page.total : items.length;
+    if (!items.length && offset > 0 && total > 0) {
+      // The last page emptied (a prune, narrower filters): show the last one that has entries.
+      offset = Math.max(0, Math.floor((total - 1) / PAGE) * PAGE);
+      return true;
     }
-  })();
-  await loading;
-  loading = null;
-  if (again) {
-    again = false;
-    await load();
+    listError.textContent = "";
+    rows.replaceChildren(...items.map(row));
+    count.textContent = `${total} ${total === 1 ? "entry" : "entries"}`;
+    wrap.hidden = items.length === 0;
+    empty.hidden = items.length > 0;
+    pager.hidden = total <= PAGE;
+    document.getElementById("audit-range").textContent = items.length
+      ? `${offset + 1}–${offset + items.length} of ${total}`
+      : "";
+    prev.disabled = offset === 0;
+    next.disabled = offset + items.length >= total;
+    backoff.reset();
+  } catch (e) {
+    listError.textContent = e.message;
+    const delay = backoff.next();
+    clearTimeout(retry);
+    if (delay !== null) retry = setTimeout(load, delay);
   }
-}
+  return false;
+});
 
 let typing = null;
 filters.addEventListener("input", () => {

@@ -3,7 +3,7 @@
 // event stream of every instance in sight (`/api/v1/events?scope=all`), with polling when it
 // breaks; a running desktop offers "Watch", the viewer in read-only mode. Every value from the
 // API goes into the page with textContent or as an attribute.
-import { api } from "../api.js";
+import { api, oneAtATime } from "../api.js";
 import { el } from "../dom.js";
 import { busy, toast } from "../app.js";
 import { openUrl, stateView, typeLabel } from "../dashboard-logic.js";
@@ -96,36 +96,20 @@ function query() {
   return params;
 }
 
-let loading = null;
-let again = false;
-
-async function load() {
-  // One request at a time; a change meanwhile asks for one more afterwards.
-  if (loading) {
-    again = true;
-    return loading;
+const load = oneAtATime(async () => {
+  try {
+    const page = await api("GET", `/api/v1/instances?${query()}`);
+    const items = (page && page.items) || [];
+    listError.textContent = "";
+    rows.replaceChildren(...items.map(row));
+    const total = Number.isFinite(page && page.total) ? page.total : items.length;
+    count.textContent = `${total} ${total === 1 ? "instance" : "instances"}`;
+    wrap.hidden = items.length === 0;
+    empty.hidden = items.length > 0;
+  } catch (e) {
+    listError.textContent = e.message;
   }
-  loading = (async () => {
-    try {
-      const page = await api("GET", `/api/v1/instances?${query()}`);
-      const items = (page && page.items) || [];
-      listError.textContent = "";
-      rows.replaceChildren(...items.map(row));
-      const total = Number.isFinite(page && page.total) ? page.total : items.length;
-      count.textContent = `${total} ${total === 1 ? "instance" : "instances"}`;
-      wrap.hidden = items.length === 0;
-      empty.hidden = items.length > 0;
-    } catch (e) {
-      listError.textContent = e.message;
-    }
-  })();
-  await loading;
-  loading = null;
-  if (again) {
-    again = false;
-    await load();
-  }
-}
+});
 
 async function loadDroplets() {
   try {

@@ -4,7 +4,7 @@
 // it (`/api/v1/events?scope=all`), and a poll that is quick while something is on the way and
 // slow otherwise (launch failures and claims are the workshop's own, not instance events).
 // Every value from the API goes into the page with textContent or as an attribute.
-import { api } from "../api.js";
+import { api, oneAtATime } from "../api.js";
 import { el } from "../dom.js";
 import { busy, confirmClick, onSubmit, toast } from "../app.js";
 import { WorkshopForm } from "./workshop-form.js";
@@ -95,8 +95,6 @@ function render(v) {
 }
 
 let timer = null;
-let loading = null;
-let again = false;
 
 function schedule() {
   clearTimeout(timer);
@@ -105,33 +103,24 @@ function schedule() {
   timer = setTimeout(load, moving || failed ? QUICK_MS : SLOW_MS);
 }
 
-async function load() {
-  if (loading) {
-    again = true;
-    return loading;
-  }
-  loading = (async () => {
-    try {
-      render(await api("GET", url));
-      errorBox.textContent = "";
-      failed = false;
-    } catch (e) {
-      failed = true;
-      if (e.status === 404) {
-        errorBox.textContent = "This workshop no longer exists.";
-        clearTimeout(timer);
-        return;
-      }
-      errorBox.textContent = e.message;
+const refresh = oneAtATime(async () => {
+  try {
+    render(await api("GET", url));
+    errorBox.textContent = "";
+    failed = false;
+  } catch (e) {
+    failed = true;
+    if (e.status === 404) {
+      errorBox.textContent = "This workshop no longer exists.";
+      clearTimeout(timer);
+      return;
     }
-  })();
-  await loading;
-  loading = null;
-  if (again) {
-    again = false;
-    await load();
-    return;
+    errorBox.textContent = e.message;
   }
+});
+
+async function load() {
+  await refresh();
   schedule();
 }
 
