@@ -579,13 +579,16 @@ fn without_our_cookies(values: &[&str]) -> Option<String> {
         .iter()
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
-            !OUR_COOKIES.contains(&name)
-        })
+        .filter(|pair| !pair.is_empty() && !is_ours(pair))
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// Whether a `name=value` pair of a `Cookie` header is one of our cookies.
+fn is_ours(pair: &str) -> bool {
+    let pair = pair.trim();
+    let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+    OUR_COOKIES.contains(&name)
 }
 
 #[async_trait]
@@ -755,15 +758,8 @@ impl ProxyHttp for FrontDoor {
 
         if let Some(Target::Instance { admitted, .. }) = &ctx.target {
             // A value that is not plain text cannot be checked: it is dropped by the rebuild.
-            let ours = |value: &HeaderValue| {
-                value.to_str().map_or(true, |v| {
-                    v.split(';').any(|pair| {
-                        let pair = pair.trim();
-                        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-                        OUR_COOKIES.contains(&name)
-                    })
-                })
-            };
+            let ours =
+                |value: &HeaderValue| value.to_str().map_or(true, |v| v.split(';').any(is_ours));
             // Rebuilt only when one of ours is in it (always, from a browser that logged in
             // here; not from API clients).
             if upstream
