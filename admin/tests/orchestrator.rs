@@ -634,6 +634,36 @@ async fn vanished_containers_are_gone_and_fail_no_other_operation(backend: Backe
     assert!(h.instance_running(&kept.slug));
 }
 
+/// The manager answers for any unique prefix of a service id: a short word (CI's host is called
+/// `vm`, tried as the gateway's own container) once "found" another test's service whose id
+/// began `vm…`, and every launch then failed attaching that "container" to its network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swarm_service_is_found_by_its_id_or_name_never_by_a_prefix_of_its_id() {
+    use flowcase_admin::orchestrator::Engine;
+    use flowcase_admin::orchestrator::swarm::SwarmEngine;
+    use flowcase_config::SwarmImageReference;
+    let h = Harness::on(Backend::Swarm, Db::Sqlite, |_| {}).await;
+    let alice = h.user("alice").await;
+    let droplet = h.http_droplet("prefix", |_| {}).await;
+    let (instance, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let row = h.store.get_instance(instance.id).await.unwrap().unwrap();
+    let id = row.container_id.unwrap();
+    let name = row.container_name.unwrap();
+    let engine = SwarmEngine::connect(SOCKET, SwarmImageReference::LocalId).unwrap();
+    assert_eq!(engine.inspect(&id).await.unwrap().unwrap().id, id);
+    assert_eq!(engine.inspect(&name).await.unwrap().unwrap().id, id);
+    for len in [2, 5, 12] {
+        let found = engine.inspect(&id[..len]).await;
+        assert!(
+            !matches!(&found, Ok(Some(info)) if info.id == id),
+            "{len} characters of the id: {found:?}"
+        );
+    }
+    // The whole life cycle still works on the service by its id.
+    h.orch.stop(instance.id, &Actor::system()).await.unwrap();
+    h.orch.ensure_running(instance.id).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_network_mode_reaches_instances_by_address() {
     let h = Harness::with(Db::Sqlite, |o| {

@@ -12,6 +12,7 @@
 //! bridge addresses directly and attaches nothing.
 
 use super::Orchestrator;
+use super::engine::ContainerInfo;
 use super::lifecycle::engine_err;
 use crate::error::Result;
 
@@ -63,20 +64,29 @@ fn push_id(ids: &mut Vec<String>, candidate: &str) {
     }
 }
 
-/// Every guess at our own container, best first (configured name aside).
-fn candidates() -> Vec<String> {
+/// The ids found in this process's mounts and cgroups, best first, and the host name.
+fn candidates() -> (Vec<String>, Option<String>) {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let mut all = ids_in_mountinfo(&read("/proc/self/mountinfo"));
+    let mut ids = ids_in_mountinfo(&read("/proc/self/mountinfo"));
     for id in ids_in_cgroup(&read("/proc/self/cgroup")) {
-        if !all.contains(&id) {
-            all.push(id);
+        if !ids.contains(&id) {
+            ids.push(id);
         }
     }
     let host = read("/etc/hostname").trim().to_owned();
-    if !host.is_empty() && host.len() <= 64 && !all.contains(&host) {
-        all.push(host);
-    }
-    all
+    let host = (!host.is_empty() && host.len() <= 64 && !ids.contains(&host)).then_some(host);
+    (ids, host)
+}
+
+/// Length of the short id Docker gives a container as its default host name.
+const SHORT_ID_LEN: usize = 12;
+
+/// Whether the engine's answer for the host name is the container behind it. An engine
+/// resolves a word to a container by exact name or by any unique prefix of an id, so a machine
+/// merely called `vm` or `db` would otherwise "be" whichever container's (or swarm service's)
+/// id happens to begin that way.
+fn is_the_host_names_container(host: &str, info: &ContainerInfo) -> bool {
+    info.name == host || (host.len() >= SHORT_ID_LEN && info.id.starts_with(host))
 }
 
 impl Orchestrator {
@@ -94,16 +104,33 @@ impl Orchestrator {
                         }),
                     };
                 }
-                for candidate in candidates() {
-                    if let Some(info) = self.engine.inspect(&candidate).await.map_err(engine_err)? {
-                        tracing::info!(container = %info.name, "the gateway runs in a container; instance networks are attached to it");
-                        return Ok(Some(info.id));
+                let (ids, host) = candidates();
+                for id in ids {
+                    if let Some(info) = self.engine.inspect(&id).await.map_err(engine_err)? {
+                        return Ok(Some(self.found(info)));
                     }
                 }
-                Ok(None)
+                let Some(host) = host else { return Ok(None) };
+                // Only a guess: an engine refusing the word (a prefix of several ids) means it
+                // names no container of ours, not that the gateway cannot start.
+                match self.engine.inspect(&host).await {
+                    Ok(Some(info)) if is_the_host_names_container(&host, &info) => {
+                        Ok(Some(self.found(info)))
+                    }
+                    Ok(_) => Ok(None),
+                    Err(e) => {
+                        tracing::debug!(host = %host, error = %e, "the host name names no container");
+                        Ok(None)
+                    }
+                }
             })
             .await
             .cloned()
+    }
+
+    fn found(&self, info: ContainerInfo) -> String {
+        tracing::info!(container = %info.name, "the gateway runs in a container; instance networks are attached to it");
+        info.id
     }
 
     /// Connects the gateway's container (if any) to an instance network.
@@ -160,5 +187,26 @@ mod tests {
         let host =
             format!("700 29 0:60 / /var/lib/docker/containers/{ID}/mounts/shm rw - tmpfs shm rw\n");
         assert!(ids_in_mountinfo(&host).is_empty());
+    }
+
+    #[test]
+    fn a_host_name_is_a_container_by_its_name_or_its_short_id_never_a_shorter_prefix() {
+        let info = |id: &str, name: &str| ContainerInfo {
+            id: id.into(),
+            name: name.into(),
+            state: super::super::engine::ContainerState::Running,
+            exit_code: None,
+            labels: Default::default(),
+            addresses: Default::default(),
+            published: Default::default(),
+        };
+        assert!(is_the_host_names_container(&ID[..12], &info(ID, "gateway")));
+        assert!(is_the_host_names_container("gateway", &info(ID, "gateway")));
+        assert!(is_the_host_names_container(ID, &info(ID, "gateway")));
+        // A machine called "vm" and a swarm service whose id begins "vm" (seen in CI).
+        let service = info("vmfjrzi17fggv0d9qnag5fy7q", "flowcase-abc");
+        assert!(!is_the_host_names_container("vm", &service));
+        assert!(!is_the_host_names_container(&ID[..4], &info(ID, "x")));
+        assert!(!is_the_host_names_container("other", &info(ID, "gateway")));
     }
 }

@@ -332,6 +332,10 @@ impl SwarmEngine {
     }
 
     /// The service named or numbered `id`, or `None`.
+    ///
+    /// The manager also answers for a mere prefix of a service id. Nothing of ours names a
+    /// service that way, and a short word that happens to begin some unrelated service's id (the
+    /// host name tried as the gateway's container, a container's name) must not stand for it.
     async fn service(&self, id: &str) -> EngineResult<Option<Service>> {
         match self
             .client()
@@ -339,7 +343,10 @@ impl SwarmEngine {
             .inspect_service(id, None::<InspectServiceOptions>)
             .await
         {
-            Ok(service) => Ok(Some(service)),
+            Ok(service) if service.id.as_deref() == Some(id) || service_name(&service) == id => {
+                Ok(Some(service))
+            }
+            Ok(_) => Ok(None),
             Err(e) if is_status(&e, 404) => Ok(None),
             Err(e) => Err(engine_error(e)),
         }
