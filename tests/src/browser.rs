@@ -25,6 +25,8 @@ use futures_util::FutureExt;
 use serde_json::{Value, json};
 use url::Url;
 
+use crate::browser_network::{BrowserNetwork, SOCKS_PORT};
+
 /// How long chromedriver may take to answer `/status` and Chromium to open a session.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The bound on any single WebDriver command (a page load included).
@@ -36,7 +38,9 @@ const POLL: Duration = Duration::from_millis(50);
 /// Chromium aborts the requests in flight (page loads, form posts, redirects) with this error
 /// whenever a network interface appears or goes away on the machine, loopback traffic
 /// included: here, whenever a parallel test starts or stops a Docker container. There is no
-/// switch to turn that off, so the helpers retry what is safe to repeat and report it.
+/// switch to turn that off; each browser runs in a network namespace of its own instead
+/// ([`crate::browser_network`]). Where none can be made (not root), the helpers retry what is
+/// safe to repeat and report it.
 pub const NETWORK_CHANGED: &str = "ERR_NETWORK_CHANGED";
 
 /// The Chromium flags for a quiet, deterministic headless run: no sandbox (tests run as root in
@@ -61,6 +65,8 @@ pub struct Browser {
     name: String,
     client: Option<Client>,
     driver: Option<Child>,
+    /// The network namespace chromedriver and Chromium run in, when one could be made.
+    network: Option<BrowserNetwork>,
     /// Holds `profile/`, `home/` (Chromium's crash database and caches), the chromedriver
     /// log and failure screenshots.
     dir: tempfile::TempDir,
@@ -80,6 +86,7 @@ impl Browser {
             name: name.to_owned(),
             client: None,
             driver: None,
+            network: None,
             dir,
             keep_dir: AtomicBool::new(false),
             screenshots: AtomicU32::new(0),
@@ -88,8 +95,16 @@ impl Browser {
         // exits, and another port is tried.
         let mut last_error = String::new();
         for _ in 0..3 {
-            let port = free_port();
-            browser.driver = Some(spawn_driver(browser.dir.path(), port));
+            let port = match browser.start_isolated() {
+                Some(port) => port,
+                None => {
+                    let port = free_port();
+                    let driver = spawn_driver(browser.dir.path(), port)
+                        .unwrap_or_else(|e| panic!("{}", driver_missing(&e)));
+                    browser.driver = Some(driver);
+                    port
+                }
+            };
             match browser.connect(port).await {
                 Ok(()) => return browser,
                 Err(e) => {
@@ -103,6 +118,36 @@ impl Browser {
             std::fs::read_to_string(browser.dir.path().join("chromedriver.log"))
                 .unwrap_or_default()
         );
+    }
+
+    /// Starts chromedriver in a network namespace of its own (see [`crate::browser_network`]);
+    /// the port the test reaches it on, or `None` where no namespace can be made.
+    fn start_isolated(&mut self) -> Option<u16> {
+        static REFUSED: AtomicBool = AtomicBool::new(false);
+        if REFUSED.load(Ordering::Relaxed) {
+            return None;
+        }
+        let dir = self.dir.path().to_owned();
+        match BrowserNetwork::start(move |port| spawn_driver(&dir, port)) {
+            Ok((network, driver)) => {
+                let port = network.webdriver.port();
+                self.network = Some(network);
+                self.driver = Some(driver);
+                Some(port)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("{}", driver_missing(&e))
+            }
+            Err(e) => {
+                eprintln!(
+                    "[{}] no network namespace for the browser ({e}): it shares the host's, \
+                     and Docker's interface changes may abort its requests",
+                    self.name
+                );
+                REFUSED.store(true, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     async fn connect(&mut self, port: u16) -> Result<(), String> {
@@ -130,6 +175,11 @@ impl Browser {
         let profile = self.dir.path().join("profile");
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| (*a).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
+        if self.network.is_some() {
+            args.push(format!("--proxy-server=socks5://127.0.0.1:{SOCKS_PORT}"));
+            // Chromium never proxies loopback unless told: all of it goes through the proxy.
+            args.push("--proxy-bypass-list=<-loopback>".to_owned());
+        }
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));
         // The gateway serves a self-signed certificate here. Trusting it blindly is fine for
@@ -173,6 +223,14 @@ impl Browser {
             .map_err(|e| format!("setting timeouts: {e}"))?;
         self.client = Some(session);
         Ok(())
+    }
+
+    /// The network namespace chromedriver (and so Chromium) runs in, as `/proc/<pid>/ns/net`
+    /// names it (`net:[<inode>]`).
+    pub fn network_namespace(&self) -> Option<String> {
+        let pid = self.driver.as_ref()?.id();
+        let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+        Some(link.display().to_string())
     }
 
     /// The fantoccini client, for what the helpers below do not cover.
@@ -588,6 +646,7 @@ impl Browser {
             }
             std::thread::sleep(POLL);
         }
+        self.network = None;
     }
 }
 
@@ -1097,11 +1156,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn_driver(dir: &Path, port: u16) -> Child {
+fn spawn_driver(dir: &Path, port: u16) -> std::io::Result<Child> {
     // Chromium keeps its crash database and caches under $HOME/XDG directories, outside the
     // profile: point them into the temporary directory so that nothing is left behind.
     let home: PathBuf = dir.join("home");
-    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&home)?;
     Command::new(chromedriver_bin())
         .arg(format!("--port={port}"))
         .arg(format!(
@@ -1117,12 +1176,13 @@ fn spawn_driver(dir: &Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (Debian: apt-get install chromium chromium-driver)",
-                chromedriver_bin()
-            )
-        })
+}
+
+fn driver_missing(e: &std::io::Error) -> String {
+    format!(
+        "cannot run {}: {e} (Debian: apt-get install chromium chromium-driver)",
+        chromedriver_bin()
+    )
 }
 
 /// Runs the node unit tests of the pages' pure modules in `admin/assets/test/<file>` (node's

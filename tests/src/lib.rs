@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod browser_network;
 pub mod desktops;
 pub mod echo;
 pub mod guacd;

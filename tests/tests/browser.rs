@@ -201,3 +201,46 @@ async fn the_subdomain_login_in_chromium_keeps_each_cookie_on_its_host() {
         started.elapsed()
     );
 }
+
+/// The browser runs in a network namespace of its own, where Docker's interface changes (which
+/// make Chromium abort requests in flight) cannot reach it, and still reaches servers on the
+/// host's loopback by `localhost`, `*.localhost` and address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_has_a_network_of_its_own_yet_reaches_the_hosts_loopback() {
+    use axum::response::Html;
+    use flowcase_e2e::loopback::LoopbackServer;
+    let server = LoopbackServer::start(axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { Html("<title>here</title><p id=ok>loopback</p>") }),
+    ))
+    .await;
+    let browser = Browser::start("own-network").await;
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+        })
+        .unwrap();
+    if uid == "0" {
+        // scripts/test runs as root, where a namespace can always be made.
+        let its = browser
+            .network_namespace()
+            .expect("chromedriver's namespace");
+        assert_ne!(
+            its,
+            ours.display().to_string(),
+            "the browser shares our network"
+        );
+    }
+    let port = server.addr.port();
+    for host in ["localhost", "a.apps.localhost", "127.0.0.1"] {
+        browser.goto(&format!("http://{host}:{port}/")).await;
+        assert_eq!(browser.text_of("#ok").await, "loopback", "{host}");
+    }
+    // Each page, and the favicon Chromium asks for with it.
+    assert!(server.requests() >= 3, "{} requests", server.requests());
+    browser.close().await;
+}
