@@ -435,20 +435,13 @@ async fn unready_and_crashing_containers_end_in_error_without_leftovers(backend:
             d.env.insert("EXIT_CODE".into(), "3".into());
         })
         .await;
-    let started = Instant::now();
+    // "code 3" says the exit was seen rather than the ready timeout reached (a wall-clock bound
+    // said the same but failed on a busy machine).
     match h.orch.launch(&alice, &crashing).await {
-        Err(AdminError::NotReady(reason)) => assert!(reason.contains("code 3"), "{reason}"),
+        Err(AdminError::NotReady(reason)) => {
+            assert!(reason.contains("exited with code 3"), "{reason}")
+        }
         other => panic!("expected NotReady, got {other:?}"),
-    }
-    // "code 3" says the exit was seen rather than the ready timeout reached. On a swarm the
-    // launch also schedules a task and, failed, waits until Swarm reaped it before deleting the
-    // service, which takes longer than the 2 s timeout on a busy machine: only the message
-    // tells there.
-    if backend == Backend::Engine {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "a dead container fails fast"
-        );
     }
 
     let rows = h.store.list_instances_for_user(alice.id).await.unwrap();

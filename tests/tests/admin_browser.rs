@@ -618,3 +618,100 @@ async fn a_running_desktop_offers_a_read_only_watch_from_the_instances_page() {
 fn the_admin_page_modules_pass_their_unit_tests_under_node() {
     run_node_tests("admin-modules.test.js", 3);
 }
+
+/// An administrator who edits their own tenant's instances and only reads the other tenants'
+/// sees the Watch link on their own tenant's running desktops, not on another tenant's (the
+/// tunnel would refuse them there): the link follows each row's tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_link_shows_only_where_the_administrator_may_open_the_desktop() {
+    use flowcase_admin::store::{NewUser, Permissions};
+    let env = Env::start("admin-watch-scope").await;
+    let b = &env.browser;
+    for name in ["alice", "dana"] {
+        add_user(&env.dir, name, PASSWORD);
+    }
+    let store = Store::connect(&database_url(&env.dir)).await.unwrap();
+    let home = store.default_tenant().await.unwrap().unwrap();
+    let beta = store
+        .create_tenant("beta", false, now_millis())
+        .await
+        .unwrap();
+    store
+        .create_user(
+            &NewUser {
+                tenant_id: beta.id,
+                username: "carol".into(),
+                display_name: "carol".into(),
+                ..NewUser::default()
+            },
+            now_millis(),
+        )
+        .await
+        .unwrap();
+    let readers = store
+        .create_group(
+            &NewGroup {
+                tenant_id: home.id,
+                name: "Instance keepers".into(),
+                permissions: Permissions {
+                    admin_panel: true,
+                    view_instances: true,
+                    edit_instances: true,
+                    view_tenants: true,
+                    ..Permissions::default()
+                },
+                ..NewGroup::default()
+            },
+            now_millis(),
+        )
+        .await
+        .unwrap();
+    let dana = store.find_user_by_login("dana").await.unwrap().unwrap();
+    store.add_member(dana.id, readers.id).await.unwrap();
+    let own = desktop_instance(
+        &env.dir,
+        "alice",
+        "deskhome",
+        "Home desktop",
+        DropletType::Vnc,
+        "127.0.0.1:5901",
+    )
+    .await;
+    let other = desktop_instance(
+        &env.dir,
+        "carol",
+        "deskbeta",
+        "Beta desktop",
+        DropletType::Vnc,
+        "127.0.0.1:5901",
+    )
+    .await;
+    store.close().await;
+
+    screenshot_on_failure(&[b], async {
+        b.sign_in(&env.gw.origin(), "dana", PASSWORD, "/admin/instances")
+            .await;
+        env.open("/admin/instances").await;
+        let watch_links = b
+            .wait_for_js(
+                "both desktops listed",
+                &format!(
+                    "const rows = ['{}', '{}'].map((id) => \
+                       document.querySelector(`tr[data-instance-id=\"${{id}}\"]`)); \
+                     return rows.every((r) => r) \
+                       ? rows.map((r) => r.querySelectorAll('a[data-action=watch]').length) \
+                       : null;",
+                    own.id, other.id
+                ),
+            )
+            .await;
+        assert_eq!(
+            watch_links,
+            serde_json::json!([1, 0]),
+            "a Watch link on the own tenant's desktop only"
+        );
+        env.look("instances-watch-scope").await;
+    })
+    .await;
+    env.browser.close().await;
+}

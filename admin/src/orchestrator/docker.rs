@@ -22,8 +22,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions, StartContainerOptions,
-    StatsOptions, StopContainerOptions,
+    InspectNetworkOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    StartContainerOptions, StatsOptions, StopContainerOptions,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -31,8 +31,8 @@ use tokio::sync::OnceCell;
 
 use super::engine::{
     ContainerInfo, ContainerSpec, ContainerState, ContainerStats, Engine, EngineError, EngineEvent,
-    EngineInfo, EngineResult, Exposure, LABEL_DEPLOYMENT, LABEL_INSTANCE, PullProgress,
-    RegistryAuth, with_default_tag,
+    EngineInfo, EngineResult, Exposure, LABEL_DEPLOYMENT, LABEL_INSTANCE, OUTPUT_TAIL_MAX,
+    PullProgress, RegistryAuth, with_default_tag,
 };
 
 /// The option that turns inter-container traffic off on a bridge network.
@@ -733,6 +733,29 @@ impl Engine for DockerEngine {
             memory_bytes: memory.and_then(|m| m.usage).unwrap_or(0),
             memory_limit_bytes: memory.and_then(|m| m.limit).unwrap_or(0),
         })
+    }
+
+    async fn output_tail(&self, id: &str, lines: usize) -> EngineResult<String> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut chunks = self.client().await?.logs(id, Some(options));
+        let mut output = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(chunk) => output.extend_from_slice(&chunk.into_bytes()),
+                Err(e) if is_status(&e, 404) => return Ok(String::new()),
+                Err(e) => return Err(engine_error(e)),
+            }
+            if output.len() > OUTPUT_TAIL_MAX {
+                // The end is what explains the exit.
+                output.drain(..output.len() - OUTPUT_TAIL_MAX);
+            }
+        }
+        Ok(String::from_utf8_lossy(&output).into_owned())
     }
 }
 

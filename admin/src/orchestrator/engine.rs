@@ -314,4 +314,14 @@ pub trait Engine: Send + Sync + 'static {
     fn events(&self, deployment: &str) -> BoxStream<'static, EngineResult<EngineEvent>>;
     /// One usage sample of a running container.
     async fn stats(&self, id: &str) -> EngineResult<ContainerStats>;
+    /// The last `lines` lines the container wrote (stdout and stderr together, at most
+    /// [`OUTPUT_TAIL_MAX`] bytes), read before a failed launch removes it, when its output is
+    /// the only account of why. Nothing when the container is gone or the engine cannot tell.
+    async fn output_tail(&self, id: &str, lines: usize) -> EngineResult<String> {
+        let _ = (id, lines);
+        Ok(String::new())
+    }
 }
+
+/// The most of a container's output [`Engine::output_tail`] returns.
+pub const OUTPUT_TAIL_MAX: usize = 4096;

@@ -1044,6 +1044,7 @@ impl Orchestrator {
         name: &str,
         error: &AdminError,
     ) {
+        self.log_output_of_failed(instance_id, name, error).await;
         // Best effort: the row must end in `error` and no container may be left behind; with
         // no container recorded, the row can never be woken (only destroyed).
         if self.engine.remove(name).await.is_ok() {
@@ -1074,6 +1075,30 @@ impl Orchestrator {
                 tracing::warn!(error = %e, instance = %instance.slug, "cannot record a failed launch");
             }
         }
+    }
+
+    /// Logs the last lines a failed launch's container wrote: it is removed right after, and
+    /// its output is often the only account of why it exited or never became ready. Escaped,
+    /// so that the container cannot write lines of its own into the gateway's log.
+    async fn log_output_of_failed(&self, instance_id: i64, name: &str, error: &AdminError) {
+        const LINES: usize = 20;
+        let tail =
+            tokio::time::timeout(Duration::from_secs(5), self.engine.output_tail(name, LINES))
+                .await;
+        let output = match tail {
+            Ok(Ok(output)) if !output.trim().is_empty() => output,
+            _ => return,
+        };
+        let slug = match self.reload(instance_id).await {
+            Ok(row) => row.slug,
+            Err(_) => name.to_owned(),
+        };
+        tracing::warn!(
+            instance = %slug,
+            error = %error,
+            output = %output.trim_end().escape_debug(),
+            "a launch failed; the last output of its container follows"
+        );
     }
 
     // -----------------------------------------------------------------------------------------

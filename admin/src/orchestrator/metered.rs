@@ -34,6 +34,7 @@ pub const OPERATIONS: &[&str] = &[
     "list",
     "events",
     "stats",
+    "logs",
 ];
 
 /// Counts the failures of the engine it wraps.
@@ -152,5 +153,9 @@ impl Engine for Metered {
 
     async fn stats(&self, id: &str) -> EngineResult<ContainerStats> {
         counted("stats", self.0.stats(id).await)
+    }
+
+    async fn output_tail(&self, id: &str, lines: usize) -> EngineResult<String> {
+        counted("logs", self.0.output_tail(id, lines).await)
     }
 }

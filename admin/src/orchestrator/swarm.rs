@@ -277,6 +277,17 @@ fn container_state(task: Option<&Task>) -> ContainerState {
     }
 }
 
+/// The state of a service whose task says `from_task`, given the state of the task's container
+/// on this node (if it is here). The container's own state is fresher: its `die` event comes
+/// before the node reports the task ended, so a task still "running" whose container is not
+/// takes the container's state.
+fn fresher_state(from_task: ContainerState, local: Option<ContainerState>) -> ContainerState {
+    match local {
+        Some(local) if from_task == ContainerState::Running => local,
+        _ => from_task,
+    }
+}
+
 fn exit_code(task: Option<&Task>) -> Option<i64> {
     task.and_then(|t| t.status.as_ref())
         .and_then(|s| s.container_status.as_ref())
@@ -832,8 +843,16 @@ impl Engine for SwarmEngine {
             .await?;
         } else {
             let current = current_task(&tasks);
+            let container_ended = match current.and_then(container_id) {
+                Some(container) => self.local.inspect(&container).await?.is_some_and(|c| {
+                    matches!(c.state, ContainerState::Exited | ContainerState::Dead)
+                }),
+                None => false,
+            };
             match current.map(task_state) {
-                Some(state) if !is_terminal(state) => return Ok(()),
+                // Running, or on its way, unless its container here already ended (the manager
+                // has not caught up yet: that task will not run again).
+                Some(state) if !is_terminal(state) && !container_ended => return Ok(()),
                 // Its task ended (restart policy none): a forced update makes a new one.
                 _ => {
                     self.update(&service_id, |spec| {
@@ -918,14 +937,12 @@ impl Engine for SwarmEngine {
         let task = current_task(&tasks);
         let mut state = container_state(task);
         let mut exit = exit_code(task);
-        // The container's own state is fresher: its `die` event comes before the node reports
-        // the task ended.
         if state == ContainerState::Running
             && let Some(container) = task.and_then(container_id)
             && let Some(local) = self.local.inspect(&container).await?
             && local.state != ContainerState::Running
         {
-            state = local.state;
+            state = fresher_state(state, Some(local.state));
             exit = local.exit_code;
         }
         Ok(Some(ContainerInfo {
@@ -960,16 +977,27 @@ impl Engine for SwarmEngine {
                 by_service.entry(service_id).or_default().push(task);
             }
         }
+        let plain = self.local.list_ours(deployment).await?;
+        // As in `inspect`: a task container on this node knows it stopped before the manager's
+        // task does, and a reconciliation must not wait for the manager to catch up.
+        let task_containers: HashMap<&str, ContainerState> = plain
+            .iter()
+            .filter(|c| c.labels.contains_key(SERVICE_ID_LABEL))
+            .map(|c| (c.id.as_str(), c.state))
+            .collect();
         let mut ours: Vec<ContainerInfo> = services
             .iter()
             .map(|service| {
                 let id = service.id.clone().unwrap_or_default();
                 let tasks = by_service.get(&id).map(Vec::as_slice).unwrap_or_default();
                 let task = current_task(tasks);
+                let local = task
+                    .and_then(container_id)
+                    .and_then(|c| task_containers.get(c.as_str()).copied());
                 ContainerInfo {
                     id,
                     name: service_name(service),
-                    state: container_state(task),
+                    state: fresher_state(container_state(task), local),
                     exit_code: exit_code(task),
                     labels: service_labels(service),
                     addresses: BTreeMap::new(),
@@ -977,7 +1005,6 @@ impl Engine for SwarmEngine {
                 }
             })
             .collect();
-        let plain = self.local.list_ours(deployment).await?;
         ours.extend(
             plain
                 .into_iter()
@@ -1007,6 +1034,22 @@ impl Engine for SwarmEngine {
             None => Err(EngineError::Conflict(format!(
                 "service {id} has no running task on this node"
             ))),
+        }
+    }
+
+    /// The output of the current task's container when it ran on this node (a task elsewhere
+    /// tells nothing here).
+    async fn output_tail(&self, id: &str, lines: usize) -> EngineResult<String> {
+        let Some(service) = self.service(id).await? else {
+            return self.local.output_tail(id, lines).await;
+        };
+        let tasks = self
+            .tasks(&[service.id.clone().unwrap_or_default()])
+            .await?;
+        // Ended or not: an exited task's output is the one wanted.
+        match current_task(&tasks).and_then(container_id) {
+            Some(container) => self.local.output_tail(&container, lines).await,
+            None => Ok(String::new()),
         }
     }
 }
@@ -1129,6 +1172,21 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_task_containers_own_stop_is_believed_before_the_manager_catches_up() {
+        use ContainerState::*;
+        assert_eq!(fresher_state(Running, Some(Exited)), Exited);
+        assert_eq!(fresher_state(Running, Some(Running)), Running);
+        assert_eq!(
+            fresher_state(Running, None),
+            Running,
+            "the task runs elsewhere"
+        );
+        // Only a running task is overruled: a new task's container may still be starting.
+        assert_eq!(fresher_state(Exited, Some(Running)), Exited);
+        assert_eq!(fresher_state(Created, Some(Exited)), Created);
     }
 
     #[test]

@@ -6,10 +6,9 @@
 //!
 //! A running desktop gets a "Watch" link: the viewer in read-only mode (`/droplet/{id}?watch=1`),
 //! joining the connection its user has open. Only where the tunnel would let this administrator
-//! in (`edit_instances` over the owner's tenant, see `access::desktop`): with `edit_tenants`
-//! every instance listed, without `view_tenants` every instance listed (all of their own tenant);
-//! an administrator who reads other tenants without editing them gets no link, since the page
-//! cannot tell which rows are their own tenant's.
+//! in ([`OthersDesktops`]: `edit_instances` over their own tenant, every tenant with
+//! `edit_tenants`): an administrator who reads other tenants without editing them sees the link
+//! on their own tenant's rows only (each row carries its tenant).
 
 use askama::Template;
 use axum::Router;
@@ -22,6 +21,7 @@ use super::AppState;
 use super::extract::PageUser;
 use super::layout::Layout;
 use super::pages::{not_found, render};
+use crate::access::desktop::OthersDesktops;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/admin/instances", get(instances))
@@ -32,7 +32,9 @@ pub fn routes() -> Router<AppState> {
 struct InstancesPage {
     layout: Layout,
     can_edit: bool,
-    can_watch: bool,
+    /// Whose running desktops get a Watch link: "" for nobody's, "*" for every tenant's, or
+    /// the tenant id (the rule the tunnel-token request is checked against).
+    watch_tenant: String,
 }
 
 async fn instances(State(state): State<AppState>, PageUser(principal, _): PageUser) -> Response {
@@ -46,7 +48,11 @@ async fn instances(State(state): State<AppState>, PageUser(principal, _): PageUs
             layout: Layout::admin(&state.auth, &principal, "/admin/instances")
                 .with_script("js/admin/instances.js"),
             can_edit: p.edit_instances,
-            can_watch: p.edit_instances && (p.edit_tenants || !p.view_tenants),
+            watch_tenant: match OthersDesktops::of(&p, principal.user.tenant_id) {
+                OthersDesktops::None => String::new(),
+                OthersDesktops::Tenant(tenant) => tenant.to_string(),
+                OthersDesktops::All => "*".to_owned(),
+            },
         },
     )
 }

@@ -82,26 +82,33 @@ impl Drop for Cleanup {
                 .get_mut()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        // Swarm services first, or they would make new task containers.
-        let mut services = docker(&[
-            "service",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("label=flowcase.deployment={}", self.run),
-        ]);
-        for name in &labelled {
-            services.push_str(&docker(&[
+        // Swarm services first, or they would make new task containers. Listed again until none
+        // is left: a pool filler of the test may still be making one while these are removed
+        // (its runtime ends only after this), and a service made after the listing would stay.
+        for _ in 0..5 {
+            let mut services = docker(&[
                 "service",
                 "ls",
                 "-q",
                 "--filter",
-                &format!("name={name}"),
-            ]));
-            services.push('\n');
-        }
-        for service in services.split_whitespace() {
-            remove_service(service);
+                &format!("label=flowcase.deployment={}", self.run),
+            ]);
+            for name in &labelled {
+                services.push_str(&docker(&[
+                    "service",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    &format!("name={name}"),
+                ]));
+                services.push('\n');
+            }
+            if services.trim().is_empty() {
+                break;
+            }
+            for service in services.split_whitespace() {
+                remove_service(service);
+            }
         }
         for name in &labelled {
             docker(&["rm", "-f", name]);

@@ -16,7 +16,9 @@ const count = document.getElementById("instances-count");
 const listError = document.getElementById("instances-error");
 const filters = document.getElementById("instance-filters");
 const canEdit = table.dataset.canEdit === "1";
-const canWatch = table.dataset.canWatch === "1";
+// Whose desktops this administrator may watch: "" nobody's, "*" everybody's, or a tenant id.
+const watchTenant = table.dataset.watchTenant || "";
+const mayWatch = (i) => watchTenant === "*" || (watchTenant !== "" && String(i.tenant_id) === watchTenant);
 
 function when(millis) {
   if (!Number.isFinite(millis)) return "–";
@@ -64,7 +66,7 @@ function row(i) {
     open.rel = "noopener";
     bar.append(open);
   }
-  if (canWatch && i.status === "running" && i.droplet_type !== "http") {
+  if (mayWatch(i) && i.status === "running" && i.droplet_type !== "http") {
     const watch = el("a", "button button--small", "Watch");
     watch.href = `/droplet/${encodeURIComponent(i.id)}?watch=1`;
     watch.target = "_blank";

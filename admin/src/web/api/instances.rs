@@ -55,6 +55,8 @@ pub struct InstanceView {
     pub droplet_type: DropletType,
     pub user_id: i64,
     pub username: String,
+    /// The owner's tenant.
+    pub tenant_id: i64,
     pub status: InstanceStatus,
     pub error_reason: Option<String>,
     pub created_at: i64,
@@ -94,6 +96,7 @@ pub fn view(row: &InstanceRow, config: &Config) -> InstanceView {
         droplet_type: row.droplet_type,
         user_id: i.user_id,
         username: row.username.clone(),
+        tenant_id: row.tenant_id,
         status: i.status,
         error_reason: i.error_reason.clone(),
         created_at: i.created_at,
