@@ -11,7 +11,7 @@
 //! request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use flowcase_admin::Store;
@@ -112,8 +112,9 @@ pub struct AppHostGate {
     /// jti → when the code expires (after which it is refused anyway and can be forgotten).
     used_codes: Mutex<HashMap<String, i64>>,
     claims: CodeClaims,
-    /// Cookie value → what it opened to.
-    admitted: Mutex<HashMap<String, Arc<Admitted>>>,
+    /// Cookie value → what it opened to. Every request of every event loop reads it and only a
+    /// first sight writes: a read-write lock keeps the loops from queueing behind each other.
+    admitted: RwLock<HashMap<String, Arc<Admitted>>>,
 }
 
 impl AppHostGate {
@@ -132,7 +133,7 @@ impl AppHostGate {
             ),
             used_codes: Mutex::new(HashMap::new()),
             claims,
-            admitted: Mutex::new(HashMap::new()),
+            admitted: RwLock::new(HashMap::new()),
         }
     }
 
@@ -183,7 +184,7 @@ impl AppHostGate {
     fn admitted(&self, value: &str, host: &str, now: i64) -> Opened {
         let cached = self
             .admitted
-            .lock()
+            .read()
             .ok()
             .and_then(|kept| kept.get(value).cloned());
         let admitted = match cached {
@@ -209,7 +210,7 @@ impl AppHostGate {
     }
 
     fn keep(&self, value: &str, admitted: &Arc<Admitted>, now: i64) {
-        let Ok(mut kept) = self.admitted.lock() else {
+        let Ok(mut kept) = self.admitted.write() else {
             return;
         };
         if kept.len() >= MAX_ADMITTED {
@@ -381,6 +382,6 @@ mod tests {
         let last = if cookie.ends_with('A') { "B" } else { "A" };
         let tampered = format!("{}{last}", &cookie[..cookie.len() - 1]);
         assert!(matches!(decide(HOST, 3, &tampered, 30), Decision::Login(_)));
-        assert_eq!(gate.admitted.lock().unwrap().len(), 1);
+        assert_eq!(gate.admitted.read().unwrap().len(), 1);
     }
 }

@@ -620,10 +620,10 @@ fn the_admin_page_modules_pass_their_unit_tests_under_node() {
 }
 
 /// An administrator who edits their own tenant's instances and only reads the other tenants'
-/// sees the Watch link on their own tenant's running desktops, not on another tenant's (the
-/// tunnel would refuse them there): the link follows each row's tenant.
+/// gets Watch, Stop and Delete on their own tenant's running desktops, not on another tenant's
+/// (the API and the tunnel would refuse them there): the actions follow each row's tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_link_shows_only_where_the_administrator_may_open_the_desktop() {
+async fn instance_actions_show_only_where_the_administrator_may_act() {
     use flowcase_admin::store::{NewUser, Permissions};
     let env = Env::start("admin-watch-scope").await;
     let b = &env.browser;
@@ -692,23 +692,24 @@ async fn a_watch_link_shows_only_where_the_administrator_may_open_the_desktop() 
         b.sign_in(&env.gw.origin(), "dana", PASSWORD, "/admin/instances")
             .await;
         env.open("/admin/instances").await;
-        let watch_links = b
+        let actions = b
             .wait_for_js(
                 "both desktops listed",
                 &format!(
                     "const rows = ['{}', '{}'].map((id) => \
                        document.querySelector(`tr[data-instance-id=\"${{id}}\"]`)); \
                      return rows.every((r) => r) \
-                       ? rows.map((r) => r.querySelectorAll('a[data-action=watch]').length) \
+                       ? rows.map((r) => [...r.querySelectorAll('[data-action]')] \
+                           .map((a) => a.dataset.action).join(' ')) \
                        : null;",
                     own.id, other.id
                 ),
             )
             .await;
         assert_eq!(
-            watch_links,
-            serde_json::json!([1, 0]),
-            "a Watch link on the own tenant's desktop only"
+            actions,
+            serde_json::json!(["watch stop delete", ""]),
+            "actions on the own tenant's desktop only"
         );
         env.look("instances-watch-scope").await;
     })

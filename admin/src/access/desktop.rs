@@ -5,10 +5,11 @@
 
 use std::net::SocketAddr;
 
+use super::Scope;
 use crate::error::{AdminError, Result};
 use crate::orchestrator::desktop_target::{DesktopTarget as Connection, connection, guacd_address};
 use crate::secrets::Keyring;
-use crate::store::{Droplet, DropletType, Instance, InstanceStatus, Permissions, Store, User};
+use crate::store::{Droplet, DropletType, Instance, InstanceStatus, Store, User};
 
 /// The guacd protocol of a desktop droplet; None for HTTP droplets.
 pub fn guacd_protocol(droplet_type: DropletType) -> Option<&'static str> {
@@ -41,38 +42,6 @@ pub struct DesktopTarget {
     pub disable_paste: bool,
 }
 
-/// Whose desktops, besides their own, an administrator may open (use or watch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OthersDesktops {
-    /// Nobody's.
-    None,
-    /// Those of the users of this tenant (their own).
-    Tenant(i64),
-    /// Everybody's (`edit_tenants`).
-    All,
-}
-
-impl OthersDesktops {
-    /// The scope of `rights` for an administrator of tenant `own_tenant`: `edit_instances`
-    /// over their own tenant, over every tenant with `edit_tenants` (`view_tenants` only lets
-    /// them see the others).
-    pub fn of(rights: &Permissions, own_tenant: i64) -> Self {
-        match (rights.edit_instances, rights.edit_tenants) {
-            (false, _) => Self::None,
-            (true, true) => Self::All,
-            (true, false) => Self::Tenant(own_tenant),
-        }
-    }
-
-    pub fn includes(self, owner_tenant: i64) -> bool {
-        match self {
-            Self::None => false,
-            Self::Tenant(tenant) => tenant == owner_tenant,
-            Self::All => true,
-        }
-    }
-}
-
 /// The instance `instance` and its droplet, if `user` may open its desktop: the owner, or a
 /// holder of `edit_instances` over the owner's tenant (`edit_tenants` for every tenant), and the
 /// droplet is a desktop. Disabled users and deleted instances are refused.
@@ -96,7 +65,9 @@ pub async fn usable_desktop(
             .get_user(instance.user_id)
             .await?
             .ok_or(AdminError::NotFound("instance"))?;
-        if !OthersDesktops::of(&rights, user.tenant_id).includes(owner.tenant_id) {
+        if !Scope::others_instances(&rights, user.tenant_id)
+            .is_some_and(|scope| scope.admits(owner.tenant_id))
+        {
             return Err(AdminError::Forbidden(
                 "this instance belongs to another user",
             ));

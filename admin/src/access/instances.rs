@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Access, Page, PageRequest};
+use super::{Access, Page, PageRequest, Scope};
 use crate::auth::Via;
 use crate::error::{AdminError, Result};
 use crate::orchestrator::{Actor, LaunchOptions, Orchestrator};
@@ -43,7 +43,9 @@ impl Access<'_> {
             .get_user(instance.user_id)
             .await?
             .ok_or(AdminError::NotFound("instance"))?;
-        if self.rights().edit_instances && self.write_scope().admits(owner.tenant_id) {
+        if Scope::others_instances(self.rights(), self.own_tenant())
+            .is_some_and(|scope| scope.admits(owner.tenant_id))
+        {
             return Ok(instance);
         }
         Err(AdminError::Forbidden(
@@ -144,7 +146,8 @@ impl Access<'_> {
     /// write scope with `edit_instances` (the rule of [`Self::usable_instance`]).
     fn may_change_instance(&self, row: &InstanceRow) -> bool {
         row.instance.user_id == self.principal.user.id
-            || (self.rights().edit_instances && self.write_scope().admits(row.tenant_id))
+            || Scope::others_instances(self.rights(), self.own_tenant())
+                .is_some_and(|scope| scope.admits(row.tenant_id))
     }
 
     /// One instance the principal may see. Missing, `gone` and invisible ones are all

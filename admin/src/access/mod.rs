@@ -150,13 +150,31 @@ impl<T> Page<T> {
 
 /// The tenants a principal reaches for one kind of operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
+pub enum Scope {
     All,
     Tenant(i64),
 }
 
 impl Scope {
-    fn admits(self, tenant_id: i64) -> bool {
+    /// Tenants whose objects a holder of `rights` in tenant `own_tenant` may change: every
+    /// tenant with `edit_tenants` (`view_tenants` only shows the others), else their own.
+    pub fn write(rights: &Permissions, own_tenant: i64) -> Self {
+        if rights.edit_tenants {
+            Self::All
+        } else {
+            Self::Tenant(own_tenant)
+        }
+    }
+
+    /// Whose instances (besides their own) a holder of `rights` may start, stop, delete and
+    /// open (desktops, watch links): `edit_instances` over the write scope; `None` without it.
+    pub fn others_instances(rights: &Permissions, own_tenant: i64) -> Option<Self> {
+        rights
+            .edit_instances
+            .then(|| Self::write(rights, own_tenant))
+    }
+
+    pub fn admits(self, tenant_id: i64) -> bool {
         match self {
             Self::All => true,
             Self::Tenant(own) => own == tenant_id,
@@ -269,11 +287,7 @@ impl<'a> Access<'a> {
 
     /// Tenants whose objects the principal may change.
     fn write_scope(&self) -> Scope {
-        if self.rights().edit_tenants {
-            Scope::All
-        } else {
-            Scope::Tenant(self.own_tenant())
-        }
+        Scope::write(self.rights(), self.own_tenant())
     }
 
     /// Refuses an object of a tenant outside the read scope as `NotFound(kind)`.

@@ -5,10 +5,10 @@
 //! Without `admin_panel` and `view_instances` the answer is the 404 page.
 //!
 //! A running desktop gets a "Watch" link: the viewer in read-only mode (`/droplet/{id}?watch=1`),
-//! joining the connection its user has open. Only where the tunnel would let this administrator
-//! in ([`OthersDesktops`]: `edit_instances` over their own tenant, every tenant with
-//! `edit_tenants`): an administrator who reads other tenants without editing them sees the link
-//! on their own tenant's rows only (each row carries its tenant).
+//! joining the connection its user has open. It, Stop and Delete show only where the API and the
+//! tunnel would let this administrator act ([`Scope::others_instances`]: `edit_instances` over
+//! their own tenant, every tenant with `edit_tenants`): an administrator who reads other tenants
+//! without editing them gets them on their own tenant's rows only (each row carries its tenant).
 
 use askama::Template;
 use axum::Router;
@@ -21,7 +21,7 @@ use super::AppState;
 use super::extract::PageUser;
 use super::layout::Layout;
 use super::pages::{not_found, render};
-use crate::access::desktop::OthersDesktops;
+use crate::access::Scope;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/admin/instances", get(instances))
@@ -31,10 +31,10 @@ pub fn routes() -> Router<AppState> {
 #[template(path = "admin/instances.html")]
 struct InstancesPage {
     layout: Layout,
-    can_edit: bool,
-    /// Whose running desktops get a Watch link: "" for nobody's, "*" for every tenant's, or
-    /// the tenant id (the rule the tunnel-token request is checked against).
-    watch_tenant: String,
+    /// Whose instances get Stop, Delete and (running desktops) Watch: "" for nobody's, "*" for
+    /// every tenant's, or the tenant id ([`Scope::others_instances`], the rule the API and the
+    /// tunnel check).
+    change_tenant: String,
 }
 
 async fn instances(State(state): State<AppState>, PageUser(principal, _): PageUser) -> Response {
@@ -47,11 +47,10 @@ async fn instances(State(state): State<AppState>, PageUser(principal, _): PageUs
         &InstancesPage {
             layout: Layout::admin(&state.auth, &principal, "/admin/instances")
                 .with_script("js/admin/instances.js"),
-            can_edit: p.edit_instances,
-            watch_tenant: match OthersDesktops::of(&p, principal.user.tenant_id) {
-                OthersDesktops::None => String::new(),
-                OthersDesktops::Tenant(tenant) => tenant.to_string(),
-                OthersDesktops::All => "*".to_owned(),
+            change_tenant: match Scope::others_instances(&p, principal.user.tenant_id) {
+                None => String::new(),
+                Some(Scope::Tenant(tenant)) => tenant.to_string(),
+                Some(Scope::All) => "*".to_owned(),
             },
         },
     )

@@ -15,10 +15,11 @@ const empty = document.getElementById("instances-empty");
 const count = document.getElementById("instances-count");
 const listError = document.getElementById("instances-error");
 const filters = document.getElementById("instance-filters");
-const canEdit = table.dataset.canEdit === "1";
-// Whose desktops this administrator may watch: "" nobody's, "*" everybody's, or a tenant id.
-const watchTenant = table.dataset.watchTenant || "";
-const mayWatch = (i) => watchTenant === "*" || (watchTenant !== "" && String(i.tenant_id) === watchTenant);
+// Whose instances this administrator may stop, delete and watch (the API's rule, for the
+// buttons only): "" nobody's, "*" every tenant's, or a tenant id.
+const changeTenant = table.dataset.changeTenant || "";
+const mayChange = (i) =>
+  changeTenant === "*" || (changeTenant !== "" && String(i.tenant_id) === changeTenant);
 
 function when(millis) {
   if (!Number.isFinite(millis)) return "–";
@@ -66,7 +67,7 @@ function row(i) {
     open.rel = "noopener";
     bar.append(open);
   }
-  if (mayWatch(i) && i.status === "running" && i.droplet_type !== "http") {
+  if (mayChange(i) && i.status === "running" && i.droplet_type !== "http") {
     const watch = el("a", "button button--small", "Watch");
     watch.href = `/droplet/${encodeURIComponent(i.id)}?watch=1`;
     watch.target = "_blank";
@@ -75,7 +76,7 @@ function row(i) {
     watch.title = "See the desktop as its user does, without touching it";
     bar.append(watch);
   }
-  if (canEdit) {
+  if (mayChange(i)) {
     if (view.actions.stop) bar.append(button("stop", "Stop"));
     if (view.actions.delete) {
       const armed = isArmed(i.id);
