@@ -94,11 +94,15 @@ impl Admitted {
 pub enum Decision {
     /// The request may go to the instance as this user.
     Allow(Arc<Admitted>),
-    /// Send the browser through the public host's `/app-auth` to get a code.
-    Login(String),
-    /// A code was accepted: set the cookie and go to the return path.
+    /// Send the browser through the public host's `/app-auth` to get a code, giving it its
+    /// state cookie first when it has none.
+    Login {
+        location: String,
+        set_cookie: Option<String>,
+    },
+    /// A code was accepted: set the app cookie (and drop the state) and go to the return path.
     Enter {
-        set_cookie: String,
+        set_cookies: [String; 2],
         location: String,
     },
     /// Refused, with a status and a message for the page.
@@ -173,9 +177,29 @@ impl AppHostGate {
                     Some(q) => format!("{path}?{q}"),
                     None => path.to_owned(),
                 };
-                let params = serde_urlencoded::to_string([("host", host), ("return", &back)])
-                    .unwrap_or_default();
-                Decision::Login(format!("{}/app-auth?{params}", self.public_origin))
+                // A browser already on its way (another tab) keeps its state, so that the first
+                // tab's code still matches.
+                let kept = cookie_values(cookies.iter().copied(), app_host::STATE_COOKIE)
+                    .find(|s| app_host::is_state(s))
+                    .map(str::to_owned);
+                let (state, set_cookie) = match kept {
+                    Some(state) => (state, None),
+                    None => {
+                        let state = app_host::new_state();
+                        let cookie = app_host::state_cookie(&state);
+                        (state, Some(cookie))
+                    }
+                };
+                let params = serde_urlencoded::to_string([
+                    ("host", host),
+                    ("return", &back),
+                    ("state", &state),
+                ])
+                .unwrap_or_default();
+                Decision::Login {
+                    location: format!("{}/app-auth?{params}", self.public_origin),
+                    set_cookie,
+                }
             }
         }
     }
@@ -228,6 +252,7 @@ impl AppHostGate {
         host: &str,
         route: &InstanceRoute,
         query: Option<&str>,
+        cookies: &[&str],
         now: i64,
     ) -> Decision {
         const INVALID: Decision = Decision::Refuse(
@@ -247,6 +272,17 @@ impl AppHostGate {
         {
             return INVALID;
         }
+        // Checked before the code is spent: a link sent to somebody else is refused and stays
+        // good for nobody but the browser that asked for it.
+        if !opened.belongs_to(cookie_values(
+            cookies.iter().copied(),
+            app_host::STATE_COOKIE,
+        )) {
+            return Decision::Refuse(
+                403,
+                "This sign-in link was made for another browser. Open the app's address to sign in.",
+            );
+        }
         if !self.first_use(&opened.jti, now) || !self.claims.claim(&opened.jti, now).await {
             return INVALID;
         }
@@ -254,7 +290,7 @@ impl AppHostGate {
             return Decision::Refuse(500, "cannot seal the access cookie");
         };
         Decision::Enter {
-            set_cookie,
+            set_cookies: [set_cookie, app_host::clear_state_cookie()],
             location: opened.return_to,
         }
     }
@@ -370,18 +406,84 @@ mod tests {
         // Kept or not, the cookie is good for its own host, instance and session only.
         assert!(matches!(
             decide("xyz.apps.localhost", 3, &cookie, 30),
-            Decision::Login(_)
+            Decision::Login { .. }
         ));
-        assert!(matches!(decide(HOST, 4, &cookie, 30), Decision::Login(_)));
+        assert!(matches!(
+            decide(HOST, 4, &cookie, 30),
+            Decision::Login { .. }
+        ));
         assert!(matches!(
             decide(HOST, 3, &cookie, 1_000_000),
-            Decision::Login(_)
+            Decision::Login { .. }
         ));
 
         // A tampered cookie opens to nothing and is not kept.
         let last = if cookie.ends_with('A') { "B" } else { "A" };
         let tampered = format!("{}{last}", &cookie[..cookie.len() - 1]);
-        assert!(matches!(decide(HOST, 3, &tampered, 30), Decision::Login(_)));
+        assert!(matches!(
+            decide(HOST, 3, &tampered, 30),
+            Decision::Login { .. }
+        ));
         assert_eq!(gate.admitted.read().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_code_admits_only_the_browser_that_went_to_fetch_it() {
+        let keyring = keyring();
+        let claims = CodeClaims::default();
+        claims.connect(Store::connect("sqlite::memory:").await.unwrap());
+        let gate = AppHostGate::new(&Config::default(), keyring.clone(), Snapshot::new(), claims);
+        // Sent to sign in: a state cookie, and the same state in the way to /app-auth.
+        let Decision::Login {
+            location,
+            set_cookie: Some(set_cookie),
+        } = gate.decide(HOST, &route(3), "/docs", Some("a=1"), &[], 10)
+        else {
+            panic!("expected a login with a state cookie");
+        };
+        let state_pair = set_cookie.split(';').next().unwrap().to_owned();
+        let state = state_pair.split_once('=').unwrap().1.to_owned();
+        assert!(location.contains(&format!("state={state}")), "{location}");
+        // Another tab of the same browser keeps that state.
+        let again = gate.decide(HOST, &route(3), "/", None, &[&state_pair], 11);
+        assert!(
+            matches!(&again, Decision::Login { location, set_cookie: None } if location.contains(&state)),
+            "the state is kept"
+        );
+
+        let identity = AppIdentity {
+            session: "session-hash".into(),
+            user_id: 7,
+            username: "alice".into(),
+            email: None,
+            groups: vec![],
+            host: HOST.into(),
+            instance_id: 3,
+            session_expires_at: 1_000_000,
+        };
+        let code = app_host::mint_code(&keyring, identity, "/docs", &state, 12).unwrap();
+        let query = format!("code={code}");
+        // Somebody else's browser (no state, or its own) is refused, and the code stays unspent.
+        let own_state = format!("{}={}", app_host::STATE_COOKIE, app_host::new_state());
+        for cookies in [vec![], vec![own_state.as_str()]] {
+            let refused = gate
+                .enter(HOST, &route(3), Some(&query), &cookies, 13)
+                .await;
+            assert!(matches!(refused, Decision::Refuse(403, _)), "{cookies:?}");
+        }
+        match gate
+            .enter(HOST, &route(3), Some(&query), &[&state_pair], 14)
+            .await
+        {
+            Decision::Enter {
+                set_cookies,
+                location,
+            } => {
+                assert_eq!(location, "/docs");
+                assert!(set_cookies[0].starts_with(app_host::APP_COOKIE));
+                assert!(set_cookies[1].contains("Max-Age=0"), "the state is dropped");
+            }
+            _ => panic!("the browser that fetched the code gets in"),
+        }
     }
 }

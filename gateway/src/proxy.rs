@@ -48,9 +48,10 @@ const FORWARDING_HEADERS: [&str; 10] = [
 ];
 
 /// Our cookies; instance hosts never see them, whatever the browser sends.
-const OUR_COOKIES: [&str; 3] = [
+const OUR_COOKIES: [&str; 4] = [
     "__Host-flowcase_session",
     "__Host-flowcase_app",
+    "__Host-flowcase_app_state",
     "__Host-flowcase_oidc",
 ];
 
@@ -295,18 +296,17 @@ impl FrontDoor {
             .await;
         };
         let req = session.req_header();
+        let cookies: Vec<&str> = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         let decision = if req.uri.path() == flowcase_admin::auth::app_host::AUTH_PATH {
-            let query = req.uri.query().map(str::to_owned);
             self.gate
-                .enter(host, &route, query.as_deref(), now_millis())
+                .enter(host, &route, req.uri.query(), &cookies, now_millis())
                 .await
         } else {
-            let cookies: Vec<&str> = req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
             self.gate.decide(
                 host,
                 &route,
@@ -334,11 +334,14 @@ impl FrontDoor {
                 ctx.target = Some(Target::Instance { upstream, admitted });
                 Ok(false)
             }
-            Decision::Login(location) => redirect(session, &location, None).await,
-            Decision::Enter {
-                set_cookie,
+            Decision::Login {
                 location,
-            } => redirect(session, &location, Some(&set_cookie)).await,
+                set_cookie,
+            } => redirect(session, &location, set_cookie.as_slice()).await,
+            Decision::Enter {
+                set_cookies,
+                location,
+            } => redirect(session, &location, &set_cookies).await,
             Decision::Refuse(status, message) => {
                 respond(session, status, "Access refused", message).await
             }
@@ -559,13 +562,13 @@ fn client_ip(session: &Session, trusted: &[std::net::IpAddr]) -> Option<std::net
     )
 }
 
-async fn redirect(session: &mut Session, location: &str, set_cookie: Option<&str>) -> Result<bool> {
-    let mut header = ResponseHeader::build(302, Some(4))?;
+async fn redirect(session: &mut Session, location: &str, set_cookies: &[String]) -> Result<bool> {
+    let mut header = ResponseHeader::build(302, Some(5))?;
     header.insert_header(http::header::LOCATION, location)?;
     header.insert_header(http::header::CONTENT_LENGTH, "0")?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    if let Some(cookie) = set_cookie {
-        header.insert_header(http::header::SET_COOKIE, cookie)?;
+    for cookie in set_cookies {
+        header.append_header(http::header::SET_COOKIE, cookie.as_str())?;
     }
     session
         .write_response_header(Box::new(header), true)
@@ -582,6 +585,42 @@ fn without_our_cookies(values: &[&str]) -> Option<String> {
         .filter(|pair| !pair.is_empty() && !is_ours(pair))
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// Removes an instance's `Set-Cookie` headers that name one of our cookies: they are the
+/// gateway's to give, and an app could otherwise plant a state or somebody's app cookie in its
+/// visitors' browsers.
+fn drop_our_set_cookies(response: &mut ResponseHeader) -> Result<()> {
+    let set_cookies = response.headers.get_all(http::header::SET_COOKIE);
+    if !set_cookies.iter().any(|v| sets_ours(v.as_bytes())) {
+        return Ok(());
+    }
+    let kept: Vec<HeaderValue> = set_cookies
+        .iter()
+        .filter(|v| !sets_ours(v.as_bytes()))
+        .cloned()
+        .collect();
+    response.remove_header(&http::header::SET_COOKIE);
+    for value in kept {
+        response.append_header(http::header::SET_COOKIE, value)?;
+    }
+    Ok(())
+}
+
+/// Whether a `Set-Cookie` value sets one of our cookies (names compared as browsers compare
+/// the `__Host-` prefix: without regard to case).
+fn sets_ours(value: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(value);
+    let name = text
+        .split(';')
+        .next()
+        .and_then(|pair| pair.split_once('='))
+        .map(|(name, _)| name.trim());
+    name.is_some_and(|name| {
+        OUR_COOKIES
+            .iter()
+            .any(|ours| ours.eq_ignore_ascii_case(name))
+    })
 }
 
 /// Whether a `name=value` pair of a `Cookie` header is one of our cookies.
@@ -718,11 +757,14 @@ impl ProxyHttp for FrontDoor {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(chosen) = ctx.upstream_chosen.take() {
             crate::metrics::upstream_responded(chosen.elapsed().as_secs_f64());
+        }
+        if matches!(ctx.target, Some(Target::Instance { .. })) {
+            drop_our_set_cookies(upstream_response)?;
         }
         Ok(())
     }
@@ -945,6 +987,30 @@ impl ProxyHttp for FrontDoor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instances_cannot_set_our_cookies() {
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        for value in [
+            "theme=dark; Path=/",
+            "__Host-flowcase_app=copied; Path=/; Secure",
+            "__host-FLOWCASE_app_state=planted; Path=/; Secure",
+            "session=app-own; HttpOnly",
+        ] {
+            response
+                .append_header(http::header::SET_COOKIE, value)
+                .unwrap();
+        }
+        drop_our_set_cookies(&mut response).unwrap();
+        let left: Vec<&str> = response
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["theme=dark; Path=/", "session=app-own; HttpOnly"]);
+        assert!(!sets_ours(b"flowcase_app=x"), "another name");
+    }
 
     #[test]
     fn our_cookies_never_reach_instances() {

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use flowcase_admin::auth::app_host::{STATE_COOKIE, new_state};
 use flowcase_e2e::echo::EchoServer;
 use flowcase_e2e::instances::{EchoInstance, add_user, echo_instance};
 use flowcase_e2e::{Gateway, GatewayDir};
@@ -201,10 +202,17 @@ async fn forged_other_host_and_replayed_codes_are_refused_and_return_paths_stay_
     let env = Env::start().await;
     let alice = env.browser();
     env.login(&alice, "alice").await;
+    // The codes below are asked for with this state and redeemed by browsers holding it.
+    let state = new_state();
+    let with_state = |client: Client, url: String| {
+        client
+            .get(url)
+            .header("cookie", format!("{STATE_COOKIE}={state}"))
+    };
     let code_url = |ret: &str| {
         let alice = alice.clone();
         let url = format!(
-            "{}/app-auth?host={}&return={}",
+            "{}/app-auth?host={}&return={}&state={state}",
             env.gw.origin(),
             env.host,
             url_escape(ret)
@@ -229,13 +237,30 @@ async fn forged_other_host_and_replayed_codes_are_refused_and_return_paths_stay_
     let resp = alice.get(moved).send().await.unwrap();
     assert_eq!(resp.status(), 404);
 
-    // Used once, refused the second time.
+    // Used once, refused the second time (by a browser holding the same state, too).
     let code = code_url("/").await;
-    let fresh = env.browser();
-    let first = fresh.get(code.clone()).send().await.unwrap();
+    let first = with_state(env.browser(), code.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), 302);
-    let replay = env.browser().get(code).send().await.unwrap();
+    let replay = with_state(env.browser(), code).send().await.unwrap();
     assert_eq!(replay.status(), 403, "a code works once");
+
+    // /app-auth mints nothing without a well-formed state.
+    for state in [
+        "",
+        "&state=short",
+        "&state=not%20base64url%20but%20long%20enough%20to%20pass%21",
+    ] {
+        let url = format!(
+            "{}/app-auth?host={}&return=/{state}",
+            env.gw.origin(),
+            env.host
+        );
+        let resp = alice.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{state:?}");
+    }
 
     // Open-redirect attempts end on a local path of the instance host.
     for attempt in [
@@ -245,7 +270,7 @@ async fn forged_other_host_and_replayed_codes_are_refused_and_return_paths_stay_
         "/%2F%2Fevil.example",
     ] {
         let code = code_url(attempt).await;
-        let resp = env.browser().get(code).send().await.unwrap();
+        let resp = with_state(env.browser(), code).send().await.unwrap();
         assert_eq!(resp.status(), 302, "{attempt}");
         let to = location(&resp);
         assert!(
@@ -253,6 +278,72 @@ async fn forged_other_host_and_replayed_codes_are_refused_and_return_paths_stay_
             "{attempt} → {to}"
         );
     }
+}
+
+/// A code is good only in the browser that went to fetch it: someone who mints a code for an
+/// instance (their own, say) and sends the link to somebody else cannot sign that person's
+/// browser in as themselves. The refused attempt does not spend the code.
+#[tokio::test]
+async fn a_code_sent_to_another_browser_signs_nobody_in() {
+    let env = Env::start().await;
+    let alice = env.browser();
+    env.login(&alice, "alice").await;
+    // Alice's browser on the instance host: sent to /app-auth with a state it now holds.
+    let resp = alice.get(env.app("/notes?x=1")).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    let to_auth = location(&resp);
+    assert!(to_auth.contains("&state="), "{to_auth}");
+    let state_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        state_cookie.starts_with("__Host-flowcase_app_state=")
+            && state_cookie.contains("Secure")
+            && state_cookie.contains("HttpOnly"),
+        "{state_cookie}"
+    );
+    let resp = alice.get(to_auth).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    let code_url = location(&resp);
+
+    // Bob, signed in or not, and a stranger holding a state of their own: all refused.
+    let bob = env.browser();
+    env.login(&bob, "bob").await;
+    let stranger = env.browser();
+    let _ = stranger.get(env.app("/")).send().await.unwrap();
+    for (who, client) in [
+        ("bob", &bob),
+        ("a stranger", &stranger),
+        ("nobody", &env.browser()),
+    ] {
+        let resp = client.get(code_url.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{who}");
+        assert!(
+            resp.text().await.unwrap().contains("another browser"),
+            "{who}"
+        );
+    }
+    assert_eq!(env.echo.requests(), 0, "nothing reached the instance");
+
+    // Alice's own browser still gets in with it, and her state is spent.
+    let resp = alice.get(code_url).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(location(&resp), "/notes?x=1");
+    let set: Vec<&str> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        set.iter().any(|c| c.starts_with("__Host-flowcase_app=")),
+        "{set:?}"
+    );
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("__Host-flowcase_app_state=;") && c.contains("Max-Age=0")),
+        "{set:?}"
+    );
+    let (resp, _) = follow(&alice, &env.app("/notes?x=1")).await;
+    assert_eq!(resp.status(), 200);
 }
 
 /// Codes live 60 s. Time is passed into the minting, so the test mints with the gateway's own
@@ -286,15 +377,27 @@ async fn a_code_older_than_60_seconds_is_refused() {
         instance_id: instance.id,
         session_expires_at: now + 3_600_000,
     };
-    let enter = |code: &str| env.app(&format!("/__flowcase/auth?code={code}&return=/"));
+    let state = new_state();
+    let enter = |code: &str| {
+        env.browser()
+            .get(env.app(&format!("/__flowcase/auth?code={code}&return=/")))
+            .header("cookie", format!("{STATE_COOKIE}={state}"))
+    };
 
-    let old = mint_code(&keyring, identity.clone(), "/", now - CODE_TTL_MS - 1_000).unwrap();
-    let resp = env.browser().get(enter(&old)).send().await.unwrap();
+    let old = mint_code(
+        &keyring,
+        identity.clone(),
+        "/",
+        &state,
+        now - CODE_TTL_MS - 1_000,
+    )
+    .unwrap();
+    let resp = enter(&old).send().await.unwrap();
     assert_eq!(resp.status(), 403, "a code minted 61 s ago");
     assert!(resp.text().await.unwrap().contains("expired"));
 
-    let fresh = mint_code(&keyring, identity, "/", now).unwrap();
-    let resp = env.browser().get(enter(&fresh)).send().await.unwrap();
+    let fresh = mint_code(&keyring, identity, "/", &state, now).unwrap();
+    let resp = enter(&fresh).send().await.unwrap();
     assert_eq!(resp.status(), 302, "the same code minted now");
     assert!(
         resp.headers()["set-cookie"]
@@ -329,9 +432,13 @@ async fn a_code_works_once_across_gateway_processes_sharing_the_database() {
 
     let alice = gw1.client(&first.data_dir(), &["localhost", &host]);
     login(&gw1, &alice, "alice", PASSWORD).await;
+    let state = new_state();
     let code_for = async || {
         let resp = alice
-            .get(gw1.url("localhost", &format!("/app-auth?host={host}&return=/")))
+            .get(gw1.url(
+                "localhost",
+                &format!("/app-auth?host={host}&return=/&state={state}"),
+            ))
             .send()
             .await
             .unwrap();
@@ -339,10 +446,20 @@ async fn a_code_works_once_across_gateway_processes_sharing_the_database() {
         let to = Url::parse(&location(&resp)).unwrap();
         format!("{}?{}", to.path(), to.query().unwrap())
     };
+    // Each redemption from a browser holding the state the code was asked with.
     let on = |gw: &Gateway, dir: &GatewayDir, path: &str| {
         let client = gw.client(&dir.data_dir(), &[&host]);
         let url = gw.url(&host, path);
-        async move { client.get(url).send().await.unwrap().status() }
+        let cookie = format!("{STATE_COOKIE}={state}");
+        async move {
+            client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
     };
 
     let code = code_for().await;

@@ -20,6 +20,8 @@ pub struct AppAuthQuery {
     host: String,
     #[serde(rename = "return")]
     return_to: Option<String>,
+    /// The browser's state on the instance host (see [`app_host::STATE_COOKIE`]).
+    state: Option<String>,
 }
 
 pub async fn app_auth(
@@ -36,6 +38,12 @@ pub async fn app_auth(
         .filter(|s| !s.is_empty() && !s.contains('.'));
     let Some(slug) = slug else {
         return error_page(StatusCode::BAD_REQUEST, "This is not an instance address.");
+    };
+    let Some(browser_state) = q.state.as_deref().filter(|s| app_host::is_state(s)) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in link is incomplete: open the app's address again.",
+        );
     };
     let access = Access::new(&state.auth, &principal, &client);
     let instance = match access.usable_instance(slug).await {
@@ -87,7 +95,13 @@ pub async fn app_auth(
         session_expires_at: session.absolute_expires_at,
     };
     let return_to = q.return_to.as_deref().unwrap_or("/");
-    let Some(code) = app_host::mint_code(state.auth.keyring(), identity, return_to, now) else {
+    let Some(code) = app_host::mint_code(
+        state.auth.keyring(),
+        identity,
+        return_to,
+        browser_state,
+        now,
+    ) else {
         return error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot seal the access code",
