@@ -705,8 +705,11 @@ async fn password_resets_end_sessions_and_changes_are_audited() {
     let erin_path = format!("/api/v1/users/{erin_id}");
     let erin = env.api("erin", PASSWORD).await;
     assert_eq!(erin.get("/api/v1/session").await.0, 200);
+    let key = Api::with_key(&env.gw, &env.dir, &erin.create_key("script").await);
+    assert_eq!(key.get("/api/v1/session").await.0, 200);
 
-    // A generated password is returned once and ends every session of the user.
+    // A generated password is returned once and ends every session of the user, and their API
+    // keys: a reset is how a compromised account is taken back.
     let (status, body) = root
         .call(Method::POST, &format!("{erin_path}/password"), None)
         .await;
@@ -714,6 +717,11 @@ async fn password_resets_end_sessions_and_changes_are_audited() {
     let generated = body["password"].as_str().unwrap().to_owned();
     assert!(generated.len() >= 10);
     assert_eq!(erin.get("/api/v1/session").await.0, 401);
+    assert_eq!(
+        key.get("/api/v1/session").await.0,
+        401,
+        "the API key is revoked"
+    );
     assert_eq!(env.login("erin", PASSWORD).await.status(), 401);
     let erin = env.api("erin", &generated).await;
 

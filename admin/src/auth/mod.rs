@@ -381,7 +381,9 @@ impl Auth {
         Ok(())
     }
 
-    /// Sets a user's password (policy checked) and ends their sessions except `keep_session`.
+    /// Sets a user's password (policy checked). A user changing their own keeps `keep_session`
+    /// and their API keys, and their other sessions end; a reset by somebody else (no session to
+    /// keep) ends every session and revokes every API key of the user.
     pub async fn set_password(
         &self,
         user: &User,
@@ -406,7 +408,7 @@ impl Auth {
                     .await?;
             }
             None => {
-                self.store.revoke_user_sessions(user.id, now).await?;
+                self.store.end_user_access(user.id, now).await?;
             }
         }
         Ok(())

@@ -132,6 +132,27 @@ impl Store {
         expect_one(result, "api key")
     }
 
+    /// Revokes every live key of a user; returns how many.
+    pub async fn revoke_user_api_keys(&self, user_id: i64, now: i64) -> Result<u64> {
+        let result = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Ends everything that lets a user in without their password: their sessions and their API
+    /// keys. What a password reset by somebody else does (the answer to a compromised account:
+    /// a key minted by an intruder must not outlive it). Returns (sessions, keys) ended.
+    pub async fn end_user_access(&self, user_id: i64, now: i64) -> Result<(u64, u64)> {
+        let sessions = self.revoke_user_sessions(user_id, now).await?;
+        let keys = self.revoke_user_api_keys(user_id, now).await?;
+        Ok((sessions, keys))
+    }
+
     /// Revokes a key. Revoking twice keeps the first revocation time.
     pub async fn revoke_api_key(&self, id: i64, now: i64) -> Result<()> {
         let result =

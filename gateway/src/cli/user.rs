@@ -113,9 +113,9 @@ async fn execute(store: &Store, command: UserCommand) -> anyhow::Result<()> {
             store
                 .set_password_hash(user.id, Some(&accounts::hash_password(&password)?), now)
                 .await?;
-            let ended = store.revoke_user_sessions(user.id, now).await?;
+            let (sessions, keys) = store.end_user_access(user.id, now).await?;
             println!(
-                "password of {} changed; {ended} session(s) ended",
+                "password of {} changed; {sessions} session(s) ended, {keys} API key(s) revoked",
                 user.username
             );
             if generated {
