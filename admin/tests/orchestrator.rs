@@ -627,6 +627,57 @@ async fn vanished_containers_are_gone_and_fail_no_other_operation(backend: Backe
     assert!(h.instance_running(&kept.slug));
 }
 
+/// A profile volume is mounted only for its own user of its own installation (database): one
+/// another installation on the same engine made, or one left by an earlier database whose user
+/// ids started over, is refused. Volumes from before installations were labelled still serve
+/// their user; new ones are labelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_volume_of_another_installation_is_never_mounted() {
+    let h = Harness::new(Db::Sqlite).await;
+    let alice = h.user("alice").await;
+    let droplet = h.http_droplet("owned", |_| {}).await;
+    let volume = format!("{}-{}-{}", h.run, alice.id, droplet.id);
+    let create = |labels: &[(&str, &str)]| {
+        let mut args = vec!["volume".to_owned(), "create".to_owned()];
+        for (k, v) in labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(volume.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&args);
+        assert!(volume_exists(&volume));
+    };
+    let user = alice.id.to_string();
+
+    create(&[
+        ("flowcase.managed", "profile"),
+        ("flowcase.user", &user),
+        ("flowcase.installation", "another-database"),
+    ]);
+    match h.orch.launch(&alice, &droplet).await {
+        Err(AdminError::Conflict(reason)) => {
+            assert!(reason.contains("another installation"), "{reason}")
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    docker(&["volume", "rm", &volume]);
+
+    // Made before installations were labelled: still alice's.
+    create(&[("flowcase.managed", "profile"), ("flowcase.user", &user)]);
+    let (legacy, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+    h.orch.destroy(legacy.id, &Actor::system()).await.unwrap();
+    docker(&["volume", "rm", &volume]);
+
+    // A new one carries this installation's id.
+    h.orch.launch(&alice, &droplet).await.unwrap();
+    let labels = docker_json(&["volume", "inspect", &volume]);
+    assert_eq!(
+        labels[0]["Labels"]["flowcase.installation"],
+        h.store.installation_id().await.unwrap().as_str()
+    );
+}
+
 /// The manager answers for any unique prefix of a service id: a short word (CI's host is called
 /// `vm`, tried as the gateway's own container) once "found" another test's service whose id
 /// began `vm…`, and every launch then failed attaching that "container" to its network.

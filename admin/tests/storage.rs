@@ -187,7 +187,21 @@ on_both_backends!(
     workshop_templates_seats_and_launch_claims,
     audit_filters_and_tenant_scope,
     counts_by_tenant_and_server_version,
+    the_installation_id_is_made_once_and_kept,
 );
+
+async fn the_installation_id_is_made_once_and_kept(db: &TestDb) {
+    let first = db.store.installation_id().await.unwrap();
+    assert!(first.len() >= 32, "{first}");
+    assert_eq!(db.store.installation_id().await.unwrap(), first);
+    let again = Store::connect(&db.url).await.unwrap();
+    assert_eq!(
+        again.installation_id().await.unwrap(),
+        first,
+        "another connection"
+    );
+    again.close().await;
+}
 
 async fn app_codes_are_claimed_once_and_pruned_after_expiry(db: &TestDb) {
     let store = &db.store;

@@ -33,6 +33,15 @@ async fn copy_database_moves_everything_from_sqlite_to_postgresql() {
     let client = gw.client(&dir.data_dir(), &["localhost", &echo.host]);
     login(&gw, &client, "alice", PASSWORD).await;
     assert!(gw.stop().success());
+    // The installation's id labels its users' profile volumes: it must move along.
+    let sqlite = flowcase_admin::Store::connect(&format!(
+        "sqlite://{}",
+        dir.data_dir().join("flowcase.db").display()
+    ))
+    .await
+    .unwrap();
+    let installation = sqlite.installation_id().await.unwrap();
+    sqlite.close().await;
 
     dir.set("FLOWCASE_COPY_TO", &pg.url);
     let out = dir.cli(&["copy-database"]);
@@ -80,6 +89,11 @@ async fn copy_database_moves_everything_from_sqlite_to_postgresql() {
         slugs.iter().any(|(s,)| s == "moved1"),
         "the instance row must be copied: {slugs:?}"
     );
+    let moved: (String,) = sqlx::query_as("SELECT id FROM installation")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(moved.0, installation, "the installation id moved along");
     drop(conn);
     drop(echo);
     // New rows get fresh ids: the identity sequences were moved past the copied ones.

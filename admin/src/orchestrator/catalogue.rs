@@ -816,6 +816,7 @@ fn preview_input() -> spec::SpecInput<'static> {
         exposure: super::engine::Exposure::LoopbackEphemeral,
         password: None,
         deployment: "preview",
+        installation: "preview",
     }
 }
 

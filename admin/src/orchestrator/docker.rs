@@ -783,6 +783,7 @@ mod tests {
             mounts: vec![VolumeMount {
                 volume: "vol".into(),
                 target: "/home".into(),
+                labels: crate::orchestrator::spec::profile_labels(1, 2, "inst"),
             }],
         }
     }

@@ -30,6 +30,10 @@ pub const LABEL_MANAGED: &str = "flowcase.managed";
 /// Label naming the Flowcase deployment a container belongs to, so that two deployments (or
 /// test runs) sharing one engine never reconcile each other's containers.
 pub const LABEL_DEPLOYMENT: &str = "flowcase.deployment";
+/// Label of a profile volume: the installation (database) whose user owns it, so that another
+/// installation on the same engine, or a new database whose user ids start over, never mounts
+/// it (see `Store::installation_id`).
+pub const LABEL_INSTALLATION: &str = "flowcase.installation";
 
 /// Label on a container that serves an instance without being it: `guacd` for its guacd
 /// sidecar ([`super::sidecar`]). Such a container carries the instance's [`LABEL_INSTANCE`] too,
@@ -96,6 +100,9 @@ pub struct VolumeMount {
     pub volume: String,
     /// Mount point in the container.
     pub target: String,
+    /// The labels the volume is made with where it does not exist yet (the owner's, see
+    /// [`super::spec::profile_labels`]).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Everything needed to create one instance's container.

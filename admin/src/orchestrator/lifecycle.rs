@@ -182,6 +182,7 @@ impl Orchestrator {
                 exposure: self.exposure(),
                 password: password.as_deref(),
                 deployment: &self.options.deployment,
+                installation: &self.store.installation_id().await?,
             },
         )?;
         options.apply(&mut container_spec);
@@ -719,20 +720,17 @@ impl Orchestrator {
         )
         .await?;
         for mount in &container_spec.mounts {
-            let wanted = spec::profile_labels(instance.user_id, droplet.id);
             let labels = self
                 .engine
-                .ensure_volume(&mount.volume, &wanted)
+                .ensure_volume(&mount.volume, &mount.labels)
                 .await
                 .map_err(engine_err)?;
-            // A volume someone else owns (or that we did not create) is never mounted: this is
-            // what keeps two users from sharing a profile whatever the template says.
-            let owner = labels.get(super::engine::LABEL_USER);
-            if labels.get(LABEL_MANAGED).map(String::as_str) != Some("profile")
-                || owner != Some(&instance.user_id.to_string())
-            {
+            // A volume someone else owns (or that we did not create, or another installation's)
+            // is never mounted: this is what keeps two users from sharing a profile whatever the
+            // template says.
+            if let Some(reason) = spec::profile_refusal(&labels, &mount.labels) {
                 return Err(AdminError::Conflict(format!(
-                    "profile volume {} belongs to someone else",
+                    "profile volume {} {reason}",
                     mount.volume
                 )));
             }

@@ -289,6 +289,8 @@ impl Orchestrator {
                 exposure: self.exposure(),
                 password: password.as_deref(),
                 deployment: &self.options.deployment,
+                // Pooled containers have no profile (their user is not known yet).
+                installation: "",
             },
         )?;
         self.ensure_network(slug, None, droplet, &network).await?;

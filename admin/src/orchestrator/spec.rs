@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::engine::{
-    ContainerSpec, Exposure, LABEL_DEPLOYMENT, LABEL_DROPLET, LABEL_INSTANCE, LABEL_MANAGED,
-    LABEL_POOL, LABEL_USER, VolumeMount,
+    ContainerSpec, Exposure, LABEL_DEPLOYMENT, LABEL_DROPLET, LABEL_INSTALLATION, LABEL_INSTANCE,
+    LABEL_MANAGED, LABEL_POOL, LABEL_USER, VolumeMount,
 };
 use crate::error::{AdminError, Result};
 use crate::store::{Droplet, DropletType, TargetKind};
@@ -96,6 +96,8 @@ pub struct SpecInput<'a> {
     pub password: Option<&'a str>,
     /// The deployment the container belongs to (a label).
     pub deployment: &'a str,
+    /// The installation the owner belongs to (a profile volume's label).
+    pub installation: &'a str,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> AdminError {
@@ -119,13 +121,39 @@ pub fn instance_labels(slug: &str, user_id: i64, droplet_id: i64) -> BTreeMap<St
     ])
 }
 
-/// Labels of a profile volume: owner and droplet, not the instance (it outlives them).
-pub fn profile_labels(user_id: i64, droplet_id: i64) -> BTreeMap<String, String> {
+/// Labels of a profile volume: owner, droplet and installation, not the instance (it outlives
+/// them).
+pub fn profile_labels(
+    user_id: i64,
+    droplet_id: i64,
+    installation: &str,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_MANAGED.to_owned(), "profile".to_owned()),
         (LABEL_USER.to_owned(), user_id.to_string()),
         (LABEL_DROPLET.to_owned(), droplet_id.to_string()),
+        (LABEL_INSTALLATION.to_owned(), installation.to_owned()),
     ])
+}
+
+/// Why a volume with `labels` may not be mounted as the profile of `wanted`'s owner, if it may
+/// not: it is no profile of ours, another user's, or another installation's. A volume made before
+/// installations were labelled carries none and is still its user's.
+pub fn profile_refusal(
+    labels: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> Option<&'static str> {
+    if labels.get(LABEL_MANAGED).map(String::as_str) != Some("profile")
+        || labels.get(LABEL_USER) != wanted.get(LABEL_USER)
+    {
+        return Some("belongs to someone else");
+    }
+    match labels.get(LABEL_INSTALLATION) {
+        Some(installation) if Some(installation) != wanted.get(LABEL_INSTALLATION) => {
+            Some("belongs to another installation (another database on this engine)")
+        }
+        _ => None,
+    }
 }
 
 /// The profile volume name for a user and droplet, from the droplet's template (`{user_id}`,
@@ -305,7 +333,12 @@ pub fn container_spec(droplet: &Droplet, input: &SpecInput<'_>) -> Result<Contai
     if let Some(target) = droplet.profile_mount.as_deref().filter(|m| !m.is_empty()) {
         let target = validate_mount(target)?;
         let volume = profile_volume_name(droplet, input.user_id, input.user_name)?;
-        mounts.push(VolumeMount { volume, target });
+        let labels = profile_labels(input.user_id, droplet.id, input.installation);
+        mounts.push(VolumeMount {
+            volume,
+            target,
+            labels,
+        });
     }
 
     let mut ports = vec![upstream_port(droplet)];
@@ -398,6 +431,7 @@ mod tests {
             exposure: Exposure::LoopbackEphemeral,
             password,
             deployment: "prod",
+            installation: "inst-1",
         }
     }
 
@@ -446,7 +480,8 @@ mod tests {
             spec.mounts,
             vec![VolumeMount {
                 volume: "flowcase-profile-42-7".into(),
-                target: "/home/user".into()
+                target: "/home/user".into(),
+                labels: profile_labels(42, 7, "inst-1"),
             }]
         );
         assert!(spec.tmpfs.is_empty());

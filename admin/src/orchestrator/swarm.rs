@@ -133,7 +133,7 @@ pub fn service_spec(spec: &ContainerSpec, image: &str) -> Result<ServiceSpec, St
             read_only: Some(false),
             // Created like this on a node that does not hold the profile volume yet.
             volume_options: Some(MountVolumeOptions {
-                labels: Some(hash_map(&profile_labels(&spec.labels))),
+                labels: Some(hash_map(&m.labels)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -207,20 +207,6 @@ pub fn service_spec(spec: &ContainerSpec, image: &str) -> Result<ServiceSpec, St
         }),
         ..Default::default()
     })
-}
-
-/// The labels a profile volume gets when Swarm creates it on a node (ours for the instance's
-/// owner, as [`super::spec::profile_labels`] makes them).
-fn profile_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let user = labels
-        .get(super::engine::LABEL_USER)
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(0);
-    let droplet = labels
-        .get(super::engine::LABEL_DROPLET)
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0);
-    super::spec::profile_labels(user, droplet)
 }
 
 fn replicas(service: &Service) -> i64 {
@@ -1086,6 +1072,7 @@ mod tests {
             mounts: vec![VolumeMount {
                 volume: "vol".into(),
                 target: "/home".into(),
+                labels: crate::orchestrator::spec::profile_labels(42, 7, "inst"),
             }],
         }
     }
@@ -1139,6 +1126,7 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(volume_labels["flowcase.user"], "42");
+        assert_eq!(volume_labels["flowcase.installation"], "inst");
         assert_eq!(mounts[1].typ, Some(MountType::TMPFS));
     }
 

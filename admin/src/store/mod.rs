@@ -21,6 +21,7 @@ pub mod droplets;
 pub mod gauges;
 pub mod groups;
 pub mod identities;
+pub mod installation;
 pub mod instance_views;
 pub mod instances;
 pub mod invites;

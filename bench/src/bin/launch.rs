@@ -157,6 +157,8 @@ impl Bench {
             exposure: Exposure::LoopbackEphemeral,
             password: None,
             deployment: &self.run,
+            // The bench's droplets mount no profile.
+            installation: "",
         }
     }
 
