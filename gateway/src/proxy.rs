@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use flowcase_admin::auth::assertion::{self, AssertionSigner, Claims};
 use flowcase_admin::store::{InstanceStatus, now_millis};
+use flowcase_admin::web::extract::USER_HEADER;
 use flowcase_config::Config;
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -131,6 +132,8 @@ pub struct RequestCtx {
     upstream_chosen: Option<Instant>,
     /// Request body bytes passed on so far, against `proxy.max_request_body`.
     body_bytes: u64,
+    /// Who the control plane says made the request (its [`USER_HEADER`]), for the access log.
+    control_plane_user: Option<String>,
 }
 
 impl FrontDoor {
@@ -647,6 +650,7 @@ impl ProxyHttp for FrontDoor {
             started: Instant::now(),
             upstream_chosen: None,
             body_bytes: 0,
+            control_plane_user: None,
         }
     }
 
@@ -763,8 +767,14 @@ impl ProxyHttp for FrontDoor {
         if let Some(chosen) = ctx.upstream_chosen.take() {
             crate::metrics::upstream_responded(chosen.elapsed().as_secs_f64());
         }
-        if matches!(ctx.target, Some(Target::Instance { .. })) {
-            drop_our_set_cookies(upstream_response)?;
+        match ctx.target {
+            Some(Target::Instance { .. }) => drop_our_set_cookies(upstream_response)?,
+            Some(Target::ControlPlane) => {
+                if let Some(user) = upstream_response.remove_header(USER_HEADER) {
+                    ctx.control_plane_user = Some(String::from_utf8_lossy(user.as_bytes()).into());
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -962,7 +972,7 @@ impl ProxyHttp for FrontDoor {
         crate::metrics::request(&ctx.class, req.uri.path(), status, latency.as_secs_f64());
         let user = match &ctx.target {
             Some(Target::Instance { admitted, .. }) => Some(admitted.identity.username.as_str()),
-            _ => None,
+            _ => ctx.control_plane_user.as_deref(),
         };
         let instance = match &ctx.class {
             HostClass::Instance { slug } => Some(slug.as_str()),

@@ -766,3 +766,50 @@ async fn access_lines_carry_the_upstreams_request_id_and_a_stop_loses_none() {
         );
     }
 }
+
+/// The public host's access lines name the signed-in user too (the control plane tells the
+/// front door in a response header, which never reaches the browser); anonymous requests name
+/// nobody.
+#[tokio::test]
+async fn access_lines_of_the_public_host_name_the_signed_in_user() {
+    let env = Env::start().await;
+    let alice = env.browser();
+    env.login(&alice, "alice").await;
+    let signed_in = alice
+        .get(env.gw.url("localhost", "/api/v1/session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    assert!(signed_in.headers().get("x-flowcase-user").is_none());
+    let anonymous = env
+        .browser()
+        .get(env.gw.url("localhost", "/api/v1/droplets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let line_of = |logs: &str, path: &str| {
+        let path = format!("path=\"{path}\"");
+        logs.lines()
+            .find(|l| l.contains("access") && l.contains("method=GET") && l.contains(&path))
+            .map(str::to_owned)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (mine, theirs) = loop {
+        let logs = env.gw.stderr();
+        if let (Some(a), Some(b)) = (
+            line_of(&logs, "/api/v1/session"),
+            line_of(&logs, "/api/v1/droplets"),
+        ) {
+            break (a, b);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access lines:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(mine.contains("user=\"alice\""), "{mine}");
+    assert!(!theirs.contains("user="), "{theirs}");
+}

@@ -22,6 +22,10 @@ use crate::store::now_millis;
 /// Form bodies are read whole to find their CSRF field; nothing legitimate posts more.
 const MAX_FORM_BYTES: usize = 1 << 20;
 
+/// Response header naming the user a request was made as, for the front door's access log
+/// (which cannot tell from the outside); the front door takes it off before the browser sees it.
+pub const USER_HEADER: &str = "x-flowcase-user";
+
 /// What the middleware learned about a request.
 #[derive(Debug, Clone)]
 pub struct RequestAuth {
@@ -121,8 +125,15 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
             }
         }
     }
+    let user = principal
+        .as_ref()
+        .and_then(|p| header::HeaderValue::from_bytes(p.user.username.as_bytes()).ok());
     parts.extensions.insert(RequestAuth { principal, client });
-    next.run(Request::from_parts(parts, body)).await
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if let Some(user) = user {
+        response.headers_mut().insert(USER_HEADER, user);
+    }
+    response
 }
 
 /// The CSRF token from the header, or else from the form body (which is read and handed back).
