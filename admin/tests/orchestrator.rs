@@ -842,7 +842,7 @@ async fn activity_keeps_an_instance_alive_and_the_reaper_stops_it_when_idle(back
     let (instance, _) = h.orch.launch(&alice, &droplet).await.unwrap();
 
     h.clock.advance(Duration::from_secs(50));
-    h.orch.activity().record(instance.id);
+    h.orch.activity().record(instance.id, "a session");
     assert_eq!(h.orch.activity().pending(), 1);
     assert!(h.orch.reap().await.unwrap().is_empty());
     assert_eq!(h.orch.activity().pending(), 0, "the sweep flushes first");

@@ -188,7 +188,74 @@ on_both_backends!(
     audit_filters_and_tenant_scope,
     counts_by_tenant_and_server_version,
     the_installation_id_is_made_once_and_kept,
+    sessions_used_through_instances_stay_alive_and_idle_ones_end,
 );
+
+async fn sessions_used_through_instances_stay_alive_and_idle_ones_end(db: &TestDb) {
+    let tenant = default_tenant(db).await;
+    let alice = new_user(db, tenant.id, "alice").await;
+    let session = |id: &str, idle: i64, remember: bool| NewSession {
+        id: id.to_owned(),
+        user_id: alice.id,
+        idle_expires_at: T0 + idle,
+        absolute_expires_at: T0 + 10_000,
+        remember,
+        client_addr: None,
+        user_agent: None,
+    };
+    for new in [
+        session("used", 1_000, false),
+        session("near-end", 1_000, false),
+        session("unused", 1_000, false),
+        session("remembered", 10_000, true),
+        session("already-idle", 100, false),
+    ] {
+        db.store.create_session(&new, T0).await.unwrap();
+    }
+    let used = |id: &str, at: i64| (id.to_owned(), at);
+    let kept = db
+        .store
+        .keep_sessions_alive(
+            &[
+                used("used", T0 + 500),
+                used("near-end", T0 + 9_500),
+                used("remembered", T0 + 500),
+                used("already-idle", T0 + 500),
+                used("no-such-session", T0 + 500),
+            ],
+            1_000,
+        )
+        .await
+        .unwrap();
+    // "near-end" was idle at T0 + 1 000 already, used at 9 500: not revived.
+    assert_eq!(kept, 1);
+    let get = |id: &'static str| async move { db.store.get_session(id).await.unwrap().unwrap() };
+    let s = get("used").await;
+    assert_eq!((s.last_seen_at, s.idle_expires_at), (T0 + 500, T0 + 1_500));
+    assert_eq!(get("remembered").await.idle_expires_at, T0 + 10_000);
+    assert_eq!(get("already-idle").await.idle_expires_at, T0 + 100);
+    // Renewed within the absolute end.
+    db.store
+        .keep_sessions_alive(&[used("used", T0 + 1_400)], 9_000)
+        .await
+        .unwrap();
+    assert_eq!(get("used").await.idle_expires_at, T0 + 10_000);
+
+    // At T0 + 1 200: "unused", "near-end" and "already-idle" ran out of idle time; "used" and
+    // "remembered" did not.
+    assert_eq!(db.store.end_idle_sessions(T0 + 1_200).await.unwrap(), 3);
+    for id in ["unused", "near-end", "already-idle"] {
+        assert_eq!(get(id).await.revoked_at, Some(T0 + 1_200), "{id}");
+    }
+    for id in ["used", "remembered"] {
+        assert_eq!(get(id).await.revoked_at, None, "{id}");
+    }
+    assert_eq!(
+        db.store.end_idle_sessions(T0 + 1_300).await.unwrap(),
+        0,
+        "once"
+    );
+}
 
 async fn the_installation_id_is_made_once_and_kept(db: &TestDb) {
     let first = db.store.installation_id().await.unwrap();

@@ -269,7 +269,7 @@ pub enum Registration {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub registration: Registration,
-    /// A session unused for this long ends.
+    /// A session unused for this long ends (use of an app or desktop through it counts).
     pub session_idle_timeout: Duration,
     /// A session ends this long after login, used or not.
     pub session_lifetime: Duration,

@@ -332,7 +332,7 @@ impl FrontDoor {
                 if !self.is_passive(session)
                     && let Some(activity) = self.activity.get()
                 {
-                    activity.record(route.id);
+                    activity.record(route.id, &admitted.identity.session);
                 }
                 ctx.target = Some(Target::Instance { upstream, admitted });
                 Ok(false)
@@ -950,7 +950,7 @@ impl ProxyHttp for FrontDoor {
         if let (Some(Target::Instance { admitted, .. }), Some(activity)) =
             (&ctx.target, self.activity.get())
         {
-            activity.record(admitted.identity.instance_id);
+            activity.record(admitted.identity.instance_id, &admitted.identity.session);
         }
         Ok(())
     }

@@ -26,7 +26,10 @@ impl Env {
     /// A gateway, users alice (owner) and bob, and alice's running instance `app1` whose
     /// upstream is the echo server.
     async fn start() -> Env {
-        let dir = GatewayDir::new();
+        Env::start_in(GatewayDir::new()).await
+    }
+
+    async fn start_in(dir: GatewayDir) -> Env {
         let gw = Gateway::start(&dir).await;
         for user in ["alice", "bob"] {
             add_user(&dir, user, PASSWORD);
@@ -812,4 +815,57 @@ async fn access_lines_of_the_public_host_name_the_signed_in_user() {
     };
     assert!(mine.contains("user=\"alice\""), "{mine}");
     assert!(!theirs.contains("user="), "{theirs}");
+}
+
+/// Working in an app keeps the sign-in session alive past its idle timeout (the gateway notes
+/// each use and renews the session, as a page of the control plane would), and once nothing
+/// uses it for its idle timeout it ends: the control plane and the app host both let the
+/// browser in no more.
+#[tokio::test]
+async fn using_an_app_keeps_the_session_alive_and_idleness_ends_it_on_the_app_host_too() {
+    let mut dir = GatewayDir::new();
+    dir.set("FLOWCASE_AUTH__SESSION_IDLE_TIMEOUT", "8s");
+    let env = Env::start_in(dir).await;
+    let alice = env.browser();
+    env.login(&alice, "alice").await;
+    let (resp, visited) = follow(&alice, &env.app("/")).await;
+    assert_eq!(resp.status(), 200, "{visited:?}");
+
+    // Twice the idle timeout of work in the app, and nothing else.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(16) {
+        let resp = alice.get(env.app("/work")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "at {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let session = || alice.get(env.gw.url("localhost", "/api/v1/session")).send();
+    assert_eq!(
+        session().await.unwrap().status(),
+        200,
+        "kept alive by the app"
+    );
+
+    // Then nothing for longer than the idle timeout: the session is over (asking the control
+    // plane does not renew an ended session)...
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(session().await.unwrap().status(), 401, "idle for 9 s");
+    // ...and the app host follows within a flush of the gateway's activity notes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = alice.get(env.app("/work")).send().await.unwrap();
+        if resp.status() == 302 {
+            assert!(
+                location(&resp).contains("/app-auth?"),
+                "{}",
+                location(&resp)
+            );
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app host still lets an idle session's browser in"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -138,6 +138,9 @@ pub struct Options {
     pub gateway_container: Option<String>,
     /// Image of the guacd sidecars of droplets that ask for one without naming their own.
     pub guacd_sidecar_image: String,
+    /// A sign-in session's idle timeout (`[auth] session_idle_timeout`), which use of an
+    /// instance through it renews (see [`activity`]).
+    pub session_idle_ms: i64,
 }
 
 /// Periods of the background tasks started by [`Orchestrator::spawn_background`].
@@ -188,6 +191,7 @@ impl Options {
             gateway_container: Some(config.docker.gateway_container.clone())
                 .filter(|c| !c.is_empty()),
             guacd_sidecar_image: config.guacd.sidecar_image.trim().to_owned(),
+            session_idle_ms: crate::auth::session::Lifetimes::from_config(&config.auth).idle_ms,
         }
     }
 }

@@ -148,6 +148,42 @@ impl Store {
         expect_one(result, "session")
     }
 
+    /// Keeps sessions used through what they opened (app hosts, desktop tunnels) alive: each
+    /// (id, when last used) gets `idle_ms` more from that use, within its absolute end, as a
+    /// control-plane request would. Sessions already ended (revoked, idle too long) stay ended;
+    /// remembered ones (no idle timeout) are left alone.
+    pub async fn keep_sessions_alive(&self, used: &[(String, i64)], idle_ms: i64) -> Result<u64> {
+        let mut kept = 0;
+        for (id, at) in used {
+            let result = sqlx::query(
+                "UPDATE sessions SET last_seen_at = $2, idle_expires_at = CASE \
+                   WHEN $3 < absolute_expires_at THEN $3 ELSE absolute_expires_at END \
+                 WHERE id = $1 AND revoked_at IS NULL AND last_seen_at < $2 \
+                   AND idle_expires_at > $2 AND idle_expires_at < absolute_expires_at",
+            )
+            .bind(id)
+            .bind(*at)
+            .bind(at.saturating_add(idle_ms))
+            .execute(&self.pool)
+            .await?;
+            kept += result.rows_affected();
+        }
+        Ok(kept)
+    }
+
+    /// Ends the sessions whose idle time ran out, so that what derives from them (app cookies,
+    /// desktop tunnels: they learn of revocations only) ends too. Returns how many.
+    pub async fn end_idle_sessions(&self, now: i64) -> Result<u64> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE revoked_at IS NULL AND idle_expires_at <= $1 AND absolute_expires_at > $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     /// Revokes one session. Revoking twice keeps the first revocation time.
     pub async fn revoke_session(&self, id_hash: &str, now: i64) -> Result<()> {
         let result =

@@ -62,6 +62,8 @@ pub struct SessionWatch {
 pub struct ActivitySink {
     pub reporter: Option<ActivityReporter>,
     pub instance_id: i64,
+    /// The sign-in session the tunnel derives from, kept alive by the input.
+    pub session: String,
     pub read_only: bool,
 }
 
@@ -300,7 +302,7 @@ where
             && let Some(reporter) = &activity.reporter
             && last_activity.is_none_or(|t| t.elapsed() >= ACTIVITY_EVERY)
         {
-            reporter.record(activity.instance_id);
+            reporter.record(activity.instance_id, &activity.session);
             last_activity = Some(tokio::time::Instant::now());
         }
     }

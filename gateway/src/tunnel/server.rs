@@ -194,6 +194,7 @@ impl Tunnels {
             ActivitySink {
                 reporter: self.activity.get().cloned(),
                 instance_id,
+                session: opened.grant.session.clone(),
                 read_only: opened.grant.watch,
             },
         )
