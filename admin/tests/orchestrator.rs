@@ -627,6 +627,65 @@ async fn vanished_containers_are_gone_and_fail_no_other_operation(backend: Backe
     assert!(h.instance_running(&kept.slug));
 }
 
+/// A running workshop whose end time has come is ended by the sweep, and the instances it
+/// started are stopped (kept, with their profiles, as "stop all" leaves them); instances
+/// outside it are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workshop_past_its_end_is_ended_and_its_instances_stopped() {
+    use flowcase_admin::store::{NewWorkshop, WorkshopStatus};
+    let h = Harness::new(Db::Sqlite).await;
+    let alice = h.user("alice").await;
+    let droplet = h.http_droplet("lab", |_| {}).await;
+    let (in_lab, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let (outside, _) = h.orch.launch(&alice, &droplet).await.unwrap();
+    let workshop = h
+        .store
+        .create_workshop(
+            &NewWorkshop {
+                tenant_id: h.tenant_id,
+                group_id: None,
+                name: "Lab 1".into(),
+                description: String::new(),
+                starts_at: T0,
+                ends_at: T0 + 120_000,
+                status: WorkshopStatus::Running,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(
+        h.store
+            .claim_workshop_launch(workshop.id, alice.id, droplet.id, None, T0, T0)
+            .await
+            .unwrap()
+    );
+    h.store
+        .finish_workshop_launch(workshop.id, alice.id, droplet.id, Ok(in_lab.id))
+        .await
+        .unwrap();
+
+    assert!(
+        h.orch.reap().await.unwrap().workshops_ended.is_empty(),
+        "not yet"
+    );
+    h.clock.advance(Duration::from_secs(121));
+    let report = h.orch.reap().await.unwrap();
+    assert_eq!(report.workshops_ended, ["Lab 1"], "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    let ended = h.store.get_workshop(workshop.id).await.unwrap().unwrap();
+    assert_eq!(ended.status, WorkshopStatus::Ended);
+    let stopped = h.store.get_instance(in_lab.id).await.unwrap().unwrap();
+    assert_eq!(stopped.status, InstanceStatus::Stopped);
+    assert!(!h.instance_running(&in_lab.slug));
+    assert!(h.instance_running(&outside.slug), "not the workshop's");
+    assert_eq!(
+        h.orch.reap().await.unwrap().workshops_ended.len(),
+        0,
+        "ended once"
+    );
+}
+
 /// A profile volume is mounted only for its own user of its own installation (database): one
 /// another installation on the same engine made, or one left by an earlier database whose user
 /// ids started over, is refused. Volumes from before installations were labelled still serve

@@ -29,6 +29,9 @@ pub struct ReapReport {
     pub destroyed_idle: Vec<String>,
     /// Instances destroyed because their lifetime was over.
     pub destroyed_expired: Vec<String>,
+    /// Workshops ended because their end time came (their instances stopped, as "stop all"
+    /// does).
+    pub workshops_ended: Vec<String>,
     /// Instances an action failed for, with the error.
     pub failed: Vec<(String, String)>,
 }
@@ -39,6 +42,7 @@ impl ReapReport {
         self.stopped_idle.is_empty()
             && self.destroyed_idle.is_empty()
             && self.destroyed_expired.is_empty()
+            && self.workshops_ended.is_empty()
             && self.failed.is_empty()
     }
 }
@@ -153,7 +157,38 @@ impl Orchestrator {
                 report.failed.push((row.slug.clone(), e.to_string()));
             }
         }
+        self.end_workshops(now, &actor, &mut report).await?;
         Ok(report)
+    }
+
+    /// Ends the running workshops whose end time has come and stops their instances (they stay,
+    /// with their profiles, as after "stop all": the administrator may start them again).
+    async fn end_workshops(&self, now: i64, actor: &Actor, report: &mut ReapReport) -> Result<()> {
+        for workshop in self.store.running_workshops_ended_by(now).await? {
+            self.store
+                .set_workshop_status(workshop.id, crate::store::WorkshopStatus::Ended)
+                .await?;
+            for link in self.store.workshop_links(workshop.id).await? {
+                let Some(instance_id) = link.instance_id else {
+                    continue;
+                };
+                let Some(instance) = self.store.get_instance(instance_id).await? else {
+                    continue;
+                };
+                if !matches!(
+                    instance.status,
+                    crate::store::InstanceStatus::Running | crate::store::InstanceStatus::Starting
+                ) {
+                    continue;
+                }
+                let reason = format!("its workshop {} ended", workshop.name);
+                if let Err(e) = self.stop_because(instance_id, actor, Some(&reason)).await {
+                    report.failed.push((instance.slug, e.to_string()));
+                }
+            }
+            report.workshops_ended.push(workshop.name);
+        }
+        Ok(())
     }
 
     /// Runs [`Self::reap`] every `every`, logging what it did, until aborted.

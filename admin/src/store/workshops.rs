@@ -138,6 +138,20 @@ impl Store {
         Workshop::from_row(&row)
     }
 
+    /// Running workshops whose end time has come by `now`.
+    pub async fn running_workshops_ended_by(&self, now: i64) -> Result<Vec<Workshop>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM workshops WHERE status = $1 AND ends_at <= $2 ORDER BY id"
+        ))
+        .bind(WorkshopStatus::Running.as_str())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Workshop::from_row).collect()
+    }
+
     /// The workshop with this id.
     pub async fn get_workshop(&self, id: i64) -> Result<Option<Workshop>> {
         let row = sqlx::query(concat!(
