@@ -153,6 +153,11 @@ impl Store {
     /// control-plane request would. Sessions already ended (revoked, idle too long) stay ended;
     /// remembered ones (no idle timeout) are left alone.
     pub async fn keep_sessions_alive(&self, used: &[(String, i64)], idle_ms: i64) -> Result<u64> {
+        if used.is_empty() {
+            return Ok(0);
+        }
+        // One transaction for the batch, as for instance activity: one commit, not one each.
+        let mut tx = self.begin_write().await?;
         let mut kept = 0;
         for (id, at) in used {
             let result = sqlx::query(
@@ -164,10 +169,11 @@ impl Store {
             .bind(id)
             .bind(*at)
             .bind(at.saturating_add(idle_ms))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
             kept += result.rows_affected();
         }
+        tx.commit().await?;
         Ok(kept)
     }
 
