@@ -359,6 +359,29 @@ impl Gateway {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Polls the gateway's log (stderr) until `found` picks something out of it, for at most
+    /// `within` (access lines are written in batches, `log.access_flush` apart); panics with
+    /// `what` and the log when nothing turned up.
+    pub async fn wait_for_log<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        found: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            let logs = self.stderr();
+            if let Some(hit) = found(&logs) {
+                return hit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not in the log after {within:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn metrics_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.ports.2)
     }

@@ -422,21 +422,17 @@ async fn failed_launches_are_refused_at_once_or_end_in_error_with_their_reason()
     // Its container is gone, but the operator can still read why: its last output is in the
     // gateway's log, on the line that names the instance.
     let slug = shown["slug"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let logged = loop {
-        let log = gw.stderr();
-        let line = log
-            .lines()
-            .find(|l| l.contains("the last output of its container") && l.contains(&slug))
-            .map(str::to_owned);
-        match line {
-            Some(line) => break line,
-            None if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            None => panic!("no output of the failed container logged:\n{log}"),
-        }
-    };
+    let logged = gw
+        .wait_for_log(
+            "the output of the failed container",
+            Duration::from_secs(10),
+            |log| {
+                log.lines()
+                    .find(|l| l.contains("the last output of its container") && l.contains(&slug))
+                    .map(str::to_owned)
+            },
+        )
+        .await;
     assert!(logged.contains("exiting with 3 as asked"), "{logged}");
     // It can be deleted.
     let (status, _) = alice

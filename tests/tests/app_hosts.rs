@@ -747,18 +747,13 @@ async fn access_lines_carry_the_upstreams_request_id_and_a_stop_loses_none() {
             .any(|l| l.contains("access") && l.contains(id.as_str()) && l.contains(&path))
     };
     let (earlier, last) = requests.split_at(20);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let logs = env.gw.stderr();
-        if earlier.iter().all(|r| logged(&logs, r)) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "access lines missing after 5 s:\n{logs}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.gw
+        .wait_for_log(
+            "the first 20 access lines",
+            Duration::from_secs(5),
+            |logs| earlier.iter().all(|r| logged(logs, r)).then_some(()),
+        )
+        .await;
     let status = env.gw.stop();
     assert!(status.success(), "{status}");
     let logs = env.gw.stderr();
@@ -798,21 +793,15 @@ async fn access_lines_of_the_public_host_name_the_signed_in_user() {
             .find(|l| l.contains("access") && l.contains("method=GET") && l.contains(&path))
             .map(str::to_owned)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let (mine, theirs) = loop {
-        let logs = env.gw.stderr();
-        if let (Some(a), Some(b)) = (
-            line_of(&logs, "/api/v1/session"),
-            line_of(&logs, "/api/v1/droplets"),
-        ) {
-            break (a, b);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no access lines:\n{logs}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (mine, theirs) = env
+        .gw
+        .wait_for_log("both access lines", Duration::from_secs(10), |logs| {
+            Some((
+                line_of(logs, "/api/v1/session")?,
+                line_of(logs, "/api/v1/droplets")?,
+            ))
+        })
+        .await;
     assert!(mine.contains("user=\"alice\""), "{mine}");
     assert!(!theirs.contains("user="), "{theirs}");
 }

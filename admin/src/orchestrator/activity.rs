@@ -126,21 +126,20 @@ impl Orchestrator {
     /// again at its next use).
     pub async fn flush_activity(&self) -> Result<u64> {
         let (batch, sessions) = self.activity.take();
-        let now = self.clock.now_millis();
+        let moved = match self.store.touch_instances(&batch).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                self.activity.restore(batch);
+                return Err(e);
+            }
+        };
         self.store
             .keep_sessions_alive(&sessions, self.options.session_idle_ms)
             .await?;
-        self.store.end_idle_sessions(now).await?;
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        match self.store.touch_instances(&batch).await {
-            Ok(moved) => Ok(moved),
-            Err(e) => {
-                self.activity.restore(batch);
-                Err(e)
-            }
-        }
+        self.store
+            .end_idle_sessions(self.clock.now_millis())
+            .await?;
+        Ok(moved)
     }
 
     /// Runs [`Self::flush_activity`] every `every`, logging failures, until aborted.

@@ -182,7 +182,10 @@ impl Orchestrator {
                 exposure: self.exposure(),
                 password: password.as_deref(),
                 deployment: &self.options.deployment,
-                installation: &self.store.installation_id().await?,
+                installation: self
+                    .installation
+                    .get_or_try_init(|| self.store.installation_id())
+                    .await?,
             },
         )?;
         options.apply(&mut container_spec);

@@ -269,6 +269,8 @@ pub struct Orchestrator {
     pool_filling: tokio::sync::Mutex<()>,
     /// The gateway's own container, once found (mode `container-network`).
     gateway: tokio::sync::OnceCell<Option<String>>,
+    /// The installation's id (it never changes once made), read once.
+    installation: tokio::sync::OnceCell<String>,
     /// The id of every instance whose row this process just moved, for live views (the API's
     /// event stream); see [`Self::subscribe_changes`].
     changes: tokio::sync::broadcast::Sender<i64>,
@@ -306,6 +308,7 @@ impl Orchestrator {
             pool_wanted: tokio::sync::Notify::new(),
             pool_filling: tokio::sync::Mutex::new(()),
             gateway: tokio::sync::OnceCell::new(),
+            installation: tokio::sync::OnceCell::new(),
             changes: tokio::sync::broadcast::channel(CHANGES_BACKLOG).0,
         }
     }
